@@ -1,0 +1,271 @@
+"""The ``timeline`` command: a thin click layer over :class:`~timeline.service.Tracker`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any, Iterator
+
+import click
+
+from timeline.config import ConfigError, Settings, load_settings
+from timeline.domain.dates import InvalidDate, parse_day, parse_instant
+from timeline.domain.errors import TimelineError
+
+
+class DayType(click.ParamType):
+    name = "YYYY-MM-DD"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> date:
+        if isinstance(value, date):
+            return value
+        try:
+            return parse_day(value)
+        except InvalidDate as exc:
+            self.fail(str(exc), param, ctx)
+
+
+class InstantType(click.ParamType):
+    name = "RFC3339"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> datetime:
+        if isinstance(value, datetime):
+            return value
+        try:
+            return parse_instant(value)
+        except InvalidDate as exc:
+            self.fail(str(exc), param, ctx)
+
+
+DAY = DayType()
+INSTANT = InstantType()
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@contextmanager
+def tracker() -> Iterator[Any]:
+    """The tracker for this command; user errors become one clear line, no traceback."""
+    from timeline.service import Tracker
+
+    try:
+        t = Tracker(_settings())
+    except TimelineError as exc:
+        raise click.ClickException(exc.detail) from None
+    try:
+        yield t
+    except TimelineError as exc:
+        raise click.ClickException(exc.detail) from None
+    finally:
+        t.close()
+
+
+def _echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, ensure_ascii=False, indent=2))
+
+
+def _rate(value: float | None) -> str:
+    return "" if value is None else f"{value:g}%"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="timeline-policy", prog_name="timeline")
+def main() -> None:
+    """timeline: an event-sourced tracker of trade and technology policy.
+
+    The store lives under TIMELINE_HOME (default ./var); TIMELINE_DATABASE_URL set to a
+    postgresql:// URL puts the event store on PostgreSQL.
+    """
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=True, path_type=Path))
+def load(paths: tuple[Path, ...]) -> None:
+    """Load fixture files (YAML or JSON); loading the same file twice adds nothing.
+
+    A folder loads every fixture file in it. A bad file is named with the rule and field at
+    fault, and nothing from the files is stored.
+    """
+    from timeline.fixtures import FIXTURE_SUFFIXES, load_fixtures
+
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files.extend(sorted(p for p in path.iterdir() if p.suffix in FIXTURE_SUFFIXES))
+        else:
+            files.append(path)
+    with tracker() as t:
+        report = load_fixtures(t, files)
+    click.echo(
+        f"Loaded {report.files} file(s): {report.rules_added} rule(s) and "
+        f"{report.actions_added} action(s) added."
+    )
+
+
+def _state_line(state: dict) -> str:
+    parts = [state["rule"]["id"], state["status"]]
+    if state["rate_percent"] is not None:
+        parts.append(_rate(state["rate_percent"]))
+    if state["since"]:
+        parts.append(f"since {state['since']}")
+    if state["until"]:
+        parts.append(f"until {state['until']}")
+    if not state["certain"]:
+        parts.append("(uncertain: " + ", ".join(state["uncertain_because"]) + ")")
+    line = "  ".join(parts)
+    for condition in state["conditions"]:
+        line += f"\n    - {condition}"
+    return line
+
+
+@main.command()
+@click.argument("rule", required=False)
+@click.option("--as-of", type=DAY, help="The day in the world (default: today, UTC).")
+@click.option("--known-at", type=INSTANT, help="What the tracker knew at this instant (default: now).")
+@click.option("--jurisdiction", help="Only rules issued by this jurisdiction code.")
+@click.option("--instrument", help="Only rules of this instrument.")
+@click.option("-q", "--query", "q", help="Only rules matching this text.")
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
+def state(rule: str | None, as_of: date | None, known_at: datetime | None, jurisdiction: str | None,
+          instrument: str | None, q: str | None, as_json: bool) -> None:
+    """The state of one rule, or of every rule, on a day as known at an instant."""
+    with tracker() as t:
+        if rule:
+            result = t.state(rule, as_of, known_at)
+            if as_json:
+                _echo_json(result)
+            else:
+                click.echo(f"as of {result['as_of']}, known at {result['known_at']}")
+                click.echo(_state_line(result))
+            return
+        items = t.states(as_of, known_at, jurisdiction=jurisdiction, instrument=instrument, q=q)
+    if as_json:
+        _echo_json({"items": items})
+        return
+    if items:
+        click.echo(f"as of {items[0]['as_of']}, known at {items[0]['known_at']}")
+    for item in items:
+        click.echo(_state_line(item))
+    if not items:
+        click.echo("No rules.")
+
+
+@main.command()
+@click.argument("rule")
+@click.option("--known-at", type=INSTANT, help="What the tracker knew at this instant (default: now).")
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
+def history(rule: str, known_at: datetime | None, as_json: bool) -> None:
+    """A rule's actions in effective order, with their sources, corrections and retractions."""
+    with tracker() as t:
+        at, items = t.history(rule, known_at)
+    if as_json:
+        _echo_json({"items": items, "known_at": at})
+        return
+    for item in items:
+        mark = "RETRACTED " if item["retracted"] else ""
+        rate = f" {_rate(item.get('rate_percent'))}" if item.get("rate_percent") is not None else ""
+        until = f" until {item['until']}" if item.get("until") else ""
+        click.echo(f"{item['effective']:<10}  {mark}{item['kind']}{rate}{until}  [{item['id']}]")
+        if item.get("summary"):
+            click.echo(f"    {item['summary']}")
+        for condition in item.get("conditions") or []:
+            click.echo(f"    condition: {condition}")
+        for source in item.get("sources", []):
+            click.echo(f"    source: {source['title']}" + (f" <{source['url']}>" if source.get("url") else ""))
+            if source.get("quote"):
+                click.echo(f"      \u201c{source['quote']}\u201d")
+        for correction in item["corrections"]:
+            changed = ", ".join(
+                f"{k}: {json.dumps(correction['previous'].get(k))} -> {json.dumps(v)}"
+                for k, v in correction["changes"].items()
+            )
+            click.echo(f"    corrected {correction['recorded_at']}: {changed} ({correction['reason']})")
+        if item["retraction"]:
+            r = item["retraction"]
+            click.echo(f"    retracted {r['recorded_at']}: {r['reason']}")
+    if not items:
+        click.echo("No actions.")
+
+
+@main.command()
+@click.argument("day_from", metavar="FROM", type=DAY)
+@click.argument("day_to", metavar="TO", type=DAY)
+@click.option("--known-at", type=INSTANT, help="What the tracker knew at this instant (default: now).")
+@click.option("--jurisdiction", help="Only rules issued by this jurisdiction code.")
+@click.option("--instrument", help="Only rules of this instrument.")
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
+def diff(day_from: date, day_to: date, known_at: datetime | None, jurisdiction: str | None,
+         instrument: str | None, as_json: bool) -> None:
+    """The rules whose status, rate or conditions differ between two days."""
+    with tracker() as t:
+        at, changes = t.diff(day_from, day_to, known_at, jurisdiction=jurisdiction, instrument=instrument)
+    if as_json:
+        _echo_json({"changes": changes, "from": day_from.isoformat(), "to": day_to.isoformat(),
+                    "known_at": at})
+        return
+    for change in changes:
+        before, after = change["before"], change["after"]
+        click.echo(
+            f"{change['rule_id']}: {before['status']} {_rate(before['rate_percent'])}".rstrip()
+            + f" -> {after['status']} {_rate(after['rate_percent'])}".rstrip()
+        )
+    if not changes:
+        click.echo("No changes.")
+
+
+@main.command()
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write here instead of stdout.")
+def export(out: Path | None) -> None:
+    """Every stored event as JSON Lines, in position order, with record times."""
+    with tracker() as t:
+        stream = open(out, "w", encoding="utf-8") if out else sys.stdout
+        try:
+            for line in t.export():
+                stream.write(line + "\n")
+        finally:
+            if out:
+                stream.close()
+
+
+def _read_export(path: Path) -> Iterator[dict]:
+    with open(path, encoding="utf-8") as stream:
+        for number, line in enumerate(stream, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise click.ClickException(f"{path}: line {number} is not JSON ({exc.msg}).") from None
+            if not isinstance(record, dict):
+                raise click.ClickException(f"{path}: line {number} is not a JSON object.")
+            yield record
+
+
+@main.command(name="import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def import_(file: Path) -> None:
+    """Restore an export into an empty store; a new export then equals the old one."""
+    with tracker() as t:
+        try:
+            count = t.import_records(lambda: _read_export(file))
+        except TimelineError as exc:
+            raise click.ClickException(f"{file}: {exc.detail}") from None
+    click.echo(f"Imported {count} event(s) from {file}.")
+
+
+@main.command()
+def rebuild() -> None:
+    """Drop every read model and rebuild it from the events, with a progress bar."""
+    with tracker() as t:
+        total = t.app.head()
+        with click.progressbar(length=total, label="Rebuilding read models", file=sys.stderr) as bar:
+            position = t.rebuild(progress=lambda _pos, count: bar.update(count))
+    click.echo(f"Rebuilt read models up to position {position}.")

@@ -1,0 +1,90 @@
+"""Settings from the environment: the one place that reads it."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+from urllib.parse import unquote, urlparse
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    database_url: str | None = None
+    webhook_allow_private: bool = False
+
+    @property
+    def on_postgres(self) -> bool:
+        return bool(self.database_url) and self.database_url.split(":", 1)[0] in (
+            "postgresql",
+            "postgres",
+        )
+
+    @property
+    def sqlite_path(self) -> Path:
+        """The embedded event store's file."""
+        if self.database_url and not self.on_postgres:
+            parsed = urlparse(self.database_url)
+            if parsed.scheme != "sqlite":
+                raise ConfigError(
+                    f"TIMELINE_DATABASE_URL must be sqlite:///PATH or postgresql://..., "
+                    f"not {self.database_url!r}"
+                )
+            return Path(unquote(parsed.path))
+        return self.home / "events.sqlite"
+
+    @property
+    def readmodel_path(self) -> Path:
+        """The read models: a local SQLite file, one per event store."""
+        if self.on_postgres:
+            digest = hashlib.sha256(str(self.database_url).encode()).hexdigest()[:12]
+            return self.home / f"readmodel-{digest}.sqlite"
+        return self.home / "readmodel.sqlite"
+
+    @property
+    def tokens_path(self) -> Path:
+        return self.home / "tokens.json"
+
+    def eventsourcing_env(self) -> dict[str, str]:
+        """The eventsourcing library's settings for the chosen store."""
+        if not self.on_postgres:
+            return {
+                "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+                "SQLITE_DBNAME": str(self.sqlite_path),
+                "SQLITE_LOCK_TIMEOUT": "30",
+                "ORIGINATOR_ID_TYPE": "text",
+            }
+        parsed = urlparse(self.database_url)
+        env = {
+            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "POSTGRES_DBNAME": unquote(parsed.path.lstrip("/")) or "postgres",
+            "POSTGRES_HOST": parsed.hostname or "127.0.0.1",
+            "POSTGRES_PORT": str(parsed.port or 5432),
+            "POSTGRES_USER": unquote(parsed.username or "postgres"),
+            "POSTGRES_PASSWORD": unquote(parsed.password or ""),
+            "ORIGINATOR_ID_TYPE": "text",
+        }
+        for part in filter(None, parsed.query.split("&")):
+            key, _, value = part.partition("=")
+            if key == "schema":
+                env["POSTGRES_SCHEMA"] = unquote(value)
+        return env
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if environ is None else environ
+    home = Path(env.get("TIMELINE_HOME") or "./var").expanduser().absolute()
+    settings = Settings(
+        home=home,
+        database_url=env.get("TIMELINE_DATABASE_URL") or None,
+        webhook_allow_private=env.get("TIMELINE_WEBHOOK_ALLOW_PRIVATE", "") in ("1", "true", "yes"),
+    )
+    settings.sqlite_path  # validates the URL early, with a clear message
+    return settings

@@ -1,0 +1,1 @@
+"""The policy domain: dates with precision, the Rule aggregate, and the pure fold to states."""

@@ -1,0 +1,97 @@
+"""Dates with precision: the EDTF level 0 forms ``YYYY``, ``YYYY-MM`` and ``YYYY-MM-DD``."""
+
+from __future__ import annotations
+
+import calendar
+import re
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+
+_PATTERN = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?$")
+
+YEAR, MONTH, DAY = "year", "month", "day"
+
+
+class InvalidDate(ValueError):
+    """A string that is not a real ``YYYY``, ``YYYY-MM`` or ``YYYY-MM-DD`` date."""
+
+
+@dataclass(frozen=True, order=False)
+class PolicyDate:
+    """A date as reported: a whole year, a month or a day, covering a period of days."""
+
+    text: str
+    precision: str
+    start: date
+    end: date  # last day of the period, inclusive
+
+    @classmethod
+    def parse(cls, text: str) -> PolicyDate:
+        if not isinstance(text, str):
+            raise InvalidDate("must be a date string: YYYY, YYYY-MM or YYYY-MM-DD")
+        match = _PATTERN.match(text)
+        if not match:
+            raise InvalidDate(f"{text!r} is not YYYY, YYYY-MM or YYYY-MM-DD")
+        year, month, day = match.groups()
+        try:
+            if day is not None:
+                start = date(int(year), int(month), int(day))
+                return cls(text, DAY, start, start)
+            if month is not None:
+                m = int(month)
+                last = calendar.monthrange(int(year), m)[1]
+                return cls(text, MONTH, date(int(year), m, 1), date(int(year), m, last))
+            y = int(year)
+            if y < 1:
+                raise ValueError("year 0 does not exist")
+            return cls(text, YEAR, date(y, 1, 1), date(y, 12, 31))
+        except ValueError:
+            raise InvalidDate(f"{text!r} is not a real date") from None
+
+    @property
+    def is_precise(self) -> bool:
+        return self.precision == DAY
+
+    def contains(self, day: date) -> bool:
+        return self.start <= day <= self.end
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def parse_day(text: str) -> date:
+    """A full ``YYYY-MM-DD`` day, as ``as_of`` needs."""
+    parsed = PolicyDate.parse(text)
+    if parsed.precision != DAY:
+        raise InvalidDate(f"{text!r} is not a full day (YYYY-MM-DD)")
+    return parsed.start
+
+
+def next_day(day: date) -> date:
+    return day + timedelta(days=1) if day < date.max else day
+
+
+_INSTANT = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+)
+
+
+def parse_instant(text: str) -> datetime:
+    """An RFC 3339 instant (with a zone), as a UTC datetime."""
+    if not isinstance(text, str) or not _INSTANT.match(text):
+        raise InvalidDate(f"{text!r} is not an RFC 3339 instant such as 2025-12-09T00:00:00Z")
+    cleaned = text.replace("z", "Z").replace("Z", "+00:00").replace("t", "T").replace(" ", "T")
+    fraction = re.search(r"\.(\d+)", cleaned)
+    if fraction and len(fraction.group(1)) > 6:
+        # Python keeps microseconds: finer digits are truncated, never rounded up.
+        cleaned = cleaned.replace(fraction.group(0), "." + fraction.group(1)[:6])
+    try:
+        value = datetime.fromisoformat(cleaned)
+    except ValueError:
+        raise InvalidDate(f"{text!r} is not a real instant") from None
+    return value.astimezone(timezone.utc)
+
+
+def format_instant(value: datetime) -> str:
+    """RFC 3339 UTC with microseconds: sorts as text in time order."""
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -1,0 +1,282 @@
+"""The Rule aggregate: registration, one event per kind of action, corrections, retractions.
+
+Every command validates before it triggers an event, so an invalid command records nothing.
+Record time is given by the caller (the application's clock), never taken here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from typing import Any, ClassVar
+
+from eventsourcing.domain import BaseAggregate, CanInitAggregate, CanMutateAggregate, MetaDomainEvent
+
+from timeline.domain.dates import InvalidDate, PolicyDate
+from timeline.domain.errors import Conflict, InvalidInput, NotFound
+from timeline.domain.fold import KINDS, Action
+
+ACTION_FIELDS = (
+    "id", "kind", "effective", "announced", "rate_percent", "until", "conditions", "summary",
+    "sources",
+)
+CORRECTABLE = ("effective", "announced", "rate_percent", "until", "conditions", "summary", "sources")
+RULE_FIELDS = ("title", "jurisdiction", "instrument", "targets", "subjects", "tags", "links")
+
+
+def fingerprint(value: Any) -> str:
+    """A stable hash of a JSON-like value, to tell a repeat from a different request."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def check_action_fields(fields: dict[str, Any]) -> None:
+    """The contract's rules that tie an action's fields to its kind."""
+    errors: dict[str, str] = {}
+    kind = fields["kind"]
+    if kind not in KINDS:
+        errors["kind"] = f"must be one of {', '.join(KINDS)}"
+        raise InvalidInput("The action is not valid.", errors)
+    dates: dict[str, PolicyDate] = {}
+    for name in ("effective", "announced", "until"):
+        if fields.get(name) is not None:
+            try:
+                dates[name] = PolicyDate.parse(fields[name])
+            except InvalidDate as exc:
+                errors[name] = str(exc)
+    rate = fields.get("rate_percent")
+    if kind == "fee":
+        if rate is None:
+            errors["rate_percent"] = "is required on a fee (0 removes the fee)"
+        elif not 0 <= rate <= 1000:
+            errors["rate_percent"] = "must be from 0 to 1000"
+    elif rate is not None:
+        errors["rate_percent"] = "is only allowed on a fee"
+    if fields.get("until") is not None:
+        if kind != "pause":
+            errors["until"] = "is only allowed on a pause"
+        elif "until" in dates and "effective" in dates:
+            if dates["until"].start <= dates["effective"].start:
+                errors["until"] = "must start after the effective date"
+    if kind in ("lift", "resume") and fields.get("conditions") is not None:
+        errors["conditions"] = f"are not allowed on {kind}: it keeps no conditions of its own"
+    if errors:
+        raise InvalidInput("The action is not valid.", errors)
+
+
+def to_fold_action(fields: dict[str, Any], order: int) -> Action:
+    conditions = fields.get("conditions")
+    return Action(
+        id=fields["id"],
+        kind=fields["kind"],
+        effective=PolicyDate.parse(fields["effective"]),
+        order=order,
+        rate_percent=fields.get("rate_percent"),
+        until=PolicyDate.parse(fields["until"]) if fields.get("until") else None,
+        conditions=tuple(conditions) if conditions is not None else None,
+    )
+
+
+class Rule(BaseAggregate[str]):
+    """One policy measure followed over time; its id is the rule's slug."""
+
+    class Event(CanMutateAggregate[str], metaclass=MetaDomainEvent):
+        originator_id: str
+        originator_version: int
+        timestamp: datetime
+
+    class Created(Event, CanInitAggregate[str]):
+        originator_topic: str
+
+    class Registered(Created):
+        title: str
+        jurisdiction: str
+        instrument: str
+        targets: list[str]
+        subjects: list[str]
+        tags: list[str]
+        links: list[dict[str, str]]
+        request: dict[str, str] | None
+
+    class ActionRecorded(Event):
+        """Base of the eight kinds of action; ``action`` holds the action's fields."""
+
+        action: dict[str, Any]
+        request: dict[str, str] | None
+
+        def apply(self, aggregate: Rule) -> None:
+            aggregate.actions[self.action["id"]] = {
+                "fields": dict(self.action),
+                "fingerprint": fingerprint(self.action),
+                "version": self.originator_version,
+                "retracted": False,
+            }
+
+    class Banned(ActionRecorded):
+        pass
+
+    class Restricted(ActionRecorded):
+        pass
+
+    class Eased(ActionRecorded):
+        pass
+
+    class FeeSet(ActionRecorded):
+        pass
+
+    class Paused(ActionRecorded):
+        pass
+
+    class Resumed(ActionRecorded):
+        pass
+
+    class Lifted(ActionRecorded):
+        pass
+
+    class Proposed(ActionRecorded):
+        pass
+
+    class ActionCorrected(Event):
+        correction_id: str
+        action_id: str
+        changes: dict[str, Any]
+        reason: str
+        request: dict[str, str] | None
+
+        def apply(self, aggregate: Rule) -> None:
+            aggregate.actions[self.action_id]["fields"].update(self.changes)
+
+    class ActionRetracted(Event):
+        retraction_id: str
+        action_id: str
+        reason: str
+        request: dict[str, str] | None
+
+        def apply(self, aggregate: Rule) -> None:
+            aggregate.actions[self.action_id]["retracted"] = True
+
+    EVENT_BY_KIND: ClassVar[dict[str, type[Rule.ActionRecorded]]] = {}
+
+    def __init__(
+        self,
+        title: str,
+        jurisdiction: str,
+        instrument: str,
+        targets: list[str],
+        subjects: list[str],
+        tags: list[str],
+        links: list[dict[str, str]],
+    ) -> None:
+        self.title = title
+        self.jurisdiction = jurisdiction
+        self.instrument = instrument
+        self.targets = list(targets)
+        self.subjects = list(subjects)
+        self.tags = list(tags)
+        self.links = [dict(link) for link in links]
+        self.actions: dict[str, dict[str, Any]] = {}
+
+    @classmethod
+    def register(
+        cls, rule_id: str, fields: dict[str, Any], at: datetime, request: dict[str, str] | None = None
+    ) -> Rule:
+        return cls._create(
+            cls.Registered,
+            id=rule_id,
+            timestamp=at,
+            request=request,
+            **{name: fields[name] for name in RULE_FIELDS},
+        )
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in RULE_FIELDS}
+
+    def record(
+        self, action: dict[str, Any], at: datetime, request: dict[str, str] | None = None
+    ) -> bool:
+        """Record an action; False when the same action (same id, same fields) is already here."""
+        existing = self.actions.get(action["id"])
+        if existing is not None:
+            if existing["fingerprint"] == fingerprint(action):
+                return False
+            raise Conflict(
+                f"Action {action['id']!r} already exists on rule {self.id!r} with other fields.",
+                {"id": "already used for another action on this rule"},
+            )
+        check_action_fields(action)
+        self.trigger_event(self.EVENT_BY_KIND[action["kind"]], action=action, timestamp=at, request=request)
+        return True
+
+    def _live_action(self, action_id: str) -> dict[str, Any]:
+        found = self.actions.get(action_id)
+        if found is None:
+            raise NotFound(f"Rule {self.id!r} has no action {action_id!r}.")
+        if found["retracted"]:
+            raise Conflict(f"Action {action_id!r} was retracted; it can no longer change.")
+        return found
+
+    def correct(
+        self,
+        correction_id: str,
+        action_id: str,
+        changes: dict[str, Any],
+        reason: str,
+        at: datetime,
+        request: dict[str, str] | None = None,
+    ) -> None:
+        found = self._live_action(action_id)
+        unknown = sorted(set(changes) - set(CORRECTABLE))
+        if unknown:
+            raise InvalidInput(
+                "Only some fields of an action can be corrected.",
+                {name: "cannot be corrected" for name in unknown},
+            )
+        if not changes:
+            raise InvalidInput(
+                "A correction must change at least one field.",
+                {"_schema": f"give one or more of {', '.join(CORRECTABLE)}"},
+            )
+        corrected = {**found["fields"], **changes}
+        corrected = {k: v for k, v in corrected.items() if v is not None}
+        check_action_fields(corrected)
+        self.trigger_event(
+            self.ActionCorrected,
+            correction_id=correction_id,
+            action_id=action_id,
+            changes=changes,
+            reason=reason,
+            timestamp=at,
+            request=request,
+        )
+
+    def retract(
+        self,
+        retraction_id: str,
+        action_id: str,
+        reason: str,
+        at: datetime,
+        request: dict[str, str] | None = None,
+    ) -> None:
+        self._live_action(action_id)
+        self.trigger_event(
+            self.ActionRetracted,
+            retraction_id=retraction_id,
+            action_id=action_id,
+            reason=reason,
+            timestamp=at,
+            request=request,
+        )
+
+
+Rule.EVENT_BY_KIND.update(
+    ban=Rule.Banned,
+    restrict=Rule.Restricted,
+    ease=Rule.Eased,
+    fee=Rule.FeeSet,
+    pause=Rule.Paused,
+    resume=Rule.Resumed,
+    lift=Rule.Lifted,
+    propose=Rule.Proposed,
+)

@@ -1,0 +1,274 @@
+"""Questions answered from the read models: indexed lookups, never a replay of the store."""
+
+from __future__ import annotations
+
+import base64
+import json
+import sqlite3
+from typing import Any
+
+from timeline.domain.dates import PolicyDate
+from timeline.domain.errors import InvalidInput, NotFound
+from timeline.events import RULE_REGISTERED
+from timeline.readmodel.actions import known_actions
+
+STATE_FIELDS = ("status", "rate_percent", "conditions")
+
+
+def _rule(row: sqlite3.Row) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "title": row["title"],
+        "jurisdiction": row["jurisdiction"],
+        "instrument": row["instrument"],
+        "targets": json.loads(row["targets"]),
+        "subjects": json.loads(row["subjects"]),
+        "tags": json.loads(row["tags"]),
+        "links": json.loads(row["links"]),
+    }
+
+
+def _state(rule: dict, row: sqlite3.Row, as_of: str, known_at: str, version: int) -> dict[str, Any]:
+    return {
+        "rule": rule,
+        "as_of": as_of,
+        "known_at": known_at,
+        "status": row["status"],
+        "rate_percent": row["rate_percent"],
+        "conditions": json.loads(row["conditions"]),
+        "since": row["since"],
+        "until": row["until"],
+        "certain": bool(row["certain"]),
+        "uncertain_because": json.loads(row["uncertain_because"]),
+        "based_on": json.loads(row["based_on"]),
+        "version": version,
+    }
+
+
+_RULE_STATE_SQL = """
+SELECT r.*, s.status, s.rate_percent, s.conditions, s.since, s.until, s.certain,
+       s.uncertain_because, s.based_on, e.version
+FROM rules r
+JOIN states s ON s.rule_id = r.id
+     AND s.valid_from <= :as_of AND s.valid_to > :as_of
+     AND s.known_from <= :known_at AND s.known_to > :known_at
+JOIN rule_events e ON e.rule_id = r.id
+     AND e.recorded_at <= :known_at AND e.known_to > :known_at
+WHERE r.registered_at <= :known_at
+"""
+
+
+def rule_state(conn: sqlite3.Connection, rule_id: str, as_of: str, known_at: str) -> dict[str, Any]:
+    """One rule's state on ``as_of`` as known at ``known_at``."""
+    row = conn.execute(
+        _RULE_STATE_SQL + " AND r.id = :rule_id",
+        {"as_of": as_of, "known_at": known_at, "rule_id": rule_id},
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"No rule {rule_id!r} was registered at {known_at}.")
+    return _state(_rule(row), row, as_of, known_at, row["version"])
+
+
+def _filters(
+    jurisdiction: str | None, instrument: str | None, q: str | None, alias: str = "r"
+) -> tuple[str, dict[str, Any]]:
+    clauses: list[str] = []
+    params: dict[str, Any] = {}
+    if jurisdiction:
+        clauses.append(f"{alias}.jurisdiction = :jurisdiction")
+        params["jurisdiction"] = jurisdiction
+    if instrument:
+        clauses.append(f"{alias}.instrument = :instrument")
+        params["instrument"] = instrument
+    if q:
+        clauses.append(
+            f"({alias}.rowid IN (SELECT rowid FROM rules_fts WHERE rules_fts MATCH :q) OR "
+            f"{alias}.id IN (SELECT a.rule_id FROM actions a JOIN actions_fts f ON f.rowid = a.rowid "
+            "WHERE actions_fts MATCH :q AND a.retracted = 0))"
+        )
+        params["q"] = fts_query(q)
+    return "".join(f" AND {c}" for c in clauses), params
+
+
+def fts_query(text: str) -> str:
+    """Every word must match (as a prefix), whatever punctuation the user typed."""
+    words = ["".join(ch for ch in word if ch.isalnum()) for word in text.split()]
+    return " ".join(f'"{w}"*' for w in words if w) or '""'
+
+
+def rule_states(
+    conn: sqlite3.Connection,
+    as_of: str,
+    known_at: str,
+    jurisdiction: str | None = None,
+    instrument: str | None = None,
+    q: str | None = None,
+) -> list[dict[str, Any]]:
+    """Every rule's state on a day, ordered by rule id."""
+    where, params = _filters(jurisdiction, instrument, q)
+    rows = conn.execute(
+        _RULE_STATE_SQL + where + " ORDER BY r.id",
+        {"as_of": as_of, "known_at": known_at, **params},
+    ).fetchall()
+    return [_state(_rule(row), row, as_of, known_at, row["version"]) for row in rows]
+
+
+def diff(
+    conn: sqlite3.Connection,
+    day_from: str,
+    day_to: str,
+    known_at: str,
+    jurisdiction: str | None = None,
+    instrument: str | None = None,
+) -> list[dict[str, Any]]:
+    before = {s["rule"]["id"]: s for s in rule_states(conn, day_from, known_at, jurisdiction, instrument)}
+    after = rule_states(conn, day_to, known_at, jurisdiction, instrument)
+    changes = []
+    for state in after:
+        old = before.get(state["rule"]["id"])
+        if old is not None and any(old[f] != state[f] for f in STATE_FIELDS):
+            changes.append({"rule_id": state["rule"]["id"], "before": old, "after": state})
+    return changes
+
+
+def rule_exists(conn: sqlite3.Connection, rule_id: str, known_at: str) -> bool:
+    return conn.execute(
+        "SELECT 1 FROM rules WHERE id = ? AND registered_at <= ?", (rule_id, known_at)
+    ).fetchone() is not None
+
+
+def history(conn: sqlite3.Connection, rule_id: str, known_at: str) -> list[dict[str, Any]]:
+    """A rule's actions as known at ``known_at``, in effective order, with their corrections."""
+    if not rule_exists(conn, rule_id, known_at):
+        raise NotFound(f"No rule {rule_id!r} was registered at {known_at}.")
+    rows = conn.execute(
+        "SELECT position, type, recorded_at, data FROM rule_events WHERE rule_id = ? "
+        "AND type != ? AND recorded_at <= ? ORDER BY position",
+        (rule_id, RULE_REGISTERED, known_at),
+    ).fetchall()
+    actions = known_actions(rows)
+    items = []
+    for known in sorted(
+        actions.values(),
+        key=lambda k: (PolicyDate.parse(k.fields["effective"]).start, k.position),
+    ):
+        items.append({
+            **known.fields,
+            "rule_id": rule_id,
+            "recorded_at": known.recorded_at,
+            "position": known.position,
+            "original": known.original if known.corrections else None,
+            "corrections": known.corrections,
+            "retraction": known.retraction,
+            "retracted": known.retraction is not None,
+        })
+    return items
+
+
+def encode_cursor(values: list[Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(values).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> list[Any]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        values = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        if not (isinstance(values, list) and len(values) == 2
+                and isinstance(values[0], str) and isinstance(values[1], int)):
+            raise ValueError
+        return values
+    except ValueError:
+        raise InvalidInput("The cursor is not one this server gave.", {"cursor": "is not valid"}) from None
+
+
+def timeline(
+    conn: sqlite3.Connection,
+    *,
+    day_from: str | None = None,
+    day_to: str | None = None,
+    jurisdiction: str | None = None,
+    instrument: str | None = None,
+    rule: str | None = None,
+    kind: str | None = None,
+    q: str | None = None,
+    limit: int = 100,
+    cursor: str | None = None,
+    newest_first: bool = False,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Actions as currently known, in effective order, a page at a time."""
+    clauses = ["a.retracted = 0"]
+    params: dict[str, Any] = {}
+    if day_from:
+        clauses.append("a.effective_end >= :day_from")
+        params["day_from"] = day_from
+    if day_to:
+        clauses.append("a.effective_start <= :day_to")
+        params["day_to"] = day_to
+    if jurisdiction:
+        clauses.append("a.jurisdiction = :jurisdiction")
+        params["jurisdiction"] = jurisdiction
+    if instrument:
+        clauses.append("a.instrument = :instrument")
+        params["instrument"] = instrument
+    if rule:
+        clauses.append("a.rule_id = :rule")
+        params["rule"] = rule
+    if kind:
+        clauses.append("a.kind = :kind")
+        params["kind"] = kind
+    if q:
+        clauses.append(
+            "(a.rowid IN (SELECT rowid FROM actions_fts WHERE actions_fts MATCH :q) OR a.rule_id IN "
+            "(SELECT r.id FROM rules r JOIN rules_fts f ON f.rowid = r.rowid WHERE rules_fts MATCH :q))"
+        )
+        params["q"] = fts_query(q)
+    order = "DESC" if newest_first else "ASC"
+    if cursor:
+        start, position = decode_cursor(cursor)
+        op = "<" if newest_first else ">"
+        clauses.append(f"(a.effective_start, a.position) {op} (:c_start, :c_position)")
+        params.update(c_start=start, c_position=position)
+    rows = conn.execute(
+        "SELECT a.*, r.title AS rule_title, r.targets AS rule_targets FROM actions a "
+        "JOIN rules r ON r.id = a.rule_id WHERE " + " AND ".join(clauses)
+        + f" ORDER BY a.effective_start {order}, a.position {order} LIMIT :limit",
+        {**params, "limit": limit + 1},
+    ).fetchall()
+    items = []
+    for row in rows[:limit]:
+        items.append({
+            **json.loads(row["data"]),
+            "rule_id": row["rule_id"],
+            "rule_title": row["rule_title"],
+            "jurisdiction": row["jurisdiction"],
+            "instrument": row["instrument"],
+            "targets": json.loads(row["rule_targets"]),
+            "recorded_at": row["recorded_at"],
+            "position": row["position"],
+            "corrected": bool(row["corrected"]),
+        })
+    next_cursor = None
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        next_cursor = encode_cursor([last["effective_start"], last["position"]])
+    return items, next_cursor
+
+
+def event_at(conn: sqlite3.Connection, rule_id: str, version: int) -> sqlite3.Row | None:
+    return conn.execute(
+        "SELECT position, recorded_at FROM rule_events WHERE rule_id = ? AND version = ?",
+        (rule_id, version),
+    ).fetchone()
+
+
+def request_by_key(conn: sqlite3.Connection, key: str) -> sqlite3.Row | None:
+    return conn.execute(
+        "SELECT r.*, e.recorded_at FROM requests r JOIN rule_events e ON e.position = r.position "
+        "WHERE r.key = ?",
+        (key,),
+    ).fetchone()
+
+
+def last_recorded_at(conn: sqlite3.Connection) -> str | None:
+    row = conn.execute("SELECT recorded_at FROM rule_events ORDER BY position DESC LIMIT 1").fetchone()
+    return row[0] if row else None

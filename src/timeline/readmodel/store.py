@@ -1,0 +1,185 @@
+"""The read-model database: its tables, one connection per thread, and its tracking position."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import sqlite_utils
+
+# Sentinels for open-ended intervals: they sort after every real value, as text.
+END_OF_TIME = "9999-12-31"
+END_OF_RECORD = "9999-12-31T23:59:59.999999Z"
+START_OF_TIME = "0001-01-01"
+
+SCHEMA_VERSION = 1
+
+_TABLES = """
+CREATE TABLE IF NOT EXISTS tracking (
+    name TEXT PRIMARY KEY,
+    position INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rules (
+    id TEXT PRIMARY KEY,
+    title TEXT NOT NULL,
+    jurisdiction TEXT NOT NULL,
+    instrument TEXT NOT NULL,
+    targets TEXT NOT NULL,
+    subjects TEXT NOT NULL,
+    tags TEXT NOT NULL,
+    links TEXT NOT NULL,
+    subjects_text TEXT NOT NULL,
+    registered_at TEXT NOT NULL,
+    position INTEGER NOT NULL
+);
+-- Every event of every rule, with the record-time interval during which it was the newest.
+CREATE TABLE IF NOT EXISTS rule_events (
+    position INTEGER PRIMARY KEY,
+    rule_id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    action_id TEXT,
+    recorded_at TEXT NOT NULL,
+    known_to TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS rule_events_by_rule ON rule_events (rule_id, recorded_at);
+CREATE INDEX IF NOT EXISTS rule_events_by_record_time ON rule_events (recorded_at);
+-- Bitemporal state rows: constant state over [valid_from, valid_to) in the world,
+-- as known over [known_from, known_to) in record time.
+CREATE TABLE IF NOT EXISTS states (
+    rule_id TEXT NOT NULL,
+    valid_from TEXT NOT NULL,
+    valid_to TEXT NOT NULL,
+    known_from TEXT NOT NULL,
+    known_to TEXT NOT NULL,
+    status TEXT NOT NULL,
+    rate_percent REAL,
+    conditions TEXT NOT NULL,
+    since TEXT,
+    until TEXT,
+    certain INTEGER NOT NULL,
+    uncertain_because TEXT NOT NULL,
+    based_on TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS states_by_rule ON states (rule_id, known_to, valid_from);
+CREATE INDEX IF NOT EXISTS states_by_day ON states (valid_from, valid_to);
+-- The actions as currently known (corrections applied), for the timeline and search.
+CREATE TABLE IF NOT EXISTS actions (
+    rule_id TEXT NOT NULL,
+    id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    effective TEXT NOT NULL,
+    effective_start TEXT NOT NULL,
+    effective_end TEXT NOT NULL,
+    summary TEXT NOT NULL,
+    data TEXT NOT NULL,
+    jurisdiction TEXT NOT NULL,
+    instrument TEXT NOT NULL,
+    recorded_at TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    corrected INTEGER NOT NULL DEFAULT 0,
+    retracted INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (rule_id, id)
+);
+CREATE INDEX IF NOT EXISTS actions_by_effective ON actions (effective_start, position);
+-- Idempotency keys, remembered with the request's fingerprint and what it stored.
+CREATE TABLE IF NOT EXISTS requests (
+    key TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    rule_id TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    object_id TEXT NOT NULL
+);
+"""
+
+
+class ReadModel:
+    """One SQLite file of read models; safe to share between threads and processes."""
+
+    TRACKING_NAME = "projector"
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._local = threading.local()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._create()
+
+    def connection(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, timeout=60, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=60000")
+            self._local.conn = conn
+        return conn
+
+    @property
+    def db(self) -> sqlite_utils.Database:
+        return sqlite_utils.Database(self.connection())
+
+    def _create(self) -> None:
+        conn = self.connection()
+        conn.executescript(_TABLES)
+        db = sqlite_utils.Database(conn)
+        if "rules_fts" not in db.table_names():
+            db["rules"].enable_fts(["title", "subjects_text"], create_triggers=True, tokenize="porter")
+        if "actions_fts" not in db.table_names():
+            db["actions"].enable_fts(["summary"], create_triggers=True, tokenize="porter")
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; other writers (threads or processes) wait their turn."""
+        conn = self.connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        else:
+            conn.execute("COMMIT")
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """A consistent snapshot for one answer."""
+        conn = self.connection()
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.execute("ROLLBACK")
+
+    def position(self, conn: sqlite3.Connection | None = None) -> int:
+        row = (conn or self.connection()).execute(
+            "SELECT position FROM tracking WHERE name = ?", (self.TRACKING_NAME,)
+        ).fetchone()
+        return row[0] if row else 0
+
+    @staticmethod
+    def set_position(conn: sqlite3.Connection, position: int) -> None:
+        conn.execute(
+            "INSERT INTO tracking (name, position) VALUES (?, ?) "
+            "ON CONFLICT(name) DO UPDATE SET position = excluded.position",
+            (ReadModel.TRACKING_NAME, position),
+        )
+
+    def drop(self) -> None:
+        """Remove every read model and its position, in one transaction (for a rebuild)."""
+        with self.write() as conn:
+            for table in ("rules_fts", "actions_fts", "tracking", "rules", "rule_events", "states",
+                          "actions", "requests"):
+                conn.execute(f"DROP TABLE IF EXISTS {table}")
+        self._create()
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None

@@ -1,0 +1,245 @@
+"""The tracker as its users see it: writes under the store's lock, reads from caught-up read models.
+
+The CLI and the web layer call this and nothing below it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any, Callable, Iterable, Iterator
+
+from timeline.application import Outcome, PolicyApplication
+from timeline.config import Settings
+from timeline.domain.dates import format_instant
+from timeline.domain.errors import InvalidInput, StoreNotEmpty
+from timeline.domain.model import Rule
+from timeline.events import from_record, to_record
+from timeline.readmodel import ReadModel, queries
+from timeline.readmodel.projector import Projector
+from timeline.store import ONE_MICROSECOND, FileWriteLock, PostgresWriteLock, RecordClock, utcnow
+
+
+@dataclass(frozen=True)
+class Written:
+    """The answer to a write: what it stored (or had stored, for a repeat)."""
+
+    id: str
+    rule_id: str
+    position: int
+    recorded_at: str
+    created: bool
+    type: str = ""
+
+    def body(self) -> dict[str, Any]:
+        return {"id": self.id, "position": self.position, "recorded_at": self.recorded_at}
+
+
+class Tracker:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        settings.home.mkdir(parents=True, exist_ok=True)
+        env = settings.eventsourcing_env()
+        if settings.on_postgres:
+            self.lock = PostgresWriteLock({
+                "dbname": env["POSTGRES_DBNAME"], "host": env["POSTGRES_HOST"],
+                "port": env["POSTGRES_PORT"], "user": env["POSTGRES_USER"],
+                "password": env["POSTGRES_PASSWORD"],
+            })
+        else:
+            settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+            self.lock = FileWriteLock(settings.sqlite_path.with_name(settings.sqlite_path.name + ".lock"))
+        self.app = PolicyApplication(env=env)
+        self.readmodel = ReadModel(settings.readmodel_path)
+        self.projector = Projector(self.readmodel)
+        self._check_readmodel()
+
+    def close(self) -> None:
+        self.readmodel.close()
+        self.lock.close()
+        self.app.close()
+
+    def _check_readmodel(self) -> None:
+        """A read model ahead of its store belongs to another store: start it again."""
+        if self.readmodel.position() > self.app.head():
+            self.readmodel.drop()
+
+    # Keeping read models in step -----------------------------------------------------------
+
+    def catch_up(self, progress: Callable[[int, int], None] | None = None) -> int:
+        if self.readmodel.position() >= self.app.head():
+            return self.readmodel.position()
+        return self.projector.catch_up(self.app.events_after, progress=progress)
+
+    def known_at(self, requested: datetime | None = None) -> str:
+        """The instant an answer is given for, with every event recorded by then projected.
+
+        A writer holds the lock from taking its record time until its commit, so passing
+        through the lock once means nothing recorded up to ``now`` is still on its way.
+        """
+        now = utcnow() - ONE_MICROSECOND
+        instant = now if requested is None or requested > now else requested
+        text = format_instant(instant)
+        last = queries.last_recorded_at(self.readmodel.connection())
+        if last is None or text > last:
+            with self.lock.hold():
+                pass
+            self.catch_up()
+        return text
+
+    def rebuild(self, progress: Callable[[int, int], None] | None = None) -> int:
+        with self.lock.hold():
+            self.readmodel.drop()
+            return self.projector.catch_up(self.app.events_after, batch=1000, progress=progress)
+
+    # Writes ------------------------------------------------------------------------------
+
+    def _write(
+        self,
+        request: dict[str, str] | None,
+        command: Callable[[RecordClock, dict[str, str] | None], Outcome],
+        type_: str,
+    ) -> Written:
+        with self.lock.hold():
+            self.catch_up()
+            if request and request.get("key"):
+                seen = queries.request_by_key(self.readmodel.connection(), request["key"])
+                if seen is not None:
+                    if seen["fingerprint"] != request.get("fingerprint"):
+                        raise InvalidInput(
+                            "This Idempotency-Key was used with another request.",
+                            {"Idempotency-Key": "already used with another request body"},
+                        )
+                    return Written(seen["object_id"], seen["rule_id"], seen["position"],
+                                   seen["recorded_at"], created=False, type=seen["type"])
+            clock = RecordClock(self.app.last_recorded_at())
+            outcome = command(clock, request)
+            self.catch_up()
+        if outcome.created:
+            assert outcome.position is not None and outcome.recorded_at is not None
+            return Written(outcome.id, outcome.rule_id, outcome.position,
+                           format_instant(outcome.recorded_at), True, type_)
+        row = queries.event_at(self.readmodel.connection(), outcome.rule_id, outcome.version)
+        return Written(outcome.id, outcome.rule_id, row["position"], row["recorded_at"], False, type_)
+
+    def register_rule(self, fields: dict[str, Any], request: dict | None = None) -> Written:
+        rule_id = fields["id"]
+        body = {k: v for k, v in fields.items() if k != "id"}
+        return self._write(
+            request, lambda clock, req: self.app.register_rule(rule_id, body, clock, req), "rule"
+        )
+
+    def record_action(self, rule_id: str, action: dict[str, Any], request: dict | None = None) -> Written:
+        return self._write(
+            request, lambda clock, req: self.app.record_action(rule_id, action, clock, req), "action"
+        )
+
+    def correct_action(
+        self, rule_id: str, action_id: str, changes: dict[str, Any], reason: str,
+        request: dict | None = None,
+    ) -> Written:
+        return self._write(
+            request,
+            lambda clock, req: self.app.correct_action(rule_id, action_id, changes, reason, clock, req),
+            "correction",
+        )
+
+    def retract_action(self, rule_id: str, action_id: str, reason: str, request: dict | None = None) -> Written:
+        return self._write(
+            request,
+            lambda clock, req: self.app.retract_action(rule_id, action_id, reason, clock, req),
+            "retraction",
+        )
+
+    # Reads -------------------------------------------------------------------------------
+
+    def state(self, rule_id: str, as_of: date | None = None, known_at: datetime | None = None) -> dict:
+        at = self.known_at(known_at)
+        day = (as_of or utcnow().date()).isoformat()
+        with self.readmodel.read() as conn:
+            return queries.rule_state(conn, rule_id, day, at)
+
+    def states(
+        self, as_of: date | None = None, known_at: datetime | None = None, **filters: Any
+    ) -> list[dict]:
+        at = self.known_at(known_at)
+        day = (as_of or utcnow().date()).isoformat()
+        with self.readmodel.read() as conn:
+            return queries.rule_states(conn, day, at, **filters)
+
+    def history(self, rule_id: str, known_at: datetime | None = None) -> tuple[str, list[dict]]:
+        at = self.known_at(known_at)
+        with self.readmodel.read() as conn:
+            return at, queries.history(conn, rule_id, at)
+
+    def diff(
+        self, day_from: date, day_to: date, known_at: datetime | None = None, **filters: Any
+    ) -> tuple[str, list[dict]]:
+        at = self.known_at(known_at)
+        with self.readmodel.read() as conn:
+            return at, queries.diff(conn, day_from.isoformat(), day_to.isoformat(), at, **filters)
+
+    def timeline(self, **params: Any) -> tuple[list[dict], str | None]:
+        self.known_at()
+        with self.readmodel.read() as conn:
+            return queries.timeline(conn, **params)
+
+    def rule_exists(self, rule_id: str) -> bool:
+        at = self.known_at()
+        with self.readmodel.read() as conn:
+            return queries.rule_exists(conn, rule_id, at)
+
+    # Export and import -------------------------------------------------------------------
+
+    def export(self) -> Iterator[str]:
+        """Every stored event as one JSON line, in position order, with its record time."""
+        for _, event in self.app.iter_events():
+            yield json.dumps(to_record(event), ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+    def import_records(self, records: Callable[[], Iterable[dict[str, Any]]]) -> int:
+        """Restore an export into an empty store. ``records`` is called twice: check, then store."""
+        with self.lock.hold():
+            if self.app.head():
+                raise StoreNotEmpty("The store already holds events; import needs an empty store.")
+            check_export(records())
+            count = self.app.store_batches(from_record(r) for r in records())
+            self.catch_up()
+            return count
+
+
+def check_export(records: Iterable[dict[str, Any]]) -> None:
+    """Replay an export's events on their aggregates, without storing, to find what is wrong."""
+    from timeline.domain.errors import TimelineError
+    from timeline.domain.model import check_action_fields
+
+    versions: dict[str, int] = {}
+    actions: dict[str, set[str]] = {}
+    last = ""
+    for line, record in enumerate(records, start=1):
+        where = f"line {line}"
+        try:
+            event = from_record(record)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidInput(f"{where}: not an exported event ({exc}).", {where: str(exc)}) from None
+        rule_id = event.originator_id
+        expected = versions.get(rule_id, 0) + 1
+        if event.originator_version != expected:
+            raise InvalidInput(
+                f"{where}: rule {rule_id!r} version {event.originator_version}, expected {expected}.",
+                {where: "events of a rule must follow each other"},
+            )
+        if record["recorded_at"] <= last:
+            raise InvalidInput(f"{where}: record times must increase.", {where: "recorded_at out of order"})
+        last = record["recorded_at"]
+        versions[rule_id] = expected
+        if isinstance(event, Rule.ActionRecorded):
+            try:
+                check_action_fields(event.action)
+            except TimelineError as exc:
+                raise InvalidInput(f"{where}: {exc.detail}", exc.errors) from None
+            actions.setdefault(rule_id, set()).add(event.action["id"])
+        elif isinstance(event, (Rule.ActionCorrected, Rule.ActionRetracted)):
+            if event.action_id not in actions.get(rule_id, set()):
+                raise InvalidInput(f"{where}: no action {event.action_id!r} before it.",
+                                   {where: "names an unknown action"})

@@ -1,0 +1,127 @@
+"""The event store's surroundings: one writer at a time, and a record clock that only moves forward.
+
+Record time must grow strictly with position, across threads and processes, so that an answer
+"as known at T" never changes once given. Every write therefore happens under a store-wide lock
+(a file lock beside the SQLite file, or a PostgreSQL advisory lock), and takes its instants from
+a :class:`RecordClock` started from the newest stored instant.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Callable, Iterator
+
+ONE_MICROSECOND = timedelta(microseconds=1)
+_ADVISORY_KEY = 0x74696D656C  # "timel"
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class RecordClock:
+    """Instants strictly after the last stored one, and not before the wall clock."""
+
+    def __init__(self, last: datetime | None, now: Callable[[], datetime] = utcnow):
+        self._last = last
+        self._now = now
+
+    def next(self) -> datetime:
+        instant = self._now()
+        if self._last is not None and instant <= self._last:
+            instant = self._last + ONE_MICROSECOND
+        self._last = instant
+        return instant
+
+
+class _ReentrantLock:
+    """A thread lock that a holder may take again; the outer hold takes the store-wide lock."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._depth = 0
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        with self._lock:
+            self._depth += 1
+            try:
+                if self._depth == 1:
+                    with self._acquire():
+                        yield
+                else:
+                    yield
+            finally:
+                self._depth -= 1
+
+    def _acquire(self):  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class FileWriteLock(_ReentrantLock):
+    """An exclusive ``flock`` on a file beside the SQLite store: one writer per store."""
+
+    def __init__(self, path: Path):
+        super().__init__()
+        self.path = path
+
+    @contextmanager
+    def _acquire(self) -> Iterator[None]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+
+class PostgresWriteLock(_ReentrantLock):
+    """A session advisory lock on the shared PostgreSQL: one writer across every process."""
+
+    def __init__(self, conninfo: dict[str, str]):
+        super().__init__()
+        self.conninfo = conninfo
+        self._conn = None
+
+    def _connection(self):
+        import psycopg
+
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._conn = psycopg.connect(autocommit=True, **self.conninfo)
+        return self._conn
+
+    @contextmanager
+    def _acquire(self) -> Iterator[None]:
+        conn = self._connection()
+        try:
+            conn.execute("SELECT pg_advisory_lock(%s)", (_ADVISORY_KEY,))
+        except Exception:
+            # A dropped connection: try once more on a fresh one.
+            self._conn = None
+            conn = self._connection()
+            conn.execute("SELECT pg_advisory_lock(%s)", (_ADVISORY_KEY,))
+        try:
+            yield
+        finally:
+            try:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (_ADVISORY_KEY,))
+            except Exception:
+                # The session is gone, and PostgreSQL released its locks with it.
+                self._conn = None
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
