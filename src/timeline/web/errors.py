@@ -1,0 +1,98 @@
+"""One error shape: RFC 9457 problem+json under /api/, a readable HTML page elsewhere."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, Response, current_app, json, render_template, request
+from werkzeug.exceptions import HTTPException, InternalServerError
+
+from timeline.domain.errors import TimelineError
+
+PROBLEM_TYPES = "https://timeline.invalid/problems/"
+log = logging.getLogger("timeline.web")
+
+
+def wants_problem() -> bool:
+    """API paths answer in problem+json; the pages answer in HTML."""
+    return request.path.startswith("/api/")
+
+
+def problem(
+    status: int,
+    title: str,
+    detail: str,
+    errors: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+    slug: str | None = None,
+) -> Response:
+    body = {
+        "type": PROBLEM_TYPES + (slug or title.lower().replace(" ", "-")),
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "errors": errors or {},
+    }
+    response = current_app.response_class(
+        json.dumps(body, ensure_ascii=False), status=status, mimetype="application/problem+json"
+    )
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def _flatten(messages: Any) -> dict[str, str]:
+    from timeline.schemas import errors_by_field
+
+    flat: dict[str, str] = {}
+    if isinstance(messages, dict):
+        # webargs nests messages by location: {"json": {...}, "query": {...}}
+        for location, inner in messages.items():
+            if location in ("json", "query", "headers", "form", "files", "view_args") and isinstance(inner, dict):
+                flat.update(errors_by_field(inner))
+            else:
+                flat.update(errors_by_field({location: inner}))
+    return flat
+
+
+def html_error(status: int, title: str, detail: str) -> Response:
+    body = render_template("error.html", status=status, title=title, detail=detail)
+    return current_app.response_class(body, status=status, mimetype="text/html")
+
+
+def handle_http_exception(error: HTTPException) -> Response:
+    status = error.code or 500
+    data = getattr(error, "data", None) or {}
+    errors = _flatten(data.get("messages") or data.get("errors") or {})
+    detail = data.get("message") or error.description or error.name
+    if status == 422 and errors:
+        detail = "Some fields are not valid: " + "; ".join(f"{k}: {v}" for k, v in list(errors.items())[:5])
+    if status == 413:
+        detail = "The request body is larger than 1 MiB."
+    headers = dict(data.get("headers") or {})
+    if status == 405 and error.get_response().headers.get("Allow"):
+        headers["Allow"] = error.get_response().headers["Allow"]
+    if status >= 500:
+        log.exception("server error", exc_info=error)
+        detail = "The server failed to answer; the error has been logged."
+    if wants_problem():
+        return problem(status, error.name, detail, errors, headers)
+    return html_error(status, error.name, detail)
+
+
+def handle_timeline_error(error: TimelineError) -> Response:
+    if wants_problem():
+        return problem(error.status, error.title, error.detail, error.errors)
+    return html_error(error.status, error.title, error.detail)
+
+
+def handle_unexpected(error: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.path)
+    return handle_http_exception(InternalServerError())
+
+
+def init_app(app: Flask) -> None:
+    app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(TimelineError, handle_timeline_error)
+    app.register_error_handler(Exception, handle_unexpected)
