@@ -10,7 +10,7 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 
 from timeline.domain.errors import TimelineError
 
-PROBLEM_TYPES = "https://timeline.invalid/problems/"
+PROBLEM_TYPES = "/problems/"  # relative URIs, resolved against the server
 log = logging.getLogger("timeline.web")
 
 
