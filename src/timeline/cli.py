@@ -269,3 +269,20 @@ def rebuild() -> None:
         with click.progressbar(length=total, label="Rebuilding read models", file=sys.stderr) as bar:
             position = t.rebuild(progress=lambda _pos, count: bar.update(count))
     click.echo(f"Rebuilt read models up to position {position}.")
+
+
+@main.group()
+def token() -> None:
+    """Manage API tokens."""
+
+
+@token.command(name="create")
+@click.argument("name")
+@click.option("--read-only", is_flag=True, help="A token that may not write (for testing clients).")
+def token_create(name: str, read_only: bool) -> None:
+    """Make a write token; it is printed once, as the last line, and stored only as a hash."""
+    from timeline.tokens import TokenStore
+
+    value = TokenStore(_settings()).create(name, can_write=not read_only)
+    click.echo(f"Token {name!r} created. Keep it now: it is not shown again.", err=True)
+    click.echo(value)

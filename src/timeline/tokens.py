@@ -1,0 +1,86 @@
+"""Write tokens: random, shown once, stored only as a hash beside the event store."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from timeline.config import Settings
+
+TOKEN_PREFIX = "tl_"
+
+
+@dataclass(frozen=True)
+class Token:
+    name: str
+    can_write: bool
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class TokenStore:
+    """Tokens live in the event store's own database, so every server process sees them."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._create()
+
+    def _connect(self):
+        if self.settings.on_postgres:
+            import psycopg
+
+            env = self.settings.eventsourcing_env()
+            return psycopg.connect(
+                dbname=env["POSTGRES_DBNAME"], host=env["POSTGRES_HOST"], port=env["POSTGRES_PORT"],
+                user=env["POSTGRES_USER"], password=env["POSTGRES_PASSWORD"], autocommit=True,
+            )
+        self.settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.settings.sqlite_path, timeout=30, isolation_level=None)
+        return conn
+
+    @property
+    def _param(self) -> str:
+        return "%s" if self.settings.on_postgres else "?"
+
+    def _create(self) -> None:
+        conn = self._connect()
+        try:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS timeline_tokens (digest TEXT PRIMARY KEY, name TEXT NOT NULL, "
+                "can_write INTEGER NOT NULL, created_at TEXT NOT NULL)"
+            )
+        finally:
+            conn.close()
+
+    def create(self, name: str, can_write: bool = True) -> str:
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        p = self._param
+        conn = self._connect()
+        try:
+            conn.execute(
+                f"INSERT INTO timeline_tokens (digest, name, can_write, created_at) VALUES ({p}, {p}, {p}, {p})",
+                (_digest(token), name, int(can_write), datetime.now(timezone.utc).isoformat()),
+            )
+        finally:
+            conn.close()
+        return token
+
+    def check(self, token: str) -> Token | None:
+        """The token's owner, comparing digests in constant time."""
+        wanted = _digest(token)
+        conn = self._connect()
+        try:
+            rows = conn.execute("SELECT digest, name, can_write FROM timeline_tokens").fetchall()
+        finally:
+            conn.close()
+        found = None
+        for digest, name, can_write in rows:
+            if hmac.compare_digest(digest, wanted):
+                found = Token(name, bool(can_write))
+        return found
