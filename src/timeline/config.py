@@ -52,6 +52,27 @@ class Settings:
     def tokens_path(self) -> Path:
         return self.home / "tokens.json"
 
+    @property
+    def postgres_schema(self) -> str:
+        """The schema named by ``?schema=`` in the URL, default ``public``."""
+        for part in filter(None, urlparse(self.database_url or "").query.split("&")):
+            key, _, value = part.partition("=")
+            if key == "schema" and value:
+                return unquote(value)
+        return "public"
+
+    def postgres_conninfo(self) -> dict[str, str]:
+        """psycopg connection settings, searching the configured schema first."""
+        parsed = urlparse(self.database_url)
+        return {
+            "dbname": unquote(parsed.path.lstrip("/")) or "postgres",
+            "host": parsed.hostname or "127.0.0.1",
+            "port": str(parsed.port or 5432),
+            "user": unquote(parsed.username or "postgres"),
+            "password": unquote(parsed.password or ""),
+            "options": f"-c search_path={self.postgres_schema}",
+        }
+
     def eventsourcing_env(self) -> dict[str, str]:
         """The eventsourcing library's settings for the chosen store."""
         if not self.on_postgres:
@@ -61,21 +82,19 @@ class Settings:
                 "SQLITE_LOCK_TIMEOUT": "30",
                 "ORIGINATOR_ID_TYPE": "text",
             }
-        parsed = urlparse(self.database_url)
-        env = {
+        info = self.postgres_conninfo()
+        return {
             "PERSISTENCE_MODULE": "eventsourcing.postgres",
-            "POSTGRES_DBNAME": unquote(parsed.path.lstrip("/")) or "postgres",
-            "POSTGRES_HOST": parsed.hostname or "127.0.0.1",
-            "POSTGRES_PORT": str(parsed.port or 5432),
-            "POSTGRES_USER": unquote(parsed.username or "postgres"),
-            "POSTGRES_PASSWORD": unquote(parsed.password or ""),
+            "POSTGRES_DBNAME": info["dbname"],
+            "POSTGRES_HOST": info["host"],
+            "POSTGRES_PORT": info["port"],
+            "POSTGRES_USER": info["user"],
+            "POSTGRES_PASSWORD": info["password"],
+            "POSTGRES_SCHEMA": self.postgres_schema,
+            "POSTGRES_POOL_SIZE": "5",
+            "POSTGRES_LOCK_TIMEOUT": "30",
             "ORIGINATOR_ID_TYPE": "text",
         }
-        for part in filter(None, parsed.query.split("&")):
-            key, _, value = part.partition("=")
-            if key == "schema":
-                env["POSTGRES_SCHEMA"] = unquote(value)
-        return env
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:

@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable, Iterator
 from timeline.application import Outcome, PolicyApplication
 from timeline.config import Settings
 from timeline.domain.dates import format_instant
-from timeline.domain.errors import InvalidInput, StoreNotEmpty
+from timeline.domain.errors import InvalidInput, StoreNotEmpty, StoreUnavailable
 from timeline.domain.model import Rule
 from timeline.events import from_record, to_record
 from timeline.readmodel import ReadModel, queries
@@ -42,11 +42,8 @@ class Tracker:
         settings.home.mkdir(parents=True, exist_ok=True)
         env = settings.eventsourcing_env()
         if settings.on_postgres:
-            self.lock = PostgresWriteLock({
-                "dbname": env["POSTGRES_DBNAME"], "host": env["POSTGRES_HOST"],
-                "port": env["POSTGRES_PORT"], "user": env["POSTGRES_USER"],
-                "password": env["POSTGRES_PASSWORD"],
-            })
+            ensure_postgres_schema(settings)
+            self.lock = PostgresWriteLock(settings.postgres_conninfo(), settings.postgres_schema)
         else:
             settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
             self.lock = FileWriteLock(settings.sqlite_path.with_name(settings.sqlite_path.name + ".lock"))
@@ -206,6 +203,19 @@ class Tracker:
             count = self.app.store_batches(from_record(r) for r in records())
             self.catch_up()
             return count
+
+
+def ensure_postgres_schema(settings: Settings) -> None:
+    """Create the URL's schema on first use, so one URL is all an operator sets."""
+    import psycopg
+    from psycopg import sql
+
+    try:
+        with psycopg.connect(autocommit=True, **settings.postgres_conninfo()) as conn:
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+                sql.Identifier(settings.postgres_schema)))
+    except psycopg.OperationalError as exc:
+        raise StoreUnavailable(f"Cannot reach PostgreSQL: {exc}".strip()) from None
 
 
 def check_export(records: Iterable[dict[str, Any]]) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
+import zlib
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -90,9 +91,11 @@ class FileWriteLock(_ReentrantLock):
 class PostgresWriteLock(_ReentrantLock):
     """A session advisory lock on the shared PostgreSQL: one writer across every process."""
 
-    def __init__(self, conninfo: dict[str, str]):
+    def __init__(self, conninfo: dict[str, str], name: str = "public"):
         super().__init__()
         self.conninfo = conninfo
+        # One lock per schema: stores in different schemas do not wait for each other.
+        self.key = _ADVISORY_KEY ^ (zlib.crc32(name.encode()) << 8)
         self._conn = None
 
     def _connection(self):
@@ -106,17 +109,17 @@ class PostgresWriteLock(_ReentrantLock):
     def _acquire(self) -> Iterator[None]:
         conn = self._connection()
         try:
-            conn.execute("SELECT pg_advisory_lock(%s)", (_ADVISORY_KEY,))
+            conn.execute("SELECT pg_advisory_lock(%s)", (self.key,))
         except Exception:
             # A dropped connection: try once more on a fresh one.
             self._conn = None
             conn = self._connection()
-            conn.execute("SELECT pg_advisory_lock(%s)", (_ADVISORY_KEY,))
+            conn.execute("SELECT pg_advisory_lock(%s)", (self.key,))
         try:
             yield
         finally:
             try:
-                conn.execute("SELECT pg_advisory_unlock(%s)", (_ADVISORY_KEY,))
+                conn.execute("SELECT pg_advisory_unlock(%s)", (self.key,))
             except Exception:
                 # The session is gone, and PostgreSQL released its locks with it.
                 self._conn = None

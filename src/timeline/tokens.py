@@ -35,11 +35,7 @@ class TokenStore:
         if self.settings.on_postgres:
             import psycopg
 
-            env = self.settings.eventsourcing_env()
-            return psycopg.connect(
-                dbname=env["POSTGRES_DBNAME"], host=env["POSTGRES_HOST"], port=env["POSTGRES_PORT"],
-                user=env["POSTGRES_USER"], password=env["POSTGRES_PASSWORD"], autocommit=True,
-            )
+            return psycopg.connect(autocommit=True, **self.settings.postgres_conninfo())
         self.settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.settings.sqlite_path, timeout=30, isolation_level=None)
         return conn

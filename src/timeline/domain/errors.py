@@ -37,3 +37,10 @@ class Conflict(TimelineError):
 class StoreNotEmpty(TimelineError):
     status = 409
     title = "Store not empty"
+
+
+class StoreUnavailable(TimelineError):
+    """The event store cannot be reached."""
+
+    status = 503
+    title = "Store unavailable"
