@@ -6,6 +6,7 @@ these functions return; the tests check them against the contract's table row by
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from typing import Iterable, Sequence
@@ -224,3 +225,195 @@ def segments(actions: Sequence[Action]) -> list[Segment]:
         else:
             result.append(Segment(start, end, state))
     return result
+
+
+# Keeping the segments of a rule up to date, one change at a time ------------------------------
+
+_LONGEST_PERIOD = timedelta(days=366)  # a year: no imprecise date covers more days than this
+
+
+@dataclass(frozen=True)
+class _Point:
+    """The fold after every action up to a boundary ``day``, and the state it gives that day."""
+
+    day: date
+    status: str
+    rate_percent: float | None
+    conditions: tuple[str, ...]
+    since: str | None
+    pause: Action | None
+    until: PolicyDate | None
+    underlying: tuple[str, float | None, tuple[str, ...]] | None
+    applied: int  # how many actions (in effective order) are applied
+    expired: int  # how many pauses have ended on their until day
+    state: State
+
+
+def _action_days(action: Action) -> list[date]:
+    return boundaries([action])
+
+
+class SegmentBuilder:
+    """A rule's valid-time segments, kept up to date as its actions are added, changed or dropped.
+
+    Gives exactly what :func:`segments` gives for the same actions. The state on a day depends
+    only on actions that start on or before it, so after a change the fold is taken up again
+    from the last boundary before the change's first day instead of from the beginning:
+    recording actions in effective order costs a few steps each, however long the history.
+    """
+
+    def __init__(self, actions: Iterable[Action] = ()):
+        self._actions: list[Action] = []  # effective order
+        self._keys: list[tuple[date, int]] = []
+        self._ids: list[str] = []
+        self._day_counts: dict[date, int] = {}
+        self._days: list[date] = [date.min]  # every boundary day, from date.min, ascending
+        self._points: list[_Point] = []  # one per day in _days
+        self._expired: list[Action] = []  # pauses ended on their until day, in order
+        self._segments: list[Segment] = []
+        self._first_points: list[int] = []  # the index in _points where each segment starts
+        for action in actions:
+            self._insert(action)
+        self._refold(date.min)
+
+    @property
+    def actions(self) -> list[Action]:
+        return list(self._actions)
+
+    def segments(self) -> list[Segment]:
+        return list(self._segments)
+
+    def change(self, removed: Action | None = None, added: Action | None = None) -> int:
+        """Drop ``removed`` and add ``added`` (either may be None).
+
+        Returns how many leading segments are unchanged: only ``segments()[n:]`` may differ.
+        """
+        starts = [a.effective.start for a in (removed, added) if a is not None]
+        if not starts:
+            return len(self._segments)
+        if removed is not None:
+            self._remove(removed)
+        if added is not None:
+            self._insert(added)
+        return self._refold(min(starts))
+
+    # The sorted actions and their boundary days ----------------------------------------
+
+    def _insert(self, action: Action) -> None:
+        index = bisect.bisect_left(self._keys, action.sort_key)
+        self._actions.insert(index, action)
+        self._keys.insert(index, action.sort_key)
+        self._ids.insert(index, action.id)
+        for day in _action_days(action):
+            count = self._day_counts.get(day, 0)
+            self._day_counts[day] = count + 1
+            if count == 0 and date.min < day < date.max:
+                bisect.insort(self._days, day)
+
+    def _remove(self, action: Action) -> None:
+        index = bisect.bisect_left(self._keys, action.sort_key)
+        if index >= len(self._keys) or self._ids[index] != action.id:
+            raise KeyError(f"no action {action.id!r} to remove")
+        del self._actions[index], self._keys[index], self._ids[index]
+        for day in _action_days(action):
+            count = self._day_counts[day] - 1
+            if count:
+                self._day_counts[day] = count
+            else:
+                del self._day_counts[day]
+                if date.min < day < date.max:
+                    del self._days[bisect.bisect_left(self._days, day)]
+
+    # Folding from a boundary on -----------------------------------------------------------
+
+    def _refold(self, start: date) -> int:
+        """Fold again from ``start``; the points before it stay, because nothing before changed."""
+        keep = bisect.bisect_left(self._days, start)
+        del self._points[keep:]
+        if keep == 0:
+            fold = _Fold()
+            applied = 0
+            self._expired.clear()
+        else:
+            point = self._points[keep - 1]
+            fold = _Fold(
+                status=point.status, rate_percent=point.rate_percent, conditions=point.conditions,
+                since=point.since, pause=point.pause, until=point.until,
+                underlying=_Underlying(*point.underlying) if point.underlying else None,
+            )
+            applied = point.applied
+            del self._expired[point.expired:]
+        fold.expired = self._expired
+        actions = self._actions
+        based_on = tuple(self._ids[:applied])
+        for day in self._days[keep:]:
+            before = applied
+            while applied < len(actions) and actions[applied].effective.start <= day:
+                action = actions[applied]
+                fold.expire_pause_before(action.effective.start)
+                fold.apply(action)
+                applied += 1
+            fold.expire_pause_before(day)
+            fold.based_on.clear()  # the ids come from the sorted actions instead
+            if applied != before:
+                based_on = tuple(self._ids[:applied])
+            underlying = fold.underlying
+            self._points.append(_Point(
+                day, fold.status, fold.rate_percent, fold.conditions, fold.since, fold.pause,
+                fold.until,
+                (underlying.status, underlying.rate_percent, underlying.conditions)
+                if underlying is not None else None,
+                applied, len(self._expired), self._state(fold, day, applied, based_on),
+            ))
+        return self._merge(keep)
+
+    def _state(self, fold: _Fold, day: date, applied: int, based_on: tuple[str, ...]) -> State:
+        """What :func:`state_on` answers for ``day``, from the fold taken up to it."""
+        uncertain: list[str] = []
+        # Only an action that started within the longest period before ``day`` can cover it.
+        first = bisect.bisect_left(self._keys, (day - _LONGEST_PERIOD, -1)) \
+            if day > date.min + _LONGEST_PERIOD else 0
+        for action in self._actions[first:applied]:
+            effective = action.effective
+            if not effective.is_precise and effective.start <= day <= effective.end:
+                uncertain.append(action.id)
+        ended: list[str] = []
+        # Pauses end in order of their until day: walk back only over the recent ones.
+        for pause in reversed(self._expired):
+            until = pause.until
+            assert until is not None
+            if until.end < day - _LONGEST_PERIOD:
+                break
+            if not until.is_precise and until.contains(day) and pause.id not in uncertain:
+                ended.append(pause.id)
+        for pause_id in reversed(ended):
+            if pause_id not in uncertain:
+                uncertain.append(pause_id)
+        return State(
+            status=fold.status,
+            rate_percent=fold.rate_percent,
+            conditions=fold.conditions,
+            since=fold.since,
+            until=fold.until.text if fold.until is not None else None,
+            certain=not uncertain,
+            uncertain_because=tuple(uncertain),
+            based_on=based_on,
+        )
+
+    def _merge(self, keep: int) -> int:
+        """Rebuild the segments from the points, from the segment holding point ``keep - 1`` on."""
+        first = bisect.bisect_left(self._first_points, keep)
+        if first > 0:
+            first -= 1
+        start = self._first_points[first] if first < len(self._first_points) else 0
+        del self._segments[first:], self._first_points[first:]
+        points = self._points
+        for index in range(start, len(points)):
+            point = points[index]
+            end = points[index + 1].day if index + 1 < len(points) else date.max
+            if self._segments and self._segments[-1].state == point.state:
+                self._segments[-1] = replace(self._segments[-1], valid_to=end)
+            else:
+                self._segments.append(Segment(point.day, end, point.state))
+                self._first_points.append(index)
+        return first

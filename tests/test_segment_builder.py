@@ -1,0 +1,108 @@
+"""The incremental segment builder answers exactly what the pure fold answers, after any change."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from timeline.domain.dates import PolicyDate
+from timeline.domain.fold import KINDS, Action, SegmentBuilder, segments
+
+
+def _text(day: date, precision: str) -> str:
+    if precision == "year":
+        return f"{day.year:04d}"
+    if precision == "month":
+        return f"{day.year:04d}-{day.month:02d}"
+    return day.isoformat()
+
+
+@st.composite
+def actions(draw, order: int) -> Action:
+    kind = draw(st.sampled_from(KINDS))
+    day = date(2000, 1, 1) + timedelta(days=draw(st.integers(0, 3000)))
+    effective = PolicyDate.parse(_text(day, draw(st.sampled_from(["day", "day", "month", "year"]))))
+    until = None
+    if kind == "pause" and draw(st.booleans()):
+        end = effective.end + timedelta(days=draw(st.integers(1, 500)))
+        text = _text(end, draw(st.sampled_from(["day", "month"])))
+        if PolicyDate.parse(text).start > effective.start:
+            until = PolicyDate.parse(text)
+    rate = draw(st.sampled_from([0, 10, 25.5])) if kind == "fee" else None
+    conditions = None
+    if kind not in ("lift", "resume") and draw(st.booleans()):
+        conditions = tuple(draw(st.lists(st.sampled_from(["a", "b", "c"]), max_size=2)))
+    return Action(id=f"x{order}", kind=kind, effective=effective, order=order,
+                  rate_percent=rate, until=until, conditions=conditions)
+
+
+@st.composite
+def histories(draw):
+    """A sequence of changes: add an action, replace one (a correction), or drop one."""
+    steps = []
+    live: dict[str, Action] = {}
+    for order in range(draw(st.integers(1, 40))):
+        choice = draw(st.sampled_from(["add", "add", "add", "correct", "retract"]))
+        if choice == "add" or not live:
+            action = draw(actions(order))
+            live[action.id] = action
+            steps.append((None, action))
+        else:
+            old = live[draw(st.sampled_from(sorted(live)))]
+            if choice == "retract":
+                del live[old.id]
+                steps.append((old, None))
+            else:
+                new = draw(actions(old.order))
+                new = Action(id=old.id, kind=old.kind if old.kind != "pause" else new.kind,
+                             effective=new.effective, order=old.order,
+                             rate_percent=new.rate_percent if new.kind == "fee" == old.kind else old.rate_percent,
+                             until=old.until if old.kind == "pause" and new.kind == "pause" else None,
+                             conditions=new.conditions)
+                if new.kind == "pause" and new.until is not None and new.until.start <= new.effective.start:
+                    new = Action(new.id, new.kind, new.effective, new.order, conditions=new.conditions)
+                live[old.id] = new
+                steps.append((old, new))
+    return steps
+
+
+@settings(max_examples=300, deadline=None)
+@given(histories())
+def test_every_change_gives_the_segments_of_a_fresh_fold(steps):
+    builder = SegmentBuilder()
+    live: dict[str, Action] = {}
+    for removed, added in steps:
+        before = builder.segments()
+        unchanged = builder.change(removed, added)
+        if removed is not None:
+            del live[removed.id]
+        if added is not None:
+            live[added.id] = added
+        expected = segments(list(live.values()))
+        assert builder.segments() == expected
+        assert builder.segments()[:unchanged] == before[:unchanged]
+
+
+@settings(max_examples=100, deadline=None)
+@given(histories())
+def test_building_at_once_equals_building_step_by_step(steps):
+    live: dict[str, Action] = {}
+    for removed, added in steps:
+        if removed is not None:
+            del live[removed.id]
+        if added is not None:
+            live[added.id] = added
+    assert SegmentBuilder(live.values()).segments() == segments(list(live.values()))
+
+
+def test_a_long_history_in_effective_order_keeps_every_segment():
+    builder = SegmentBuilder()
+    live = []
+    for order in range(300):
+        action = Action(id=f"f{order}", kind="fee", order=order, rate_percent=order % 7,
+                        effective=PolicyDate.parse((date(2001, 1, 1) + timedelta(days=order)).isoformat()))
+        builder.change(added=action)
+        live.append(action)
+    assert builder.segments() == segments(live)
