@@ -9,7 +9,7 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
-from typing import Iterable, Sequence
+from typing import Iterable, NamedTuple, Sequence
 
 from timeline.domain.dates import PolicyDate
 
@@ -232,8 +232,7 @@ def segments(actions: Sequence[Action]) -> list[Segment]:
 _LONGEST_PERIOD = timedelta(days=366)  # a year: no imprecise date covers more days than this
 
 
-@dataclass(frozen=True)
-class _Point:
+class _Point(NamedTuple):
     """The fold after every action up to a boundary ``day``, and the state it gives that day."""
 
     day: date
@@ -412,7 +411,7 @@ class SegmentBuilder:
             point = points[index]
             end = points[index + 1].day if index + 1 < len(points) else date.max
             if self._segments and self._segments[-1].state == point.state:
-                self._segments[-1] = replace(self._segments[-1], valid_to=end)
+                self._segments[-1] = Segment(self._segments[-1].valid_from, end, point.state)
             else:
                 self._segments.append(Segment(point.day, end, point.state))
                 self._first_points.append(index)
