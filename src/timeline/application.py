@@ -160,19 +160,25 @@ class PolicyApplication(Application[str]):
         page = self.recorder.select_notifications(start=head, limit=1)
         return self.mapper.to_domain_event(page[0]).timestamp if page else None
 
-    def store_events(self, events: Sequence[Rule.Event]) -> None:
-        """Append ready-made events (an import) in one atomic write."""
-        if events:
-            self.events.put(list(events))
+    def store_events(self, events: Sequence[Rule.Event]) -> list[tuple[int, Rule.Event]]:
+        """Append ready-made events (an import) in one atomic write; returns them with positions."""
+        if not events:
+            return []
+        recordings = self.events.put(list(events))
+        return [(r.notification.id, r.domain_event) for r in recordings]
 
-    def store_batches(self, events: Iterable[Rule.Event], size: int = 500) -> int:
-        count = 0
+    def store_pages(
+        self, events: Iterable[Rule.Event], size: int = 500
+    ) -> Iterator[list[tuple[int, Rule.Event]]]:
+        """Store events a page at a time, yielding each page once it is stored."""
         batch: list[Rule.Event] = []
         for event in events:
             batch.append(event)
             if len(batch) >= size:
-                self.store_events(batch)
-                count += len(batch)
+                yield self.store_events(batch)
                 batch = []
-        self.store_events(batch)
-        return count + len(batch)
+        if batch:
+            yield self.store_events(batch)
+
+    def store_batches(self, events: Iterable[Rule.Event], size: int = 500) -> int:
+        return sum(len(page) for page in self.store_pages(events, size))

@@ -65,9 +65,10 @@ class Tracker:
     # Keeping read models in step -----------------------------------------------------------
 
     def catch_up(self, progress: Callable[[int, int], None] | None = None) -> int:
-        if self.readmodel.position() >= self.app.head():
+        head = self.app.head()
+        if self.readmodel.position() >= head:
             return self.readmodel.position()
-        return self.projector.catch_up(self.app.events_after, progress=progress)
+        return self.projector.catch_up(self.app.events_after, progress=progress, head=head)
 
     def known_at(self, requested: datetime | None = None) -> str:
         """The instant an answer is given for, with every event recorded by then projected.
@@ -88,7 +89,8 @@ class Tracker:
     def rebuild(self, progress: Callable[[int, int], None] | None = None) -> int:
         with self.lock.hold():
             self.readmodel.drop()
-            return self.projector.catch_up(self.app.events_after, batch=1000, progress=progress)
+            return self.projector.catch_up(self.app.events_after, batch=IMPORT_PAGE,
+                                           progress=progress, head=self.app.head())
 
     # Writes ------------------------------------------------------------------------------
 
@@ -200,8 +202,16 @@ class Tracker:
             if self.app.head():
                 raise StoreNotEmpty("The store already holds events; import needs an empty store.")
             check_export(records())
-            count = self.app.store_batches(from_record(r) for r in records())
-            self.catch_up()
+            count = 0
+            after = self.readmodel.position()
+            # Each stored page is projected from the events in hand, not read back and decoded.
+            with self.projector.bulk():
+                for page in self.app.store_pages((from_record(r) for r in records()), IMPORT_PAGE):
+                    self.projector.catch_up(_page_first(after, page, self.app.events_after),
+                                            batch=IMPORT_PAGE)
+                    after = page[-1][0]
+                    count += len(page)
+                self.catch_up()
             return count
 
 
@@ -216,6 +226,23 @@ def ensure_postgres_schema(settings: Settings) -> None:
                 sql.Identifier(settings.postgres_schema)))
     except psycopg.OperationalError as exc:
         raise StoreUnavailable(f"Cannot reach PostgreSQL: {exc}".strip()) from None
+
+
+# Events per transaction when importing or rebuilding: fewer commits, bounded memory.
+IMPORT_PAGE = 2000
+
+
+def _page_first(
+    after: int,
+    page: list[tuple[int, Any]],
+    fetch: Callable[[int, int], list[tuple[int, Any]]],
+) -> Callable[[int, int], list[tuple[int, Any]]]:
+    """A fetch that answers with ``page`` when asked for what follows ``after``, else reads."""
+    def fetch_page(position: int, limit: int) -> list[tuple[int, Any]]:
+        if position == after and page and len(page) <= limit:
+            return page
+        return fetch(position, limit)
+    return fetch_page
 
 
 def check_export(records: Iterable[dict[str, Any]]) -> None:

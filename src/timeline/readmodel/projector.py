@@ -1,19 +1,37 @@
 """Events to rows. A batch of rows and the position it reached commit in one transaction,
-so a crash never applies an event twice or skips one."""
+so a crash never applies an event twice or skips one.
+
+Each rule's valid-time history is kept by a :class:`~timeline.domain.fold.SegmentBuilder`,
+which folds again only from the first day an event can change; the rules seen recently stay in
+memory between events (a bounded cache), and a page of events is written with one statement
+per table. The rows are the same as folding every rule from scratch after every event.
+"""
 
 from __future__ import annotations
 
 import json
 import sqlite3
+import threading
+from collections import OrderedDict
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import date
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
-from timeline.domain.dates import PolicyDate
-from timeline.domain.fold import Segment, State, segments
-from timeline.domain.model import Rule
-from timeline.events import RULE_REGISTERED, to_record
-from timeline.readmodel.actions import known_actions, live_fold_actions
+from timeline.domain.dates import PolicyDate, format_instant
+from timeline.domain.fold import Action, Segment, SegmentBuilder
+from timeline.domain.model import Rule, to_fold_action
+from timeline.events import RULE_REGISTERED, event_data, event_type
+from timeline.readmodel.actions import known_actions
 from timeline.readmodel.store import END_OF_RECORD, END_OF_TIME, START_OF_TIME, ReadModel
+
+# Catching up this many events or more writes the full-text indexes once at the end instead of
+# row by row (about four times cheaper per action).
+BULK_EVENTS = 20_000
+
+# How many rules' histories stay in memory, in units of roughly 2 KiB: enough for the rules a
+# busy stretch of history touches, small enough to keep a rebuild well under a gigabyte.
+CACHE_UNITS = 150_000
 
 
 def _day(value: date) -> str:
@@ -50,115 +68,333 @@ _STATE_COLUMNS = (
 )
 
 
+@dataclass(slots=True)
+class _Known:
+    """One action as currently known: corrections applied."""
+
+    fields: dict[str, Any]
+    position: int
+    recorded_at: str
+    corrected: bool = False
+    retracted: bool = False
+    fold: Action | None = None
+
+
+@dataclass(slots=True)
+class _RuleView:
+    """What the projector keeps of one rule between events."""
+
+    jurisdiction: str
+    instrument: str
+    open_event: int  # position of the rule's newest event: its rule_events row is open
+    actions: dict[str, _Known] = field(default_factory=dict)
+    builder: SegmentBuilder = field(default_factory=SegmentBuilder)
+    # valid_from -> (rowid, row) of the rule's open states rows: the current segments
+    open_rows: dict[str, tuple[int, tuple]] = field(default_factory=dict)
+    counted: int = 0  # the units this view was last counted for in the cache's total
+
+    @property
+    def units(self) -> int:
+        count = len(self.actions)
+        return 1 + count + count * count // 128
+
+
+@dataclass
+class _Page:
+    """The rows of one page of events, written together when the page ends."""
+
+    rules: list[tuple] = field(default_factory=list)
+    events: list[list] = field(default_factory=list)
+    new_events: dict[int, list] = field(default_factory=dict)  # position -> row of this page
+    closed_events: list[tuple[str, int]] = field(default_factory=list)
+    states: list[list] = field(default_factory=list)
+    new_states: dict[int, list] = field(default_factory=dict)  # rowid -> row of this page
+    closed_states: list[tuple[str, int]] = field(default_factory=list)
+    next_rowid: int = 1
+    actions: dict[tuple[str, str], tuple[_RuleView, _Known]] = field(default_factory=dict)
+    requests: list[tuple] = field(default_factory=list)
+
+
 class Projector:
     """Keeps every read model in step with the event store."""
 
-    def __init__(self, readmodel: ReadModel):
+    def __init__(self, readmodel: ReadModel, cache_units: int = CACHE_UNITS):
         self.readmodel = readmodel
+        self.cache_units = cache_units
+        self._views: OrderedDict[str, _RuleView] = OrderedDict()
+        self._units = 0
+        # The (generation, position) the cached views describe; anything else empties the cache.
+        self._synced: tuple[int, int] | None = None
+        self._mutex = threading.Lock()
 
     def catch_up(
         self,
         fetch: Callable[[int, int], Sequence[tuple[int, Rule.Event]]],
         batch: int = 500,
         progress: Callable[[int, int], None] | None = None,
+        head: int | None = None,
     ) -> int:
-        """Project every event after the stored position; returns the position reached."""
-        while True:
-            with self.readmodel.write() as conn:
-                position = self.readmodel.position(conn)
-                page = fetch(position, batch)
-                if not page:
-                    return position
-                for pos, event in page:
-                    self.apply(conn, pos, event)
-                self.readmodel.set_position(conn, page[-1][0])
-            if progress is not None:
-                progress(page[-1][0], len(page))
+        """Project every event after the stored position; returns the position reached.
 
-    def apply(self, conn: sqlite3.Connection, position: int, event: Rule.Event) -> None:
-        record = to_record(event)
-        rule_id = record["rule_id"]
-        data = record["data"]
-        recorded_at = record["recorded_at"]
-        kind = record["type"]
+        ``head``, when given, is the store's newest position: far behind it, the full-text
+        indexes are built once at the end.
+        """
+        if head is not None and head - self.readmodel.position() >= BULK_EVENTS:
+            with self.bulk():
+                return self._catch_up(fetch, batch, progress)
+        return self._catch_up(fetch, batch, progress)
+
+    @contextmanager
+    def bulk(self) -> Iterator[None]:
+        """Leave the full-text indexes out while many events are projected, then build them."""
+        with self._mutex:
+            self.readmodel.drop_search()
+        try:
+            yield
+        finally:
+            with self._mutex:
+                self.readmodel.create_search()
+
+    def _catch_up(
+        self,
+        fetch: Callable[[int, int], Sequence[tuple[int, Rule.Event]]],
+        batch: int,
+        progress: Callable[[int, int], None] | None,
+    ) -> int:
+        with self._mutex:
+            while True:
+                with self.readmodel.write() as conn:
+                    position = self.readmodel.position(conn)
+                    generation = self.readmodel.generation(conn)
+                    if self._synced != (generation, position):
+                        # Another process (or a rebuild) moved the read model on: start afresh.
+                        self._forget()
+                    page = fetch(position, batch)
+                    if not page:
+                        self._synced = (generation, position)
+                        return position
+                    self._synced = None  # until this page is committed
+                    try:
+                        self._apply_page(conn, page)
+                    except BaseException:
+                        self._forget()
+                        raise
+                    self.readmodel.set_position(conn, page[-1][0])
+                self._synced = (generation, page[-1][0])
+                self._evict()
+                if progress is not None:
+                    progress(page[-1][0], len(page))
+
+    def _forget(self) -> None:
+        self._views.clear()
+        self._units = 0
+
+    def _evict(self) -> None:
+        while self._units > self.cache_units and self._views:
+            _, view = self._views.popitem(last=False)
+            self._units -= view.counted
+
+    # One page ------------------------------------------------------------------------------
+
+    def _apply_page(self, conn: sqlite3.Connection, page: Sequence[tuple[int, Rule.Event]]) -> None:
+        # States rows get their rowids here, so that a later event closes its row by rowid.
+        rows = _Page(next_rowid=(conn.execute("SELECT max(rowid) FROM states").fetchone()[0] or 0) + 1)
+        for position, event in page:
+            self._apply(conn, rows, position, event)
+        self._write(conn, rows)
+
+    def _apply(self, conn: sqlite3.Connection, rows: _Page, position: int, event: Rule.Event) -> None:
+        rule_id = event.originator_id
+        kind = event_type(event)
+        data = event_data(event)
+        recorded_at = format_instant(event.timestamp)
         action_id = data.get("action_id", data.get("id")) if kind != RULE_REGISTERED else None
-        conn.execute(
-            "UPDATE rule_events SET known_to = ? WHERE rule_id = ? AND known_to = ?",
-            (recorded_at, rule_id, END_OF_RECORD),
-        )
-        conn.execute(
-            "INSERT INTO rule_events (position, rule_id, version, type, action_id, recorded_at, "
-            "known_to, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (position, rule_id, record["version"], kind, action_id, recorded_at, END_OF_RECORD,
-             _dumps(data)),
-        )
+        row = [position, rule_id, event.originator_version, kind, action_id, recorded_at,
+               END_OF_RECORD, _dumps(data)]
+        rows.events.append(row)
+        rows.new_events[position] = row
         if kind == RULE_REGISTERED:
-            self._register(conn, position, recorded_at, data)
+            view = self._register(rows, position, recorded_at, data)
         else:
-            self._refold(conn, rule_id, recorded_at, action_id)
-        request = record.get("request")
+            view = self._view(conn, rule_id)
+            self._close_event(rows, view, recorded_at)
+            self._change_action(rows, rule_id, view, position, recorded_at, event)
+        view.open_event = position
+        request = event.request
         if request and request.get("key"):
-            conn.execute(
-                "INSERT OR IGNORE INTO requests (key, fingerprint, rule_id, position, type, "
-                "object_id) VALUES (?, ?, ?, ?, ?, ?)",
-                (request["key"], request.get("fingerprint", ""), rule_id, position, kind,
-                 data["id"]),
-            )
+            rows.requests.append((request["key"], request.get("fingerprint", ""), rule_id, position,
+                                  kind, data["id"]))
 
-    def _register(self, conn: sqlite3.Connection, position: int, recorded_at: str, data: dict) -> None:
-        conn.execute(
-            "INSERT INTO rules (id, title, jurisdiction, instrument, targets, subjects, tags, links, "
-            "subjects_text, registered_at, position) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (data["id"], data["title"], data["jurisdiction"], data["instrument"],
-             _dumps(data["targets"]), _dumps(data["subjects"]), _dumps(data["tags"]),
-             _dumps(data["links"]), " ".join(data["subjects"]), recorded_at, position),
-        )
-        self._replace_states(conn, data["id"], recorded_at, [Segment(date.min, date.max, State())])
+    def _close_event(self, rows: _Page, view: _RuleView, recorded_at: str) -> None:
+        pending = rows.new_events.get(view.open_event)
+        if pending is not None:
+            pending[6] = recorded_at
+        else:
+            rows.closed_events.append((recorded_at, view.open_event))
 
-    def _refold(self, conn: sqlite3.Connection, rule_id: str, recorded_at: str, action_id: str) -> None:
-        rows = conn.execute(
-            "SELECT position, type, recorded_at, data FROM rule_events WHERE rule_id = ? "
-            "AND type != ? ORDER BY position",
-            (rule_id, RULE_REGISTERED),
-        ).fetchall()
-        actions = known_actions(rows)
-        self._replace_states(conn, rule_id, recorded_at, segments(live_fold_actions(actions)))
-        known = actions[action_id]
+    def _register(self, rows: _Page, position: int, recorded_at: str, data: dict) -> _RuleView:
+        rows.rules.append((
+            data["id"], data["title"], data["jurisdiction"], data["instrument"],
+            _dumps(data["targets"]), _dumps(data["subjects"]), _dumps(data["tags"]),
+            _dumps(data["links"]), " ".join(data["subjects"]), recorded_at, position,
+        ))
+        view = _RuleView(data["jurisdiction"], data["instrument"], position)
+        self._remember(data["id"], view)
+        self._replace_states(rows, data["id"], view, recorded_at, [], view.builder.segments())
+        return view
+
+    def _change_action(
+        self, rows: _Page, rule_id: str, view: _RuleView, position: int, recorded_at: str,
+        event: Rule.Event,
+    ) -> None:
+        if isinstance(event, Rule.ActionRecorded):
+            known = _Known(dict(event.action), position, recorded_at)
+            view.actions[known.fields["id"]] = known
+            self._recount(view)
+            removed = None
+        else:
+            known = view.actions[event.action_id]
+            removed = known.fold
+            if isinstance(event, Rule.ActionCorrected):
+                known.corrected = True
+                known.fields.update(event.changes)
+                for name, value in event.changes.items():
+                    if value is None:
+                        known.fields.pop(name, None)
+            else:
+                known.retracted = True
+        known.fold = None if known.retracted else to_fold_action(known.fields, known.position)
+        before = view.builder.segments()
+        unchanged = view.builder.change(removed, known.fold)
+        self._replace_states(rows, rule_id, view, recorded_at, before[unchanged:],
+                             view.builder.segments()[unchanged:])
+        rows.actions[(rule_id, known.fields["id"])] = (view, known)
+
+    def _replace_states(
+        self, rows: _Page, rule_id: str, view: _RuleView, recorded_at: str,
+        old: list[Segment], new: list[Segment],
+    ) -> None:
+        """Close the rows that no longer hold and open the new ones, from ``recorded_at`` on."""
+        old_segments = {seg.valid_from: seg for seg in old}
+        old_rows = {_day(day): view.open_rows[_day(day)] for day in old_segments}
+        new_rows = {}
+        for seg in new:
+            before = old_segments.get(seg.valid_from)
+            if before is not None and before.state == seg.state:
+                # Same state, maybe another end: the stored row's JSON is still good.
+                row = old_rows[_day(seg.valid_from)][1]
+                new_rows[row[0]] = (row[0], _day(seg.valid_to), *row[2:])
+            else:
+                row = _state_row(seg)
+                new_rows[row[0]] = row
+        for valid_from, (rowid, row) in old_rows.items():
+            if new_rows.get(valid_from) != row:
+                del view.open_rows[valid_from]
+                pending = rows.new_states.pop(rowid, None)
+                if pending is not None:
+                    pending[3] = recorded_at
+                else:
+                    rows.closed_states.append((recorded_at, rowid))
+        for valid_from, row in new_rows.items():
+            if valid_from not in old_rows or old_rows[valid_from][1] != row:
+                rowid = rows.next_rowid
+                rows.next_rowid += 1
+                view.open_rows[valid_from] = (rowid, row)
+                pending = [rowid, rule_id, recorded_at, END_OF_RECORD, *row]
+                rows.states.append(pending)
+                rows.new_states[rowid] = pending
+
+    # The cache of rules ---------------------------------------------------------------------
+
+    def _remember(self, rule_id: str, view: _RuleView) -> None:
+        self._views[rule_id] = view
+        self._recount(view)
+
+    def _recount(self, view: _RuleView) -> None:
+        units = view.units
+        self._units += units - view.counted
+        view.counted = units
+
+    def _view(self, conn: sqlite3.Connection, rule_id: str) -> _RuleView:
+        view = self._views.get(rule_id)
+        if view is not None:
+            self._views.move_to_end(rule_id)
+            return view
+        return self._load(conn, rule_id)
+
+    def _load(self, conn: sqlite3.Connection, rule_id: str) -> _RuleView:
+        """A rule's view from its stored rows (never one of the page being written: see _evict)."""
         rule = conn.execute(
             "SELECT jurisdiction, instrument FROM rules WHERE id = ?", (rule_id,)
         ).fetchone()
-        effective = PolicyDate.parse(known.fields["effective"])
-        conn.execute(
-            "INSERT OR REPLACE INTO actions (rule_id, id, kind, effective, effective_start, "
+        if rule is None:
+            raise LookupError(f"event for rule {rule_id!r}, which is not registered")
+        events = conn.execute(
+            "SELECT position, type, recorded_at, data FROM rule_events WHERE rule_id = ? "
+            "ORDER BY position",
+            (rule_id,),
+        ).fetchall()
+        view = _RuleView(rule["jurisdiction"], rule["instrument"], events[-1]["position"])
+        for action_id, known in known_actions(events).items():
+            view.actions[action_id] = _Known(
+                known.fields, known.position, known.recorded_at, bool(known.corrections),
+                known.retraction is not None,
+                None if known.retraction is not None else known.to_fold(),
+            )
+        view.builder = SegmentBuilder(k.fold for k in view.actions.values() if k.fold is not None)
+        rowids = dict(conn.execute(
+            f"SELECT valid_from, rowid FROM states WHERE rule_id = ? AND known_to = '{END_OF_RECORD}'",
+            (rule_id,),
+        ).fetchall())
+        view.open_rows = {row[0]: (rowids[row[0]], row)
+                          for row in map(_state_row, view.builder.segments())}
+        self._remember(rule_id, view)
+        return view
+
+    # Writing a page -----------------------------------------------------------------------------
+
+    def _write(self, conn: sqlite3.Connection, rows: _Page) -> None:
+        conn.executemany(
+            "INSERT INTO rules (id, title, jurisdiction, instrument, targets, subjects, tags, "
+            "links, subjects_text, registered_at, position) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows.rules,
+        )
+        conn.executemany("UPDATE rule_events SET known_to = ? WHERE position = ?", rows.closed_events)
+        conn.executemany(
+            "INSERT INTO rule_events (position, rule_id, version, type, action_id, recorded_at, "
+            "known_to, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            rows.events,
+        )
+        conn.executemany("UPDATE states SET known_to = ? WHERE rowid = ?", rows.closed_states)
+        conn.executemany(
+            f"INSERT INTO states (rowid, rule_id, known_from, known_to, {_STATE_COLUMNS}) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows.states,
+        )
+        # An upsert, not INSERT OR REPLACE: a replace deletes the old row without its delete
+        # trigger, which would leave the old summary in the full-text index.
+        conn.executemany(
+            "INSERT INTO actions (rule_id, id, kind, effective, effective_start, "
             "effective_end, summary, data, jurisdiction, instrument, recorded_at, position, "
-            "corrected, retracted) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (rule_id, known.id, known.fields["kind"], known.fields["effective"],
-             effective.start.isoformat(), effective.end.isoformat(),
-             known.fields.get("summary", ""), _dumps(known.fields), rule["jurisdiction"],
-             rule["instrument"], known.recorded_at, known.position, int(bool(known.corrections)),
-             int(known.retraction is not None)),
+            "corrected, retracted) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (rule_id, id) DO UPDATE SET kind = excluded.kind, "
+            "effective = excluded.effective, effective_start = excluded.effective_start, "
+            "effective_end = excluded.effective_end, summary = excluded.summary, "
+            "data = excluded.data, corrected = excluded.corrected, retracted = excluded.retracted",
+            [self._action_row(rule_id, view, known)
+             for (rule_id, _), (view, known) in rows.actions.items()],
+        )
+        conn.executemany(
+            "INSERT OR IGNORE INTO requests (key, fingerprint, rule_id, position, type, "
+            "object_id) VALUES (?, ?, ?, ?, ?, ?)",
+            rows.requests,
         )
 
-    def _replace_states(
-        self, conn: sqlite3.Connection, rule_id: str, recorded_at: str, new: list[Segment]
-    ) -> None:
-        """Close the rows that no longer hold and open the new ones, from ``recorded_at`` on."""
-        current = {
-            tuple(row[1:]): row[0]
-            for row in conn.execute(
-                f"SELECT rowid, {_STATE_COLUMNS} FROM states WHERE rule_id = ? AND known_to = ?",
-                (rule_id, END_OF_RECORD),
-            )
-        }
-        wanted = [_state_row(seg) for seg in new]
-        keep = set(wanted) & set(current)
-        for row, rowid in current.items():
-            if row not in keep:
-                conn.execute("UPDATE states SET known_to = ? WHERE rowid = ?", (recorded_at, rowid))
-        for row in wanted:
-            if row not in keep:
-                conn.execute(
-                    f"INSERT INTO states (rule_id, known_from, known_to, {_STATE_COLUMNS}) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (rule_id, recorded_at, END_OF_RECORD, *row),
-                )
+    @staticmethod
+    def _action_row(rule_id: str, view: _RuleView, known: _Known) -> tuple:
+        fields = known.fields
+        effective = known.fold.effective if known.fold is not None else PolicyDate.parse(fields["effective"])
+        return (rule_id, fields["id"], fields["kind"], fields["effective"],
+                effective.start.isoformat(), effective.end.isoformat(), fields.get("summary", ""),
+                _dumps(fields), view.jurisdiction, view.instrument, known.recorded_at,
+                known.position, int(known.corrected), int(known.retracted))

@@ -45,15 +45,21 @@ def _state(rule: dict, row: sqlite3.Row, as_of: str, known_at: str, version: int
     }
 
 
+# Each rule's one row that holds on :as_of as known at :known_at, found by walking back from
+# :as_of along the rule's rows (index states_by_rule_day), and its version: the newest event
+# recorded by :known_at. Both are index lookups, however long the rule's history.
 _RULE_STATE_SQL = """
 SELECT r.*, s.status, s.rate_percent, s.conditions, s.since, s.until, s.certain,
-       s.uncertain_because, s.based_on, e.version
+       s.uncertain_because, s.based_on,
+       (SELECT e.version FROM rule_events e
+        WHERE e.rule_id = r.id AND e.recorded_at <= :known_at
+        ORDER BY e.recorded_at DESC LIMIT 1) AS version
 FROM rules r
-JOIN states s ON s.rule_id = r.id
-     AND s.valid_from <= :as_of AND s.valid_to > :as_of
-     AND s.known_from <= :known_at AND s.known_to > :known_at
-JOIN rule_events e ON e.rule_id = r.id
-     AND e.recorded_at <= :known_at AND e.known_to > :known_at
+JOIN states s ON s.rowid = (
+    SELECT rowid FROM states
+    WHERE rule_id = r.id AND valid_from <= :as_of AND valid_to > :as_of
+      AND known_from <= :known_at AND known_to > :known_at
+    ORDER BY valid_from DESC LIMIT 1)
 WHERE r.registered_at <= :known_at
 """
 

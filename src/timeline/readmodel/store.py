@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import sqlite3
 import threading
 from contextlib import contextmanager
@@ -15,7 +16,8 @@ END_OF_TIME = "9999-12-31"
 END_OF_RECORD = "9999-12-31T23:59:59.999999Z"
 START_OF_TIME = "0001-01-01"
 
-SCHEMA_VERSION = 1
+# Bumped whenever tables or indexes change: a read model of another version is rebuilt.
+SCHEMA_VERSION = 2
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS tracking (
@@ -65,8 +67,10 @@ CREATE TABLE IF NOT EXISTS states (
     uncertain_because TEXT NOT NULL,
     based_on TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS states_by_rule ON states (rule_id, known_to, valid_from);
-CREATE INDEX IF NOT EXISTS states_by_day ON states (valid_from, valid_to);
+-- One rule's row for a day is the last one starting on or before it that holds then: a short
+-- walk back from the day, whatever the length of the rule's history. Rows are closed by rowid,
+-- and known_to is left out of the index so that closing a row does not touch it.
+CREATE INDEX IF NOT EXISTS states_by_rule_day ON states (rule_id, valid_from);
 -- The actions as currently known (corrections applied), for the timeline and search.
 CREATE TABLE IF NOT EXISTS actions (
     rule_id TEXT NOT NULL,
@@ -98,10 +102,18 @@ CREATE TABLE IF NOT EXISTS requests (
 """
 
 
+# The columns searched by full text, by table.
+_SEARCH = {"rules": ["title", "subjects_text"], "actions": ["summary"]}
+
+
 class ReadModel:
     """One SQLite file of read models; safe to share between threads and processes."""
 
     TRACKING_NAME = "projector"
+    SCHEMA_NAME = "schema"
+    # A random number drawn when the tables are made: it changes with every drop, so that a
+    # projector can tell its own rows from a rebuild's.
+    GENERATION_NAME = "generation"
 
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -127,11 +139,44 @@ class ReadModel:
     def _create(self) -> None:
         conn = self.connection()
         conn.executescript(_TABLES)
-        db = sqlite_utils.Database(conn)
-        if "rules_fts" not in db.table_names():
-            db["rules"].enable_fts(["title", "subjects_text"], create_triggers=True, tokenize="porter")
-        if "actions_fts" not in db.table_names():
-            db["actions"].enable_fts(["summary"], create_triggers=True, tokenize="porter")
+        self.create_search()
+        with self.write() as conn:
+            schema = self._tracked(conn, self.SCHEMA_NAME)
+            outdated = schema != SCHEMA_VERSION and (schema is not None or self.position(conn))
+            if not outdated:
+                for name, value in ((self.SCHEMA_NAME, SCHEMA_VERSION),
+                                    (self.GENERATION_NAME, secrets.randbits(62))):
+                    conn.execute("INSERT OR IGNORE INTO tracking (name, position) VALUES (?, ?)",
+                                 (name, value))
+        if outdated:
+            self.drop()
+
+    @staticmethod
+    def _tracked(conn: sqlite3.Connection, name: str) -> int | None:
+        row = conn.execute("SELECT position FROM tracking WHERE name = ?", (name,)).fetchone()
+        return row[0] if row else None
+
+    def create_search(self) -> None:
+        """The full-text indexes and the triggers that keep them; made from the rows if missing.
+
+        sqlite-utils commits as it goes (executescript), so this runs outside ``write()``.
+        """
+        db = sqlite_utils.Database(self.connection())
+        tables = set(db.table_names())
+        for table, columns in _SEARCH.items():
+            if f"{table}_fts" not in tables:
+                db[table].enable_fts(columns, create_triggers=True, tokenize="porter")
+
+    def drop_search(self) -> None:
+        """Drop the full-text indexes and their triggers (for a bulk load; see create_search)."""
+        with self.write() as conn:
+            for table in _SEARCH:
+                for suffix in ("ai", "ad", "au"):
+                    conn.execute(f"DROP TRIGGER IF EXISTS {table}_{suffix}")
+                conn.execute(f"DROP TABLE IF EXISTS {table}_fts")
+
+    def generation(self, conn: sqlite3.Connection | None = None) -> int:
+        return self._tracked(conn or self.connection(), self.GENERATION_NAME) or 0
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:

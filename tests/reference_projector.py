@@ -1,0 +1,167 @@
+"""The first projector, kept as the reference the fast one is checked against.
+
+It folds the whole rule from scratch after every event and rewrites what changed: slow, and
+obviously right. tests/test_projection.py compares every table it writes with the fast one's.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import date
+from typing import Any, Callable, Sequence
+
+from timeline.domain.dates import PolicyDate
+from timeline.domain.fold import Segment, State, segments
+from timeline.domain.model import Rule
+from timeline.events import RULE_REGISTERED, to_record
+from timeline.readmodel.actions import known_actions, live_fold_actions
+from timeline.readmodel.store import END_OF_RECORD, END_OF_TIME, START_OF_TIME, ReadModel
+
+
+def _day(value: date) -> str:
+    if value == date.min:
+        return START_OF_TIME
+    if value == date.max:
+        return END_OF_TIME
+    return value.isoformat()
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _state_row(seg: Segment) -> tuple:
+    state = seg.state
+    return (
+        _day(seg.valid_from),
+        _day(seg.valid_to),
+        state.status,
+        state.rate_percent,
+        _dumps(list(state.conditions)),
+        state.since,
+        state.until,
+        int(state.certain),
+        _dumps(list(state.uncertain_because)),
+        _dumps(list(state.based_on)),
+    )
+
+
+_STATE_COLUMNS = (
+    "valid_from, valid_to, status, rate_percent, conditions, since, until, certain, "
+    "uncertain_because, based_on"
+)
+
+
+class ReferenceProjector:
+    """Keeps every read model in step with the event store."""
+
+    def __init__(self, readmodel: ReadModel):
+        self.readmodel = readmodel
+
+    def catch_up(
+        self,
+        fetch: Callable[[int, int], Sequence[tuple[int, Rule.Event]]],
+        batch: int = 500,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> int:
+        """Project every event after the stored position; returns the position reached."""
+        while True:
+            with self.readmodel.write() as conn:
+                position = self.readmodel.position(conn)
+                page = fetch(position, batch)
+                if not page:
+                    return position
+                for pos, event in page:
+                    self.apply(conn, pos, event)
+                self.readmodel.set_position(conn, page[-1][0])
+            if progress is not None:
+                progress(page[-1][0], len(page))
+
+    def apply(self, conn: sqlite3.Connection, position: int, event: Rule.Event) -> None:
+        record = to_record(event)
+        rule_id = record["rule_id"]
+        data = record["data"]
+        recorded_at = record["recorded_at"]
+        kind = record["type"]
+        action_id = data.get("action_id", data.get("id")) if kind != RULE_REGISTERED else None
+        conn.execute(
+            "UPDATE rule_events SET known_to = ? WHERE rule_id = ? AND known_to = ?",
+            (recorded_at, rule_id, END_OF_RECORD),
+        )
+        conn.execute(
+            "INSERT INTO rule_events (position, rule_id, version, type, action_id, recorded_at, "
+            "known_to, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (position, rule_id, record["version"], kind, action_id, recorded_at, END_OF_RECORD,
+             _dumps(data)),
+        )
+        if kind == RULE_REGISTERED:
+            self._register(conn, position, recorded_at, data)
+        else:
+            self._refold(conn, rule_id, recorded_at, action_id)
+        request = record.get("request")
+        if request and request.get("key"):
+            conn.execute(
+                "INSERT OR IGNORE INTO requests (key, fingerprint, rule_id, position, type, "
+                "object_id) VALUES (?, ?, ?, ?, ?, ?)",
+                (request["key"], request.get("fingerprint", ""), rule_id, position, kind,
+                 data["id"]),
+            )
+
+    def _register(self, conn: sqlite3.Connection, position: int, recorded_at: str, data: dict) -> None:
+        conn.execute(
+            "INSERT INTO rules (id, title, jurisdiction, instrument, targets, subjects, tags, links, "
+            "subjects_text, registered_at, position) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (data["id"], data["title"], data["jurisdiction"], data["instrument"],
+             _dumps(data["targets"]), _dumps(data["subjects"]), _dumps(data["tags"]),
+             _dumps(data["links"]), " ".join(data["subjects"]), recorded_at, position),
+        )
+        self._replace_states(conn, data["id"], recorded_at, [Segment(date.min, date.max, State())])
+
+    def _refold(self, conn: sqlite3.Connection, rule_id: str, recorded_at: str, action_id: str) -> None:
+        rows = conn.execute(
+            "SELECT position, type, recorded_at, data FROM rule_events WHERE rule_id = ? "
+            "AND type != ? ORDER BY position",
+            (rule_id, RULE_REGISTERED),
+        ).fetchall()
+        actions = known_actions(rows)
+        self._replace_states(conn, rule_id, recorded_at, segments(live_fold_actions(actions)))
+        known = actions[action_id]
+        rule = conn.execute(
+            "SELECT jurisdiction, instrument FROM rules WHERE id = ?", (rule_id,)
+        ).fetchone()
+        effective = PolicyDate.parse(known.fields["effective"])
+        conn.execute(
+            "INSERT OR REPLACE INTO actions (rule_id, id, kind, effective, effective_start, "
+            "effective_end, summary, data, jurisdiction, instrument, recorded_at, position, "
+            "corrected, retracted) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (rule_id, known.id, known.fields["kind"], known.fields["effective"],
+             effective.start.isoformat(), effective.end.isoformat(),
+             known.fields.get("summary", ""), _dumps(known.fields), rule["jurisdiction"],
+             rule["instrument"], known.recorded_at, known.position, int(bool(known.corrections)),
+             int(known.retraction is not None)),
+        )
+
+    def _replace_states(
+        self, conn: sqlite3.Connection, rule_id: str, recorded_at: str, new: list[Segment]
+    ) -> None:
+        """Close the rows that no longer hold and open the new ones, from ``recorded_at`` on."""
+        current = {
+            tuple(row[1:]): row[0]
+            for row in conn.execute(
+                f"SELECT rowid, {_STATE_COLUMNS} FROM states WHERE rule_id = ? AND known_to = ?",
+                (rule_id, END_OF_RECORD),
+            )
+        }
+        wanted = [_state_row(seg) for seg in new]
+        keep = set(wanted) & set(current)
+        for row, rowid in current.items():
+            if row not in keep:
+                conn.execute("UPDATE states SET known_to = ? WHERE rowid = ?", (recorded_at, rowid))
+        for row in wanted:
+            if row not in keep:
+                conn.execute(
+                    f"INSERT INTO states (rule_id, known_from, known_to, {_STATE_COLUMNS}) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (rule_id, recorded_at, END_OF_RECORD, *row),
+                )
