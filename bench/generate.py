@@ -5,8 +5,8 @@
 
 The same seed and size always give the same file. The history looks like a trade-policy
 database such as the Global Trade Alert one: rules registered over the years by many
-jurisdictions, most with a handful of actions and a few with hundreds (tariff schedules that
-change every few months), interleaved in record time the way a team of researchers records
+jurisdictions, most with a handful of actions and a few with a couple of hundred (tariff
+schedules that change every few months), interleaved in record time the way a team of researchers records
 them. About 5% of actions are recorded out of effective order (history filled in later), 2%
 are corrected, 1% retracted, and effective dates come to the day, the month or the year.
 """
@@ -117,8 +117,9 @@ class HistoryGenerator:
         rng = random.Random(self.seed)
         shares = self.shares
         n_rules = self.total_rules
-        # How busy each rule is: a heavy tail, so a few rules collect hundreds of actions.
-        weights = [min(rng.paretovariate(1.2), 400.0) for _ in range(n_rules)]
+        # How busy each rule is: a Pareto tail, so that the median rule has about six actions
+        # and the busiest few about twenty times the mean (a couple of hundred at 10 per rule).
+        weights = [min(rng.paretovariate(1.5), 60.0) for _ in range(n_rules)]
         cumulative = list(accumulate(weights))
         kinds = [kind for kind, _ in KIND_WEIGHTS]
         kind_weights = list(accumulate(w for _, w in KIND_WEIGHTS))
