@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from typing import Iterable, NamedTuple, Sequence
 
-from timeline.domain.dates import PolicyDate
+from timeline.domain.dates import DAY, PolicyDate
 
 KINDS = ("ban", "restrict", "ease", "fee", "pause", "resume", "lift", "propose")
 STATUSES = ("none", "proposed", "restricted", "banned", "eased", "in_force", "paused", "lifted")
@@ -229,7 +229,8 @@ def segments(actions: Sequence[Action]) -> list[Segment]:
 
 # Keeping the segments of a rule up to date, one change at a time ------------------------------
 
-_LONGEST_PERIOD = timedelta(days=366)  # a year: no imprecise date covers more days than this
+_LONGEST_PERIOD = timedelta(days=366)
+_ONE_DAY = timedelta(days=1)  # a year: no imprecise date covers more days than this
 
 
 class _Point(NamedTuple):
@@ -249,7 +250,14 @@ class _Point(NamedTuple):
 
 
 def _action_days(action: Action) -> list[date]:
-    return boundaries([action])
+    """The days on which ``action`` may change the answer (as in :func:`boundaries`)."""
+    days = []
+    for period in (action.effective, action.until):
+        if period is not None:
+            days.append(period.start)
+            if period.precision != DAY and period.end < date.max:
+                days.append(period.end + _ONE_DAY)
+    return days
 
 
 class SegmentBuilder:

@@ -10,6 +10,7 @@ per table. The rows are the same as folding every rule from scratch after every 
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import threading
 from collections import OrderedDict
@@ -27,7 +28,7 @@ from timeline.readmodel.store import END_OF_RECORD, END_OF_TIME, START_OF_TIME, 
 
 # Catching up this many events or more writes the full-text indexes once at the end instead of
 # row by row (about four times cheaper per action).
-BULK_EVENTS = 20_000
+BULK_EVENTS = 5_000
 
 # How many rules' histories stay in memory, in units of roughly 2 KiB: enough for the rules a
 # busy stretch of history touches, small enough to keep a rebuild well under a gigabyte.
@@ -42,8 +43,21 @@ def _day(value: date) -> str:
     return value.isoformat()
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+# Characters JSON escapes; ensure_ascii is off, so nothing else is.
+_ESCAPED = re.compile(r'[\x00-\x1f"\\]')
+
+
+def _dumps_texts(values: tuple[str, ...]) -> str:
+    """``_dumps(list(values))`` for a tuple of strings, without the encoder for plain ids."""
+    if not values:
+        return "[]"
+    try:
+        plain = not _ESCAPED.search("".join(values))
+    except TypeError:
+        plain = False
+    return '["' + '","'.join(values) + '"]' if plain else _dumps(list(values))
 
 
 def _state_row(seg: Segment) -> tuple:
@@ -53,12 +67,12 @@ def _state_row(seg: Segment) -> tuple:
         _day(seg.valid_to),
         state.status,
         state.rate_percent,
-        _dumps(list(state.conditions)),
+        _dumps_texts(state.conditions),
         state.since,
         state.until,
         int(state.certain),
-        _dumps(list(state.uncertain_because)),
-        _dumps(list(state.based_on)),
+        _dumps_texts(state.uncertain_because),
+        _dumps_texts(state.based_on),
     )
 
 
