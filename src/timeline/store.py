@@ -73,19 +73,28 @@ class FileWriteLock(_ReentrantLock):
     def __init__(self, path: Path):
         super().__init__()
         self.path = path
+        # Kept open between holds: readers pass through the lock on every answer, and opening
+        # the file each time cost more than the lock itself. The thread lock above makes one
+        # thread at a time use it.
+        self._fd: int | None = None
 
     @contextmanager
     def _acquire(self) -> Iterator[None]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        if self._fd is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = self._fd
+        fcntl.flock(fd, fcntl.LOCK_EX)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
+            yield
         finally:
-            os.close(fd)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
 
 
 class PostgresWriteLock(_ReentrantLock):
