@@ -79,7 +79,8 @@ class Tracker:
         now = utcnow() - ONE_MICROSECOND
         instant = now if requested is None or requested > now else requested
         text = format_instant(instant)
-        last = queries.last_recorded_at(self.readmodel.connection())
+        # Asked as of now, the newest event is almost always older: skip looking it up.
+        last = None if requested is None else queries.last_recorded_at(self.readmodel.connection())
         if last is None or text > last:
             with self.lock.hold():
                 pass
