@@ -9,6 +9,7 @@ per table. The rows are the same as folding every rule from scratch after every 
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 import sqlite3
@@ -129,6 +130,23 @@ class _Page:
     requests: list[tuple] = field(default_factory=list)
 
 
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause Python's cycle collector while projecting.
+
+    The cached rules are many small objects, and every full collection walks all of them: with
+    the collector on, a rebuild spent a third of its time there. What the projector makes holds
+    no reference cycles, so reference counting alone frees it.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 class Projector:
     """Keeps every read model in step with the event store."""
 
@@ -175,7 +193,7 @@ class Projector:
         batch: int,
         progress: Callable[[int, int], None] | None,
     ) -> int:
-        with self._mutex:
+        with self._mutex, _collector_paused():
             while True:
                 with self.readmodel.write() as conn:
                     position = self.readmodel.position(conn)
