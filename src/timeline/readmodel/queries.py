@@ -131,6 +131,34 @@ def diff(
     return changes
 
 
+def state_segments(conn: sqlite3.Connection, rule_id: str, known_at: str) -> list[dict[str, Any]]:
+    """A rule's states over valid time as known at ``known_at``: constant stretches
+    ``[valid_from, valid_to)`` in order, the first from 0001-01-01 and the last to 9999-12-31."""
+    if not rule_exists(conn, rule_id, known_at):
+        raise NotFound(f"No rule {rule_id!r} was registered at {known_at}.")
+    rows = conn.execute(
+        "SELECT valid_from, valid_to, status, rate_percent, conditions, since, until, certain, "
+        "uncertain_because, based_on FROM states WHERE rule_id = ? AND known_from <= ? "
+        "AND known_to > ? ORDER BY valid_from",
+        (rule_id, known_at, known_at),
+    ).fetchall()
+    return [
+        {
+            "valid_from": row["valid_from"],
+            "valid_to": row["valid_to"],
+            "status": row["status"],
+            "rate_percent": row["rate_percent"],
+            "conditions": json.loads(row["conditions"]),
+            "since": row["since"],
+            "until": row["until"],
+            "certain": bool(row["certain"]),
+            "uncertain_because": json.loads(row["uncertain_because"]),
+            "based_on": json.loads(row["based_on"]),
+        }
+        for row in rows
+    ]
+
+
 def rule_exists(conn: sqlite3.Connection, rule_id: str, known_at: str) -> bool:
     return conn.execute(
         "SELECT 1 FROM rules WHERE id = ? AND registered_at <= ?", (rule_id, known_at)
