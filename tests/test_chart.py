@@ -110,3 +110,18 @@ def test_axis_ticks_stay_few_and_inside_the_chart() -> None:
     assert 2 <= len(chart.ticks) <= 6
     assert all(3 <= t.x <= 97 for t in chart.ticks)
     assert all(t.label.isdigit() for t in chart.ticks)
+
+
+@pytest.mark.parametrize("as_of", [date(1, 1, 1), date(9999, 12, 31), date(1900, 6, 1)])
+def test_a_day_far_away_still_gives_a_readable_axis(as_of: date) -> None:
+    chart = build_chart(H200, today=date(2026, 3, 1), as_of=as_of, link=link)
+    assert 1 <= len(chart.ticks) <= 6
+    assert chart.window_start <= as_of <= chart.window_end
+    assert sum(b.width for b in chart.bands) == pytest.approx(100, abs=0.01)
+
+
+def test_a_rule_with_no_action_has_one_band_and_no_periods() -> None:
+    chart = build_chart([seg("0001-01-01", "9999-12-31", "none")], today=date(2026, 3, 1),
+                        as_of=date(2026, 3, 1), link=link)
+    assert [b.status for b in chart.bands] == ["none"] and chart.periods == []
+    assert chart.window_start < date(2026, 3, 1) < chart.window_end

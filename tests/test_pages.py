@@ -426,6 +426,21 @@ def test_a_permalink_answers_the_same_after_later_records(loaded: Tracker) -> No
     assert re.search(r'class="state-main"><span class="badge status-eased"', html)
 
 
+@pytest.mark.parametrize("as_of", ["0001-01-01", "9999-12-31"])
+def test_rule_page_answers_on_the_first_and_last_days(client, as_of: str) -> None:
+    status, html = status_on(client, as_of)
+    assert status == ("none" if as_of.startswith("0001") else "eased")
+    assert '<svg class="chart-svg"' in html
+
+
+def test_rule_with_no_action_yet(tracker: Tracker) -> None:
+    register(tracker, "empty-rule", "Nothing yet")
+    client = create_app({"TESTING": True}, tracker=tracker).test_client()
+    text = get(client, "/rules/empty-rule").text
+    assert "No measure" in text and "No recorded action had taken effect" in text
+    assert "No action is recorded for this rule yet." in text
+
+
 def test_rule_not_registered_at_known_at_is_404(client) -> None:
     response = client.get(f"/rules/{H200}?known_at=2001-01-01T00:00:00Z")
     assert response.status_code == 404 and response.mimetype == "text/html"

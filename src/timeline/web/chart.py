@@ -7,6 +7,7 @@ the rule's state segments and two days (today and the day shown); the template d
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any, Callable, Sequence
@@ -147,11 +148,10 @@ def _window(segments: Sequence[dict[str, Any]], today: date, as_of: date) -> tup
 def _ticks(low: date, high: date, position: Callable[[date], float]) -> list[Tick]:
     months_low = low.year * 12 + low.month - 1
     months_high = high.year * 12 + high.month - 1
-    step = TICK_STEPS[-1]
-    for candidate in TICK_STEPS:
-        if (months_high - months_low) // candidate + 1 <= MAX_TICKS:
-            step = candidate
-            break
+    span = months_high - months_low
+    # Whole years past the longest step (a day picked centuries away stretches the axis).
+    step = next((c for c in TICK_STEPS if span // c + 1 <= MAX_TICKS),
+                math.ceil(span / (MAX_TICKS - 1) / 12) * 12)
     ticks = []
     first = months_low + 1  # the first whole month inside the window
     for m in range(first + (-first) % step, months_high + 1, step):
