@@ -98,14 +98,21 @@ def record(tracker: Tracker, rule_id: str, **action) -> str:
     return tracker.record_action(rule_id, ActionSchema().load(action)).id
 
 
-@pytest.fixture
-def app(loaded: Tracker):
-    return create_app({"TESTING": True}, tracker=loaded)
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory):
+    """The bundled fixtures, loaded once for the tests that only read them."""
+    from timeline.config import Settings
+    from timeline.fixtures import bundled_fixtures, load_fixtures
+
+    tracker = Tracker(Settings(home=tmp_path_factory.mktemp("pages-home")))
+    load_fixtures(tracker, bundled_fixtures())
+    yield tracker
+    tracker.close()
 
 
-@pytest.fixture
-def client(app):
-    return app.test_client()
+@pytest.fixture(scope="module")
+def client(site: Tracker):
+    return create_app({"TESTING": True}, tracker=site).test_client()
 
 
 # Every page ------------------------------------------------------------------------------------
@@ -243,8 +250,8 @@ def test_timeline_with_no_match_says_so(client) -> None:
     assert "No actions match these filters." in page.text
 
 
-def test_timeline_comes_in_pages_that_keep_the_filters(loaded: Tracker) -> None:
-    client = create_app({"TESTING": True, "TIMELINE_PAGE_SIZE": 4}, tracker=loaded).test_client()
+def test_timeline_comes_in_pages_that_keep_the_filters(site: Tracker) -> None:
+    client = create_app({"TESTING": True, "TIMELINE_PAGE_SIZE": 4}, tracker=site).test_client()
     seen: list[str] = []
     url = "/?jurisdiction=CN"
     pages = 0
@@ -259,7 +266,7 @@ def test_timeline_comes_in_pages_that_keep_the_filters(loaded: Tracker) -> None:
         if url:
             assert parse_qs(urlsplit(url).query)["jurisdiction"] == ["CN"]
             assert "Back to the newest" in client.get(url).get_data(as_text=True)
-    everything = [a["id"] for a in loaded.timeline(newest_first=True, jurisdiction="CN", limit=100)[0]]
+    everything = [a["id"] for a in site.timeline(newest_first=True, jurisdiction="CN", limit=100)[0]]
     assert pages == 2
     assert seen == everything
 
@@ -449,7 +456,7 @@ def test_rule_not_registered_at_known_at_is_404(client) -> None:
 # Every rule on a day ------------------------------------------------------------------------------
 
 
-def test_state_page_groups_rules_by_status_with_counts(client, loaded: Tracker) -> None:
+def test_state_page_groups_rules_by_status_with_counts(client) -> None:
     html = client.get("/state?as_of=2025-12-09").get_data(as_text=True)
     text = Page(html).text
     assert "Every rule on 9 December 2025" in text
