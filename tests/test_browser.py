@@ -150,6 +150,8 @@ def test_moving_the_as_of_picker_moves_the_state_and_the_chart(page, base_url: s
         assert page.locator(".band.current").get_attribute("data-status") == status
         assert page.locator(".as-of-label").text_content() == label
     assert "25%" in page.locator(".state-main").inner_text()
+    # The keyboard stays on the picker across the reloads.
+    assert page.evaluate("document.activeElement.name") == "as_of"
     assert page.problems.items == []
 
 

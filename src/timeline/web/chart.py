@@ -48,6 +48,11 @@ class Tick:
     x: float
     label: str
 
+    @property
+    def anchor(self) -> str:
+        """Labels near an edge lean inwards, so that a narrow screen does not cut them off."""
+        return "start" if self.x < 12 else "end" if self.x > 88 else "middle"
+
 
 @dataclass(frozen=True)
 class Marker:

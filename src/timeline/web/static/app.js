@@ -5,6 +5,21 @@
   // A date picker marked data-autosubmit shows its day as soon as a whole date is chosen.
   // Typing a year digit by digit passes through years like 0202: those are not submitted.
   var DAY = /^(\d{4})-\d{2}-\d{2}$/;
+  var REFOCUS = "timeline-refocus";
+
+  // After a picker submitted its form, the new page puts the keyboard back on the picker,
+  // so that arrow keys can keep walking through the days.
+  try {
+    var refocus = window.sessionStorage.getItem(REFOCUS);
+    window.sessionStorage.removeItem(REFOCUS);
+    var again = refocus && document.getElementById(refocus);
+    if (again) {
+      again.focus();
+    }
+  } catch (e) {
+    // Storage may be off (private modes); the pages work without it.
+  }
+
   document.querySelectorAll("input[data-autosubmit]").forEach(function (input) {
     var timer = null;
     input.addEventListener("change", function () {
@@ -14,6 +29,11 @@
         return;
       }
       timer = window.setTimeout(function () {
+        try {
+          window.sessionStorage.setItem(REFOCUS, input.id);
+        } catch (e) {
+          // As above: without storage the picker simply loses focus.
+        }
         if (input.form.requestSubmit) {
           input.form.requestSubmit();
         } else {
