@@ -171,7 +171,7 @@ def _group_by_month(items: list[dict]) -> list[dict[str, Any]]:
             years.append({"year": year, "months": []})
         months = years[-1]["months"]
         if not months or months[-1]["key"] != key:
-            months.append({"key": key, "label": label, "id": f"y{year}-{key}", "entries": []})
+            months.append({"key": key, "label": label, "entries": []})
         months[-1]["entries"].append(item)
     return years
 
