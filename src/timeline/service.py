@@ -170,6 +170,12 @@ class Tracker:
         with self.readmodel.read() as conn:
             return at, queries.history(conn, rule_id, at)
 
+    def state_segments(self, rule_id: str, known_at: datetime | None = None) -> tuple[str, list[dict]]:
+        """A rule's states over valid time as known at ``known_at``, for charts."""
+        at = self.known_at(known_at)
+        with self.readmodel.read() as conn:
+            return at, queries.state_segments(conn, rule_id, at)
+
     def diff(
         self, day_from: date, day_to: date, known_at: datetime | None = None, **filters: Any
     ) -> tuple[str, list[dict]]:

@@ -11,6 +11,7 @@ from timeline.domain.dates import PolicyDate
 from timeline.domain.errors import InvalidInput, NotFound
 from timeline.events import RULE_REGISTERED
 from timeline.readmodel.actions import known_actions
+from timeline.readmodel.store import END_OF_TIME
 
 STATE_FIELDS = ("status", "rate_percent", "conditions")
 
@@ -50,7 +51,7 @@ SELECT r.*, s.status, s.rate_percent, s.conditions, s.since, s.until, s.certain,
        s.uncertain_because, s.based_on, e.version
 FROM rules r
 JOIN states s ON s.rule_id = r.id
-     AND s.valid_from <= :as_of AND s.valid_to > :as_of
+     AND s.valid_from <= :as_of AND (s.valid_to > :as_of OR s.valid_to = '""" + END_OF_TIME + """')
      AND s.known_from <= :known_at AND s.known_to > :known_at
 JOIN rule_events e ON e.rule_id = r.id
      AND e.recorded_at <= :known_at AND e.known_to > :known_at
@@ -129,6 +130,34 @@ def diff(
         if old is not None and any(old[f] != state[f] for f in STATE_FIELDS):
             changes.append({"rule_id": state["rule"]["id"], "before": old, "after": state})
     return changes
+
+
+def state_segments(conn: sqlite3.Connection, rule_id: str, known_at: str) -> list[dict[str, Any]]:
+    """A rule's states over valid time as known at ``known_at``: constant stretches
+    ``[valid_from, valid_to)`` in order, the first from 0001-01-01 and the last to 9999-12-31."""
+    if not rule_exists(conn, rule_id, known_at):
+        raise NotFound(f"No rule {rule_id!r} was registered at {known_at}.")
+    rows = conn.execute(
+        "SELECT valid_from, valid_to, status, rate_percent, conditions, since, until, certain, "
+        "uncertain_because, based_on FROM states WHERE rule_id = ? AND known_from <= ? "
+        "AND known_to > ? ORDER BY valid_from",
+        (rule_id, known_at, known_at),
+    ).fetchall()
+    return [
+        {
+            "valid_from": row["valid_from"],
+            "valid_to": row["valid_to"],
+            "status": row["status"],
+            "rate_percent": row["rate_percent"],
+            "conditions": json.loads(row["conditions"]),
+            "since": row["since"],
+            "until": row["until"],
+            "certain": bool(row["certain"]),
+            "uncertain_because": json.loads(row["uncertain_because"]),
+            "based_on": json.loads(row["based_on"]),
+        }
+        for row in rows
+    ]
 
 
 def rule_exists(conn: sqlite3.Connection, rule_id: str, known_at: str) -> bool:

@@ -41,6 +41,10 @@ def create_app(test_config: dict[str, Any] | None = None, tracker: Tracker | Non
 
     api = TimelineApi(app)
     app.extensions["timeline_api"] = api
+
+    from timeline.web import pages
+
+    pages.init_app(app)
     return app
 
 
