@@ -25,6 +25,12 @@ ACTION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 class PolicyDateField(fields.String):
     """``YYYY``, ``YYYY-MM`` or ``YYYY-MM-DD``, kept as written."""
 
+    def __init__(self, **kwargs: Any):
+        metadata = kwargs.setdefault("metadata", {})
+        metadata.setdefault("pattern", r"^\d{4}(-\d{2}(-\d{2})?)?$")
+        metadata.setdefault("example", "2025-12")
+        super().__init__(**kwargs)
+
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> str:
         text = super()._deserialize(value, attr, data, **kwargs)
         try:

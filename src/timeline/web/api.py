@@ -51,6 +51,12 @@ blp = Blueprint(
                 "that record actions, corrections and retractions.",
 )
 
+# Path parameters, with examples from the bundled fixtures for readers of the document.
+RULE_PARAM = {"in": "path", "name": "rule_id", "description": "The rule's id.",
+              "schema": {"type": "string"}, "example": "us-h200-export-licensing-cn"}
+ACTION_PARAM = {"in": "path", "name": "action_id", "description": "The action's id.",
+                "schema": {"type": "string"}, "example": "us-h200-fee-25-2025-12-08"}
+
 # Errors every operation may answer, documented once; their bodies are problem+json.
 _READ_ERRORS = (404,)
 _WRITE_ERRORS = (400, 401, 403, 404, 409, 413, 415, 422)
@@ -133,7 +139,7 @@ def list_rules(as_of: date | None = None, known_at: datetime | None = None,
     return {"items": items, "as_of": day.isoformat(), "known_at": at}
 
 
-@blp.route("/rules/<rule_id>", methods=["GET"])
+@blp.route("/rules/<rule_id>", methods=["GET"], parameters=[RULE_PARAM])
 @blp.arguments(StateQuerySchema, location="query", error_status_code=400, unknown="raise",
                as_kwargs=True)
 @blp.response(200, StateSchema)
@@ -143,7 +149,7 @@ def get_rule(rule_id: str, as_of: date | None = None, known_at: datetime | None 
     return tracker().state(rule_id, as_of, known_at)
 
 
-@blp.route("/rules/<rule_id>/history", methods=["GET"])
+@blp.route("/rules/<rule_id>/history", methods=["GET"], parameters=[RULE_PARAM])
 @blp.arguments(HistoryQuerySchema, location="query", error_status_code=400, unknown="raise",
                as_kwargs=True)
 @blp.response(200, HistorySchema)
@@ -202,7 +208,7 @@ def register_rule(headers: dict[str, Any], fields: dict[str, Any]) -> Any:
     return body, _status(written), {"Location": location}
 
 
-@blp.route("/rules/<rule_id>/actions", methods=["POST"])
+@blp.route("/rules/<rule_id>/actions", methods=["POST"], parameters=[RULE_PARAM])
 @write
 @blp.arguments(IdempotencyHeaderSchema, location="headers", error_status_code=400)
 @blp.arguments(ActionSchema)
@@ -217,7 +223,8 @@ def record_action(headers: dict[str, Any], action: dict[str, Any], rule_id: str)
     return written.body(), _status(written)
 
 
-@blp.route("/rules/<rule_id>/actions/<action_id>/corrections", methods=["POST"])
+@blp.route("/rules/<rule_id>/actions/<action_id>/corrections", methods=["POST"],
+           parameters=[RULE_PARAM, ACTION_PARAM])
 @write
 @blp.arguments(IdempotencyHeaderSchema, location="headers", error_status_code=400)
 @blp.arguments(CorrectionSchema)
@@ -232,7 +239,8 @@ def correct_action(headers: dict[str, Any], body: dict[str, Any], rule_id: str,
     return written.body(), _status(written)
 
 
-@blp.route("/rules/<rule_id>/actions/<action_id>/retraction", methods=["POST"])
+@blp.route("/rules/<rule_id>/actions/<action_id>/retraction", methods=["POST"],
+           parameters=[RULE_PARAM, ACTION_PARAM])
 @write
 @blp.arguments(IdempotencyHeaderSchema, location="headers", error_status_code=400)
 @blp.arguments(RetractionSchema)
