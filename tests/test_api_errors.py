@@ -38,6 +38,13 @@ def _cases(auth: dict, reader: dict) -> list[tuple[str, int, dict, str | None]]:
                                  "data": '{"kind": "ban",'}, "body"),
         ("not UTF-8", 400, {"method": "POST", "path": ACTIONS, "headers": json_auth,
                             "data": b'{"kind": "\xff"}'}, "body"),
+        ("nested too deeply", 400, {"method": "POST", "path": ACTIONS, "headers": json_auth,
+                                    "data": "[" * 100_000 + "]" * 100_000}, "body"),
+        ("unpaired surrogate", 400, {"method": "POST", "path": ACTIONS, "headers": json_auth,
+                                     "data": '{"kind": "ban", "summary": "\\ud800"}'}, "body"),
+        ("NaN", 422, {"method": "POST", "path": ACTIONS, "headers": json_auth,
+                      "data": '{"kind": "fee", "effective": "2026", "rate_percent": NaN, '
+                              '"sources": [{"title": "t"}]}'}, "rate_percent"),
         ("bad as_of", 400, {"method": "GET", "path": "/api/v1/rules?as_of=2025-02-30"}, "as_of"),
         ("as_of not a day", 400, {"method": "GET", "path": "/api/v1/rules?as_of=2025-12"}, "as_of"),
         ("bad known_at", 400, {"method": "GET", "path": f"/api/v1/rules/{H200}?known_at=2025-12-09"},

@@ -15,6 +15,8 @@ from typing import Any, Callable
 from flask import Blueprint as FlaskBlueprint
 from flask import request, send_from_directory, url_for
 from flask_smorest import Blueprint
+from webargs import core
+from webargs.flaskparser import FlaskParser, abort
 
 from timeline.domain.dates import PolicyDate, parse_instant
 from timeline.domain.model import fingerprint
@@ -45,7 +47,44 @@ from timeline.web.errors import problem
 PREFIX = "/api/v1"
 BEARER = "bearerAuth"
 
-blp = Blueprint(
+class BodyParser(FlaskParser):
+    """webargs' parser, refusing JSON that Python parses but cannot handle or store."""
+
+    def _raw_load_json(self, req: Any) -> Any:
+        try:
+            data = super()._raw_load_json(req)
+        except RecursionError:
+            abort(400, messages={"json": ["is nested too deeply"]},
+                  message="The request body is nested too deeply.")
+        if data is not core.missing and not _encodable(data):
+            abort(400, messages={"json": ["has an unpaired surrogate"]},
+                  message="The request body has a string with an unpaired surrogate (\\ud800-\\udfff).")
+        return data
+
+
+def _encodable(data: Any) -> bool:
+    """Every string in a parsed JSON value can be written as UTF-8 (a loop: depth is unbounded)."""
+    stack = [data]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return False
+        elif isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return True
+
+
+class ApiBlueprint(Blueprint):
+    ARGUMENTS_PARSER = BodyParser()
+
+
+blp = ApiBlueprint(
     "api", __name__, url_prefix=PREFIX,
     description="Rules, their states as of a day and as known at an instant, and the writes "
                 "that record actions, corrections and retractions.",

@@ -76,7 +76,7 @@ def handle_http_exception(error: HTTPException) -> Response:
             and not isinstance(messages["json"], dict):
         # webargs could not parse the body at all
         errors: dict[str, str] = {"body": "is not valid JSON"}
-        detail = "The request body is not valid JSON."
+        detail = data.get("message") or "The request body is not valid JSON."
     else:
         errors = _flatten(messages)
         detail = data.get("message") or error.description or error.name
