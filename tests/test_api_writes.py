@@ -394,3 +394,26 @@ def test_two_writers_racing_on_one_rule_lose_no_event(loaded, settings, auth):
     positions = [item["position"] for item in history]
     assert len(set(positions)) == len(positions)
     apps[1].extensions["timeline"].close()
+
+
+def test_the_same_idempotency_key_sent_at_once_stores_one_event(loaded, auth):
+    app = create_app({"TESTING": True}, tracker=loaded)
+    stored = head(loaded)
+    answers: list[tuple[int, dict]] = []
+    barrier = threading.Barrier(4)
+
+    def send() -> None:
+        client = app.test_client()
+        barrier.wait()
+        response = client.post(f"/api/v1/rules/{H200}/actions", json=action(effective="2026-03"),
+                               headers={**auth, "Idempotency-Key": "sent-four-times"})
+        answers.append((response.status_code, response.get_json()))
+
+    threads = [threading.Thread(target=send) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [status for status, _ in answers] == [201] * 4
+    assert all(body == answers[0][1] for _, body in answers)
+    assert head(loaded) == stored + 1
