@@ -13,6 +13,9 @@ log = logging.getLogger("timeline.requests")
 
 # Waitress answers on a pool of threads; SSE clients hold one each while connected.
 THREADS = 8
+# Waitress buffers a whole body before the app sees it. Bodies up to this size reach the app,
+# which answers 413 as problem+json past 1 MiB; larger ones waitress refuses by itself.
+MAX_BUFFERED_BODY = 8 * 1024 * 1024
 
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict, StartResponse], Iterable[bytes]]
@@ -103,7 +106,7 @@ def serve(app: WSGIApp, host: str, port: int, announce: Callable[[str], None]) -
     from waitress import create_server
 
     server = create_server(RequestLog(app), host=host, port=port, threads=THREADS,
-                           ident="timeline")
+                           max_request_body_size=MAX_BUFFERED_BODY, ident="timeline")
 
     def stop(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
