@@ -43,9 +43,11 @@ def test_rules_as_of_a_day(client):
     assert h200["conditions"] == ["Sales only to approved customers vetted by the US Commerce Department"]
     assert h200["certain"] is True
     assert h200["based_on"][-2:] == ["us-h200-eased-2025-12-08", "us-h200-fee-25-2025-12-08"]
-    assert h200["rule"]["links"] == [{"rule": "us-advanced-ai-chip-export-controls-cn", "relation": "related"}]
+    assert h200["rule"]["links"] == [
+        {"rule": "us-advanced-ai-chip-export-controls-cn", "relation": "related"}]
     assert body["as_of"] == "2025-12-09"
-    assert all(item["as_of"] == "2025-12-09" and item["known_at"] == body["known_at"] for item in body["items"])
+    assert all(item["as_of"] == "2025-12-09" and item["known_at"] == body["known_at"]
+               for item in body["items"])
 
 
 def test_rules_the_day_before_the_easing(client):

@@ -6,7 +6,6 @@ import threading
 
 import pytest
 
-from timeline.config import Settings
 from timeline.service import Tracker
 from timeline.web import create_app
 
@@ -66,7 +65,8 @@ def test_registering_again_with_other_fields_is_409(client, auth, tracker):
     assert response.status_code == 409
     assert response.get_json()["errors"] == {"id": "already registered with other fields"}
     assert head(tracker) == stored
-    assert client.get("/api/v1/rules/jp-chip-tool-export-controls").get_json()["rule"]["title"] == rule()["title"]
+    stored_rule = client.get("/api/v1/rules/jp-chip-tool-export-controls").get_json()["rule"]
+    assert stored_rule["title"] == rule()["title"]
 
 
 def test_a_link_must_name_a_registered_rule(client, auth, tracker):

@@ -137,7 +137,8 @@ def test_serve_loads_the_fixtures_and_answers_reads_and_writes(env, tmp_path):
                 {k: v for k, v in expected.items() if k != "known_at"}
 
         # Errors over a real socket are problem+json too, including a body over 1 MiB.
-        big = http.post(f"{base}/api/v1/rules/{H200}/actions", headers={**auth, "Content-Type": "application/json"},
+        big = http.post(f"{base}/api/v1/rules/{H200}/actions",
+                        headers={**auth, "Content-Type": "application/json"},
                         data=json.dumps({**fee, "summary": "x" * (1024 * 1024)}))
         assert big.status_code == 413
         assert big.headers["Content-Type"] == "application/problem+json"

@@ -47,6 +47,7 @@ from timeline.web.errors import problem
 PREFIX = "/api/v1"
 BEARER = "bearerAuth"
 
+
 class BodyParser(FlaskParser):
     """webargs' parser, refusing JSON that Python parses but cannot handle or store."""
 
