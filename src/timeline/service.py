@@ -31,6 +31,7 @@ class Written:
     recorded_at: str
     created: bool
     type: str = ""
+    replayed: bool = False  # answered from a remembered Idempotency-Key
 
     def body(self) -> dict[str, Any]:
         return {"id": self.id, "position": self.position, "recorded_at": self.recorded_at}
@@ -109,7 +110,8 @@ class Tracker:
                             {"Idempotency-Key": "already used with another request body"},
                         )
                     return Written(seen["object_id"], seen["rule_id"], seen["position"],
-                                   seen["recorded_at"], created=False, type=seen["type"])
+                                   seen["recorded_at"], created=False, type=seen["type"],
+                                   replayed=True)
             clock = RecordClock(self.app.last_recorded_at())
             outcome = command(clock, request)
             self.catch_up()

@@ -11,7 +11,8 @@ from timeline.domain.dates import PolicyDate
 from timeline.domain.errors import InvalidInput, NotFound
 from timeline.events import RULE_REGISTERED
 from timeline.readmodel.actions import known_actions
-from timeline.readmodel.store import END_OF_TIME
+from timeline.readmodel.store import END_OF_TIME, START_OF_TIME
+
 
 STATE_FIELDS = ("status", "rate_percent", "conditions")
 
@@ -51,7 +52,7 @@ SELECT r.*, s.status, s.rate_percent, s.conditions, s.since, s.until, s.certain,
        s.uncertain_because, s.based_on, e.version
 FROM rules r
 JOIN states s ON s.rule_id = r.id
-     AND s.valid_from <= :as_of AND (s.valid_to > :as_of OR s.valid_to = '""" + END_OF_TIME + """')
+     AND s.valid_from <= :as_of AND s.valid_to > :as_of
      AND s.known_from <= :known_at AND s.known_to > :known_at
 JOIN rule_events e ON e.rule_id = r.id
      AND e.recorded_at <= :known_at AND e.known_to > :known_at
@@ -132,9 +133,13 @@ def diff(
     return changes
 
 
+OPEN_START = START_OF_TIME
+OPEN_END = "9999-12-31"
+
+
 def state_segments(conn: sqlite3.Connection, rule_id: str, known_at: str) -> list[dict[str, Any]]:
     """A rule's states over valid time as known at ``known_at``: constant stretches
-    ``[valid_from, valid_to)`` in order, the first from 0001-01-01 and the last to 9999-12-31."""
+    ``[valid_from, valid_to)`` in order, the first from OPEN_START and the last to OPEN_END."""
     if not rule_exists(conn, rule_id, known_at):
         raise NotFound(f"No rule {rule_id!r} was registered at {known_at}.")
     rows = conn.execute(
@@ -146,7 +151,7 @@ def state_segments(conn: sqlite3.Connection, rule_id: str, known_at: str) -> lis
     return [
         {
             "valid_from": row["valid_from"],
-            "valid_to": row["valid_to"],
+            "valid_to": OPEN_END if row["valid_to"] == END_OF_TIME else row["valid_to"],
             "status": row["status"],
             "rate_percent": row["rate_percent"],
             "conditions": json.loads(row["conditions"]),

@@ -13,7 +13,8 @@ from datetime import date, timedelta
 from typing import Any, Callable, Sequence
 
 from timeline.domain.dates import InvalidDate, PolicyDate
-from timeline.readmodel.store import END_OF_TIME, START_OF_TIME
+from timeline.readmodel.queries import OPEN_END as END_OF_TIME
+from timeline.readmodel.queries import OPEN_START as START_OF_TIME
 from timeline.web.present import STATUS_LABELS, day, policy_date, precision_note, rate, short_date
 
 # Steps between axis ticks, in months; the smallest that keeps the axis uncrowded wins.
