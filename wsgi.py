@@ -1,5 +1,5 @@
-"""The WSGI entry point for any server: ``gunicorn wsgi:app`` or ``waitress-serve wsgi:app``."""
+"""The WSGI entry point for any server, from a checkout: ``waitress-serve wsgi:app``."""
 
-from timeline.web import create_app
+from timeline.wsgi import app
 
-app = create_app()
+__all__ = ["app"]

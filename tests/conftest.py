@@ -40,3 +40,29 @@ def runner(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
     monkeypatch.setenv("TIMELINE_HOME", str(settings.home))
     monkeypatch.delenv("TIMELINE_DATABASE_URL", raising=False)
     return CliRunner()
+
+
+@pytest.fixture
+def app(tracker: Tracker):
+    """The Flask app on the test's tracker."""
+    from timeline.web import create_app
+
+    return create_app({"TESTING": True}, tracker=tracker)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def write_token(settings: Settings) -> str:
+    from timeline.tokens import TokenStore
+
+    return TokenStore(settings).create("tests")
+
+
+@pytest.fixture
+def auth(write_token: str) -> dict[str, str]:
+    """Headers that let a request write."""
+    return {"Authorization": f"Bearer {write_token}"}

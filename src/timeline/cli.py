@@ -87,6 +87,39 @@ def main() -> None:
 
 
 @main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="The address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535),
+              help="The port to listen on (0 picks a free one).")
+def serve(host: str, port: int) -> None:
+    """Serve the web pages and the API on a production WSGI server (waitress).
+
+    On an empty store, the bundled fixtures are loaded first. One line per request is logged
+    to stderr.
+    """
+    from timeline.fixtures import bundled_fixtures, load_fixtures
+    from timeline.web import create_app
+    from timeline.web.server import configure_logging, serve as run_server
+
+    configure_logging()
+    with tracker() as t:
+        if t.app.head() == 0:
+            report = load_fixtures(t, bundled_fixtures())
+            click.echo(f"Empty store: loaded the bundled fixtures ({report.rules_added} rule(s), "
+                       f"{report.actions_added} action(s)).", err=True)
+        app = create_app(tracker=t)
+        # Work that runs beside the server (webhook delivery) starts here, on this tracker.
+        # More processes (a --workers option, for PostgreSQL) would start here too.
+        try:
+            run_server(app, host, port,
+                       announce=lambda url: click.echo(f"timeline serving on {url} (Ctrl-C stops)",
+                                                       err=True))
+        except OSError as exc:
+            raise click.ClickException(f"Cannot listen on {host}:{port}: {exc.strerror or exc}.") from None
+        except ValueError as exc:  # waitress: a host that does not resolve
+            raise click.ClickException(f"Cannot listen on {host}:{port}: {exc}") from None
+
+
+@main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=True, path_type=Path))
 def load(paths: tuple[Path, ...]) -> None:
     """Load fixture files (YAML or JSON); loading the same file twice adds nothing.

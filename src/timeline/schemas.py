@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
+from datetime import date, datetime
 from typing import Any
 
 import pycountry
-from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates_schema
 
-from timeline.domain.dates import InvalidDate, PolicyDate
+from timeline.domain.dates import InvalidDate, PolicyDate, parse_day, parse_instant
 from timeline.domain.fold import KINDS, STATUSES
 
 INSTRUMENTS = (
@@ -23,6 +24,12 @@ ACTION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 
 class PolicyDateField(fields.String):
     """``YYYY``, ``YYYY-MM`` or ``YYYY-MM-DD``, kept as written."""
+
+    def __init__(self, **kwargs: Any):
+        metadata = kwargs.setdefault("metadata", {})
+        metadata.setdefault("pattern", r"^\d{4}(-\d{2}(-\d{2})?)?$")
+        metadata.setdefault("example", "2025-12")
+        super().__init__(**kwargs)
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> str:
         text = super()._deserialize(value, attr, data, **kwargs)
@@ -61,7 +68,7 @@ class LinkSchema(StrictSchema):
 class RuleSchema(StrictSchema):
     id = fields.String(
         required=True,
-        validate=validate.Regexp(RULE_ID, error="must match ^[a-z0-9][a-z0-9-]{2,79}$"),
+        validate=validate.Regexp(RULE_ID, error="must match ^[a-z0-9][a-z0-9-]{{2,79}}$"),
     )
     title = fields.String(required=True, validate=validate.Length(min=1, max=300))
     jurisdiction = fields.String(required=True, validate=_code)
@@ -135,22 +142,261 @@ class FixtureFileSchema(StrictSchema):
                         validate=validate.Length(min=1))
 
 
-# Output shapes, for the OpenAPI document ---------------------------------------------------
+# Query strings ---------------------------------------------------------------------------
+
+
+class DayField(fields.String):
+    """A full ``YYYY-MM-DD`` day that exists, loaded as a :class:`datetime.date`."""
+
+    def __init__(self, **kwargs: Any):
+        kwargs.setdefault("metadata", {}).setdefault("format", "date")
+        super().__init__(**kwargs)
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> date:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            return parse_day(text)
+        except InvalidDate as exc:
+            raise ValidationError(str(exc)) from None
+
+
+class InstantField(fields.String):
+    """An RFC 3339 instant with a zone, loaded as a UTC :class:`datetime.datetime`."""
+
+    def __init__(self, **kwargs: Any):
+        kwargs.setdefault("metadata", {}).setdefault("format", "date-time")
+        super().__init__(**kwargs)
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> datetime:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            return parse_instant(text)
+        except InvalidDate as exc:
+            raise ValidationError(str(exc)) from None
+
+
+def _as_of() -> DayField:
+    return DayField(metadata={"description": "The day in the world, YYYY-MM-DD (default: today, UTC)."})
+
+
+def _known_at() -> InstantField:
+    return InstantField(metadata={
+        "description": "What the tracker knew at this RFC 3339 instant (default: now; a later "
+                       "instant is answered as of now and echoed as such).",
+    })
+
+
+def _jurisdiction_filter() -> fields.String:
+    return fields.String(
+        validate=validate.OneOf(sorted(JURISDICTIONS),
+                                error="{input!r} is not an ISO 3166-1 alpha-2 code or EU"),
+        metadata={"description": "Only rules issued by this code."},
+    )
+
+
+def _instrument_filter() -> fields.String:
+    return fields.String(validate=validate.OneOf(INSTRUMENTS),
+                         metadata={"description": "Only rules of this instrument."})
+
+
+def _text_filter() -> fields.String:
+    return fields.String(validate=validate.Length(min=1, max=200),
+                         metadata={"description": "Only rules or actions matching every word."})
+
+
+class StateQuerySchema(StrictSchema):
+    as_of = _as_of()
+    known_at = _known_at()
+
+
+class RulesQuerySchema(StateQuerySchema):
+    jurisdiction = _jurisdiction_filter()
+    instrument = _instrument_filter()
+    q = _text_filter()
+
+
+class HistoryQuerySchema(StrictSchema):
+    known_at = _known_at()
+
+
+class DiffQuerySchema(StrictSchema):
+    day_from = DayField(data_key="from", required=True, metadata={"description": "The first day."})
+    day_to = DayField(data_key="to", required=True, metadata={"description": "The second day."})
+    known_at = _known_at()
+    jurisdiction = _jurisdiction_filter()
+    instrument = _instrument_filter()
+
+
+TIMELINE_MAX_LIMIT = 1000
+
+
+class Cursor(fields.String):
+    """A ``next_cursor`` this server gave; anything else is refused before the query runs."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> str:
+        from timeline.domain.errors import InvalidInput
+        from timeline.readmodel.queries import decode_cursor
+
+        text = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            decode_cursor(text)
+        except InvalidInput:
+            raise ValidationError("is not a cursor this server gave") from None
+        return text
+
+
+class TimelineQuerySchema(StrictSchema):
+    day_from = PolicyDateField(data_key="from", metadata={
+        "description": "Only actions whose effective period ends on or after the start of this "
+                       "YYYY, YYYY-MM or YYYY-MM-DD."})
+    day_to = PolicyDateField(data_key="to", metadata={
+        "description": "Only actions whose effective period starts on or before the end of this "
+                       "YYYY, YYYY-MM or YYYY-MM-DD."})
+    jurisdiction = _jurisdiction_filter()
+    instrument = _instrument_filter()
+    rule = fields.String(validate=validate.Regexp(RULE_ID, error="is not a rule id"),
+                         metadata={"description": "Only this rule's actions."})
+    kind = fields.String(validate=validate.OneOf(KINDS), metadata={"description": "Only this kind."})
+    q = _text_filter()
+    limit = fields.Integer(load_default=100, validate=validate.Range(min=1), metadata={
+        "description": f"Items per page: default 100, capped at {TIMELINE_MAX_LIMIT}."})
+    cursor = Cursor(metadata={"description": "The next_cursor of the previous page."})
+
+    @validates_schema
+    def _range(self, data: dict[str, Any], **_: Any) -> None:
+        if "day_from" in data and "day_to" in data:
+            if PolicyDate.parse(data["day_from"]).start > PolicyDate.parse(data["day_to"]).end:
+                raise ValidationError("must not be after to", "from")
+
+    @post_load
+    def _cap(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        data["limit"] = min(data["limit"], TIMELINE_MAX_LIMIT)
+        return data
+
+
+class IdempotencyHeaderSchema(Schema):
+    """Headers a write reads; any others are ignored."""
+
+    idempotency_key = fields.String(
+        data_key="Idempotency-Key",
+        validate=validate.Regexp(r"^[\x21-\x7e]{1,255}$",
+                                 error="must be 1 to 255 visible ASCII characters"),
+        metadata={"description": "Makes a retried write safe: a repeat with the same body answers "
+                                 "the first status and body and stores nothing; with another body, 422."},
+    )
+
+
+# Output shapes: what the API answers, and the OpenAPI document says -----------------------
+
+
+class RegisteredRuleSchema(RuleSchema):
+    position = fields.Integer(required=True)
+    recorded_at = fields.String(required=True, metadata={"format": "date-time"})
 
 
 class StateSchema(Schema):
-    rule = fields.Nested(RuleSchema)
-    as_of = fields.String(metadata={"format": "date"})
-    known_at = fields.String(metadata={"format": "date-time"})
-    status = fields.String(validate=validate.OneOf(STATUSES))
-    rate_percent = fields.Float(allow_none=True)
-    conditions = fields.List(fields.String())
-    since = fields.String(allow_none=True)
-    until = fields.String(allow_none=True)
-    certain = fields.Boolean()
-    uncertain_because = fields.List(fields.String())
-    based_on = fields.List(fields.String())
-    version = fields.Integer()
+    rule = fields.Nested(RuleSchema, required=True)
+    as_of = fields.String(required=True, metadata={"format": "date"})
+    known_at = fields.String(required=True, metadata={"format": "date-time"})
+    status = fields.String(required=True, validate=validate.OneOf(STATUSES))
+    rate_percent = fields.Float(required=True, allow_none=True)
+    conditions = fields.List(fields.String(), required=True)
+    since = fields.String(required=True, allow_none=True)
+    until = fields.String(required=True, allow_none=True)
+    certain = fields.Boolean(required=True)
+    uncertain_because = fields.List(fields.String(), required=True)
+    based_on = fields.List(fields.String(), required=True)
+    version = fields.Integer(required=True)
+
+
+class StateListSchema(Schema):
+    items = fields.List(fields.Nested(StateSchema), required=True)
+    as_of = fields.String(required=True, metadata={"format": "date"})
+    known_at = fields.String(required=True, metadata={"format": "date-time"})
+
+
+class CorrectionRecordSchema(Schema):
+    id = fields.String(required=True)
+    reason = fields.String(required=True)
+    recorded_at = fields.String(required=True, metadata={"format": "date-time"})
+    position = fields.Integer(required=True)
+    changes = fields.Dict(keys=fields.String(), values=fields.Raw(allow_none=True), required=True)
+    previous = fields.Dict(keys=fields.String(), values=fields.Raw(allow_none=True), required=True,
+                           metadata={"description": "The changed fields' values before this correction."})
+
+
+class RetractionRecordSchema(Schema):
+    id = fields.String(required=True)
+    reason = fields.String(required=True)
+    recorded_at = fields.String(required=True, metadata={"format": "date-time"})
+    position = fields.Integer(required=True)
+
+
+class RecordedActionSchema(ActionSchema):
+    """An action as stored: the client's fields plus where and when it was recorded."""
+
+    id = fields.String(required=True)
+    rule_id = fields.String(required=True)
+    recorded_at = fields.String(required=True, metadata={"format": "date-time"})
+    position = fields.Integer(required=True)
+
+
+class HistoryItemSchema(RecordedActionSchema):
+    original = fields.Nested(ActionSchema, required=True, allow_none=True, metadata={
+        "description": "The action as first recorded, when corrections changed it."})
+    corrections = fields.List(fields.Nested(CorrectionRecordSchema), required=True)
+    retraction = fields.Nested(RetractionRecordSchema, required=True, allow_none=True)
+    retracted = fields.Boolean(required=True)
+
+
+class HistorySchema(Schema):
+    items = fields.List(fields.Nested(HistoryItemSchema), required=True)
+    rule_id = fields.String(required=True)
+    known_at = fields.String(required=True, metadata={"format": "date-time"})
+
+
+class ChangeSchema(Schema):
+    rule_id = fields.String(required=True)
+    before = fields.Nested(StateSchema, required=True)
+    after = fields.Nested(StateSchema, required=True)
+
+
+class DiffSchema(Schema):
+    changes = fields.List(fields.Nested(ChangeSchema), required=True)
+    day_from = fields.String(data_key="from", required=True, metadata={"format": "date"})
+    day_to = fields.String(data_key="to", required=True, metadata={"format": "date"})
+    known_at = fields.String(required=True, metadata={"format": "date-time"})
+
+
+class TimelineItemSchema(RecordedActionSchema):
+    rule_title = fields.String(required=True)
+    jurisdiction = fields.String(required=True)
+    instrument = fields.String(required=True)
+    targets = fields.List(fields.String(), required=True)
+    corrected = fields.Boolean(required=True)
+
+
+class TimelinePageSchema(Schema):
+    items = fields.List(fields.Nested(TimelineItemSchema), required=True)
+    next_cursor = fields.String(required=True, allow_none=True, metadata={
+        "description": "Pass as cursor for the next page; null on the last page."})
+
+
+class WrittenSchema(Schema):
+    id = fields.String(required=True)
+    position = fields.Integer(required=True)
+    recorded_at = fields.String(required=True, metadata={"format": "date-time"})
+
+
+class ProblemSchema(Schema):
+    """RFC 9457 problem details: every error under /api/ has this shape."""
+
+    type = fields.String(required=True, metadata={"format": "uri-reference"})
+    title = fields.String(required=True)
+    status = fields.Integer(required=True)
+    detail = fields.String(required=True)
+    errors = fields.Dict(keys=fields.String(), values=fields.String(), required=True,
+                         metadata={"description": "Messages by field name (may be empty)."})
 
 
 def errors_by_field(messages: Any, prefix: str = "") -> dict[str, str]:

@@ -31,6 +31,7 @@ class Written:
     recorded_at: str
     created: bool
     type: str = ""
+    replayed: bool = False  # answered from a remembered Idempotency-Key
 
     def body(self) -> dict[str, Any]:
         return {"id": self.id, "position": self.position, "recorded_at": self.recorded_at}
@@ -112,7 +113,8 @@ class Tracker:
                             {"Idempotency-Key": "already used with another request body"},
                         )
                     return Written(seen["object_id"], seen["rule_id"], seen["position"],
-                                   seen["recorded_at"], created=False, type=seen["type"])
+                                   seen["recorded_at"], created=False, type=seen["type"],
+                                   replayed=True)
             clock = RecordClock(self.app.last_recorded_at())
             outcome = command(clock, request)
             self.catch_up()
@@ -172,6 +174,12 @@ class Tracker:
         at = self.known_at(known_at)
         with self.readmodel.read() as conn:
             return at, queries.history(conn, rule_id, at)
+
+    def state_segments(self, rule_id: str, known_at: datetime | None = None) -> tuple[str, list[dict]]:
+        """A rule's states over valid time as known at ``known_at``, for charts."""
+        at = self.known_at(known_at)
+        with self.readmodel.read() as conn:
+            return at, queries.state_segments(conn, rule_id, at)
 
     def diff(
         self, day_from: date, day_to: date, known_at: datetime | None = None, **filters: Any

@@ -11,6 +11,8 @@ from timeline.domain.dates import PolicyDate
 from timeline.domain.errors import InvalidInput, NotFound
 from timeline.events import RULE_REGISTERED
 from timeline.readmodel.actions import known_actions
+from timeline.readmodel.store import END_OF_TIME, START_OF_TIME
+
 
 STATE_FIELDS = ("status", "rate_percent", "conditions")
 
@@ -135,6 +137,38 @@ def diff(
         if old is not None and any(old[f] != state[f] for f in STATE_FIELDS):
             changes.append({"rule_id": state["rule"]["id"], "before": old, "after": state})
     return changes
+
+
+OPEN_START = START_OF_TIME
+OPEN_END = "9999-12-31"
+
+
+def state_segments(conn: sqlite3.Connection, rule_id: str, known_at: str) -> list[dict[str, Any]]:
+    """A rule's states over valid time as known at ``known_at``: constant stretches
+    ``[valid_from, valid_to)`` in order, the first from OPEN_START and the last to OPEN_END."""
+    if not rule_exists(conn, rule_id, known_at):
+        raise NotFound(f"No rule {rule_id!r} was registered at {known_at}.")
+    rows = conn.execute(
+        "SELECT valid_from, valid_to, status, rate_percent, conditions, since, until, certain, "
+        "uncertain_because, based_on FROM states WHERE rule_id = ? AND known_from <= ? "
+        "AND known_to > ? ORDER BY valid_from",
+        (rule_id, known_at, known_at),
+    ).fetchall()
+    return [
+        {
+            "valid_from": row["valid_from"],
+            "valid_to": OPEN_END if row["valid_to"] == END_OF_TIME else row["valid_to"],
+            "status": row["status"],
+            "rate_percent": row["rate_percent"],
+            "conditions": json.loads(row["conditions"]),
+            "since": row["since"],
+            "until": row["until"],
+            "certain": bool(row["certain"]),
+            "uncertain_because": json.loads(row["uncertain_because"]),
+            "based_on": json.loads(row["based_on"]),
+        }
+        for row in rows
+    ]
 
 
 def rule_exists(conn: sqlite3.Connection, rule_id: str, known_at: str) -> bool:

@@ -61,24 +61,49 @@ def html_error(status: int, title: str, detail: str) -> Response:
     return current_app.response_class(body, status=status, mimetype="text/html")
 
 
+def _title(error: HTTPException) -> str:
+    """Sentence case, like the domain's errors, so one problem type always has one title."""
+    name = error.name or "Error"
+    return name[:1] + name[1:].lower()
+
+
 def handle_http_exception(error: HTTPException) -> Response:
     status = error.code or 500
     data = getattr(error, "data", None) or {}
-    errors = _flatten(data.get("messages") or data.get("errors") or {})
-    detail = data.get("message") or error.description or error.name
+    messages = data.get("messages") or data.get("errors") or {}
+    title, slug = _title(error), None
+    if status == 400 and isinstance(messages, dict) and "json" in messages \
+            and not isinstance(messages["json"], dict):
+        # webargs could not parse the body at all
+        errors: dict[str, str] = {"body": "is not valid JSON"}
+        detail = data.get("message") or "The request body is not valid JSON."
+    else:
+        errors = _flatten(messages)
+        detail = data.get("message") or error.description or error.name
+    if status == 400 and errors and "body" not in errors:
+        detail = "Some parameters are not valid: " + _summary(errors)
     if status == 422 and errors:
-        detail = "Some fields are not valid: " + "; ".join(f"{k}: {v}" for k, v in list(errors.items())[:5])
+        # The same problem type as the domain's InvalidInput: fields that break the rules.
+        title, slug = "Invalid input", "invalid-input"
+        detail = "Some fields are not valid: " + _summary(errors)
     if status == 413:
         detail = "The request body is larger than 1 MiB."
+    if status == 404 and not data:
+        detail = f"Nothing is at {request.path}."
     headers = dict(data.get("headers") or {})
     if status == 405 and error.get_response().headers.get("Allow"):
         headers["Allow"] = error.get_response().headers["Allow"]
+        detail = f"{request.method} is not allowed here; allowed: {headers['Allow']}."
     if status >= 500:
         log.exception("server error", exc_info=error)
         detail = "The server failed to answer; the error has been logged."
     if wants_problem():
-        return problem(status, error.name, detail, errors, headers)
-    return html_error(status, error.name, detail)
+        return problem(status, title, detail, errors, headers, slug)
+    return html_error(status, title, detail)
+
+
+def _summary(errors: dict[str, str]) -> str:
+    return "; ".join(f"{k}: {v}" for k, v in list(errors.items())[:5])
 
 
 def handle_timeline_error(error: TimelineError) -> Response:

@@ -1,0 +1,379 @@
+"""The web pages: server-rendered HTML, readable without JavaScript. Data only through the Tracker."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import date, datetime, timedelta, timezone
+from typing import Any, Iterable
+
+from flask import Blueprint, Flask, Response, current_app, render_template, request, url_for
+
+from timeline.domain.dates import InvalidDate, PolicyDate, YEAR, parse_day, parse_instant
+from timeline.domain.errors import InvalidInput, TimelineError
+from timeline.domain.fold import KINDS
+from timeline.schemas import INSTRUMENTS, JURISDICTIONS
+from timeline.web import present
+from timeline.web.chart import build_chart
+
+bp = Blueprint("pages", __name__)
+
+PAGE_SIZE = 25  # actions on one page of the timeline; TIMELINE_PAGE_SIZE in the config overrides it
+MAX_QUERY = 200
+
+# Nothing but the app's own files: no inline script or style, no outside request, no framing.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "font-src 'self'; connect-src 'self'; form-action 'self'; base-uri 'none'; "
+    "frame-ancestors 'none'"
+)
+
+
+class BadQuery(TimelineError):
+    """A query parameter a page cannot use; the page answers 400 and names it."""
+
+    status = 400
+    title = "Bad request"
+
+
+def _tracker() -> Any:
+    from timeline.web import current_tracker
+
+    return current_tracker()
+
+
+def _today() -> date:
+    return datetime.now(timezone.utc).date()
+
+
+# Reading query parameters ---------------------------------------------------------------------
+
+
+def _text(name: str) -> str:
+    return request.args.get(name, "").strip()
+
+
+def _day(name: str) -> date | None:
+    text = _text(name)
+    if not text:
+        return None
+    try:
+        return parse_day(text)
+    except InvalidDate as exc:
+        raise BadQuery(f"{name}: {exc}.", {name: str(exc)}) from None
+
+
+def _known_at() -> datetime | None:
+    text = _text("known_at")
+    if not text:
+        return None
+    try:
+        return parse_instant(text)
+    except InvalidDate as exc:
+        raise BadQuery(f"known_at: {exc}.", {"known_at": str(exc)}) from None
+
+
+def _choice(name: str, allowed: Iterable[str]) -> str | None:
+    text = _text(name)
+    if not text:
+        return None
+    if text not in allowed:
+        raise BadQuery(f"{name}: {text!r} is not one of the choices.", {name: "is not one of the choices"})
+    return text
+
+
+def _query() -> str | None:
+    text = _text("q")
+    if len(text) > MAX_QUERY:
+        raise BadQuery(f"q: the search text is longer than {MAX_QUERY} characters.",
+                       {"q": f"longer than {MAX_QUERY} characters"})
+    return text or None
+
+
+def _filters() -> dict[str, str | None]:
+    return {
+        "jurisdiction": _choice("jurisdiction", JURISDICTIONS),
+        "instrument": _choice("instrument", INSTRUMENTS),
+        "q": _query(),
+    }
+
+
+def page_url(endpoint: str, **params: Any) -> str:
+    """A page's address with only the parameters that say something."""
+    return url_for(endpoint, **{k: v for k, v in params.items() if v not in (None, "")})
+
+
+def _time_params() -> dict[str, str]:
+    """``as_of`` and ``known_at`` of this request, kept by the links to other pages."""
+    kept = {}
+    for name, check in (("as_of", parse_day), ("known_at", parse_instant)):
+        value = _text(name)
+        try:
+            if value and check(value):
+                kept[name] = value
+        except InvalidDate:
+            pass  # a bad value is reported by the page itself; links simply drop it
+    return kept
+
+
+def _filter_choices(states: list[dict]) -> dict[str, Any]:
+    codes = sorted({s["rule"]["jurisdiction"] for s in states}, key=present.jurisdiction_name)
+    return {
+        "jurisdictions": [(c, f"{present.jurisdiction_name(c)} ({c})") for c in codes],
+        "instruments": [(i, present.INSTRUMENT_LABELS[i]) for i in INSTRUMENTS],
+        "kinds": [(k, present.KIND_LABELS[k]) for k in KINDS],
+    }
+
+
+# Pages ------------------------------------------------------------------------------------------
+
+
+@bp.get("/")
+def index() -> str:
+    """The timeline of actions, newest first, grouped by year and month, a page at a time."""
+    filters = _filters()
+    kind = _choice("kind", KINDS)
+    day_from, day_to = _day("from"), _day("to")
+    cursor = _text("cursor") or None
+    tracker = _tracker()
+    try:
+        items, next_cursor = tracker.timeline(
+            newest_first=True, kind=kind, day_from=day_from.isoformat() if day_from else None,
+            day_to=day_to.isoformat() if day_to else None, cursor=cursor, **filters,
+            limit=current_app.config.get("TIMELINE_PAGE_SIZE", PAGE_SIZE),
+        )
+    except InvalidInput as exc:  # only the cursor can be wrong here: the rest is checked above
+        raise BadQuery(f"cursor: {exc.detail}", exc.errors) from None
+    args = {**filters, "kind": kind, "from": _text("from"), "to": _text("to")}
+    return render_template(
+        "index.html",
+        groups=_group_by_month(items),
+        args=args,
+        filtered=any(args.values()),
+        cursor=cursor,
+        next_url=page_url("pages.index", **args, cursor=next_cursor) if next_cursor else None,
+        first_url=page_url("pages.index", **args) if cursor else None,
+        choices=_filter_choices(tracker.states()),
+    )
+
+
+def _group_by_month(items: list[dict]) -> list[dict[str, Any]]:
+    """Years, then months within them; actions dated only to a year get a group of their own."""
+    years: list[dict[str, Any]] = []
+    for item in items:
+        parsed = PolicyDate.parse(item["effective"])
+        year = parsed.start.year
+        if parsed.precision == YEAR:
+            key, label = "year", f"Sometime in {year}"
+        else:
+            key, label = f"{parsed.start.month:02d}", present.MONTHS[parsed.start.month - 1]
+        if not years or years[-1]["year"] != year:
+            years.append({"year": year, "months": []})
+        months = years[-1]["months"]
+        if not months or months[-1]["key"] != key:
+            months.append({"key": key, "label": label, "entries": []})
+        months[-1]["entries"].append(item)
+    return years
+
+
+@bp.get("/rules/<rule_id>")
+def rule(rule_id: str) -> str:
+    """One rule: its state on a day, why, a chart over time, its history and its linked rules."""
+    as_of = _day("as_of") or _today()
+    requested = _known_at()
+    tracker = _tracker()
+    state = tracker.state(rule_id, as_of, requested)
+    # One instant for every question on this page, so its parts agree with each other.
+    known_at = state["known_at"]
+    instant = parse_instant(known_at)
+    _, history = tracker.history(rule_id, instant)
+    _, segments = tracker.state_segments(rule_id, instant)
+    everyone = tracker.states(as_of, instant)
+
+    keep_known = _text("known_at") or None
+
+    def link(day: str) -> str:
+        return page_url("pages.rule", rule_id=rule_id, as_of=day, known_at=keep_known) + "#chart"
+
+    chart = build_chart(segments, _today(), as_of, link)
+    by_id = {item["id"]: item for item in history}
+    return render_template(
+        "rule.html",
+        state=state,
+        rule=state["rule"],
+        as_of=as_of,
+        known_at=known_at,
+        requested_known_at=_text("known_at"),
+        chart=chart,
+        history=history,
+        based_on=[by_id[i] for i in state["based_on"] if i in by_id],
+        uncertain=_uncertainty(state, by_id, as_of),
+        links=_linked_rules(state["rule"], everyone),
+        permalink=page_url("pages.rule", rule_id=rule_id, as_of=as_of.isoformat(), known_at=known_at),
+        day_before=link((as_of - timedelta(days=1)).isoformat()) if as_of > date.min else None,
+        day_after=link((as_of + timedelta(days=1)).isoformat()) if as_of < date.max else None,
+    )
+
+
+def _uncertainty(state: dict, actions: dict[str, dict], as_of: date) -> list[dict[str, str]]:
+    """Why an answer is uncertain: the imprecise dates the day falls inside."""
+    notes = []
+    for action_id in state["uncertain_because"]:
+        action = actions.get(action_id)
+        if action is None:
+            continue
+        until = action.get("until")
+        if action["kind"] == "pause" and until and PolicyDate.parse(until).contains(as_of):
+            text = (f"The pause ends in {present.policy_date(until)} ({present.precision_note(until)}): "
+                    f"it may or may not have ended by {present.day(as_of)}.")
+        else:
+            effective = action["effective"]
+            text = (f"This {present.KIND_LABELS[action['kind']].lower()} took effect in "
+                    f"{present.policy_date(effective)} ({present.precision_note(effective)}): "
+                    f"it may or may not have applied yet on {present.day(as_of)}.")
+        notes.append({"id": action_id, "text": text})
+    return notes
+
+
+def _linked_rules(rule: dict, states: list[dict]) -> list[dict[str, Any]]:
+    """Rules this one names, and rules that name this one, with their state on the same day."""
+    by_id = {s["rule"]["id"]: s for s in states}
+    linked = []
+    for link in rule["links"]:
+        linked.append({"id": link["rule"], "relation": present.RELATION_LABELS[link["relation"]][0],
+                       "state": by_id.get(link["rule"])})
+    for other in states:
+        for link in other["rule"]["links"]:
+            if link["rule"] == rule["id"]:
+                linked.append({"id": other["rule"]["id"],
+                               "relation": present.RELATION_LABELS[link["relation"]][1],
+                               "state": other})
+    return linked
+
+
+@bp.get("/state")
+def state() -> str:
+    """Every rule on a day, grouped by status, with counts."""
+    as_of = _day("as_of") or _today()
+    filters = _filters()
+    states = _tracker().states(as_of, _known_at(), **filters)
+    known_at = states[0]["known_at"] if states else _tracker().known_at(_known_at())
+    groups = []
+    for status in present.STATUS_ORDER:
+        members = [s for s in states if s["status"] == status]
+        if members:
+            groups.append({"status": status, "states": members})
+    csv_args = {"as_of": as_of.isoformat(), "known_at": _text("known_at"), **filters}
+    return render_template(
+        "state.html",
+        as_of=as_of,
+        known_at=known_at,
+        requested_known_at=_text("known_at"),
+        args=filters,
+        groups=groups,
+        total=len(states),
+        choices=_filter_choices(_tracker().states(as_of, parse_instant(known_at))),
+        csv_url=page_url("pages.state_csv", **csv_args),
+        permalink=page_url("pages.state", as_of=as_of.isoformat(), known_at=known_at, **filters),
+    )
+
+
+CSV_COLUMNS = ("rule_id", "title", "jurisdiction", "instrument", "targets", "status", "rate_percent",
+               "conditions", "since", "until", "certain", "as_of", "known_at")
+
+
+def _cell(value: str) -> str:
+    """Text that a spreadsheet would run as a formula is kept as text (OWASP's advice)."""
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
+@bp.get("/state.csv")
+def state_csv() -> Response:
+    """The /state page as CSV: one row per rule."""
+    as_of = _day("as_of") or _today()
+    states = _tracker().states(as_of, _known_at(), **_filters())
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(CSV_COLUMNS)
+    for s in states:
+        rule = s["rule"]
+        writer.writerow([
+            rule["id"], _cell(rule["title"]), rule["jurisdiction"], rule["instrument"],
+            " ".join(rule["targets"]), s["status"],
+            "" if s["rate_percent"] is None else f"{s['rate_percent']:g}",
+            _cell(" | ".join(s["conditions"])), s["since"] or "", s["until"] or "",
+            "true" if s["certain"] else "false", s["as_of"], s["known_at"],
+        ])
+    return Response(
+        out.getvalue(), mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="timeline-state-{as_of.isoformat()}.csv"'},
+    )
+
+
+@bp.get("/diff")
+def diff() -> str:
+    """The rules whose state changed between two days, before and after."""
+    today = _today()
+    day_from = _day("from") or date(today.year - 1, 12, 31)
+    day_to = _day("to") or today
+    filters = {"jurisdiction": _choice("jurisdiction", JURISDICTIONS),
+               "instrument": _choice("instrument", INSTRUMENTS)}
+    tracker = _tracker()
+    known_at, changes = tracker.diff(day_from, day_to, _known_at(), **filters)
+    instant = parse_instant(known_at)
+    low, high = sorted((day_from, day_to))
+    for change in changes:
+        _, history = tracker.history(change["rule_id"], instant)
+        change["actions"] = [
+            a for a in history
+            if not a["retracted"] and low < PolicyDate.parse(a["effective"]).start <= high
+        ]
+    presets = []
+    for year in (today.year, today.year - 1, today.year - 2):
+        end = min(date(year, 12, 31), today)
+        label = f"{year} so far" if end == today else str(year)
+        presets.append((label, page_url("pages.diff", **{"from": f"{year - 1}-12-31", "to": end.isoformat()},
+                                        known_at=_text("known_at"), **filters)))
+    return render_template(
+        "diff.html",
+        day_from=day_from,
+        day_to=day_to,
+        known_at=known_at,
+        requested_known_at=_text("known_at"),
+        args=filters,
+        changes=changes,
+        presets=presets,
+        choices=_filter_choices(tracker.states(day_to, instant)),
+        permalink=page_url("pages.diff", **{"from": day_from.isoformat(), "to": day_to.isoformat()},
+                           known_at=known_at, **filters),
+    )
+
+
+# Wiring -----------------------------------------------------------------------------------------
+
+
+def _security_headers(response: Response) -> Response:
+    """Every HTML page outside the API gets the policy, error pages included."""
+    if response.mimetype == "text/html" and not request.path.startswith("/api/"):
+        response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+    return response
+
+
+def _template_context() -> dict[str, Any]:
+    return {"time_params": _time_params(), "page_url": page_url,
+            "status_order": present.STATUS_ORDER, "status_labels": present.STATUS_LABELS}
+
+
+def anchor(action_id: str) -> str:
+    """The element id of an action in a rule's history, for links to it."""
+    return "action-" + action_id
+
+
+def init_app(app: Flask) -> None:
+    present.register(app)
+    app.jinja_env.filters["anchor"] = anchor
+    app.register_blueprint(bp)
+    app.after_request(_security_headers)
+    app.context_processor(_template_context)

@@ -1,0 +1,100 @@
+"""The OpenAPI document and the human docs page, both served by the app itself."""
+
+from __future__ import annotations
+
+import re
+
+CONTRACT_OPERATIONS = {
+    ("get", "/api/v1/rules"),
+    ("get", "/api/v1/rules/{rule_id}"),
+    ("get", "/api/v1/rules/{rule_id}/history"),
+    ("get", "/api/v1/diff"),
+    ("get", "/api/v1/timeline"),
+    ("post", "/api/v1/rules"),
+    ("post", "/api/v1/rules/{rule_id}/actions"),
+    ("post", "/api/v1/rules/{rule_id}/actions/{action_id}/corrections"),
+    ("post", "/api/v1/rules/{rule_id}/actions/{action_id}/retraction"),
+}
+
+
+def _operations(doc: dict) -> dict[tuple[str, str], dict]:
+    return {(method, path): op for path, item in doc["paths"].items()
+            for method, op in item.items() if method in {"get", "post", "put", "patch", "delete"}}
+
+
+def _resolve(doc: dict, ref_or_obj: dict) -> dict:
+    while "$ref" in ref_or_obj:
+        node = doc
+        for part in ref_or_obj["$ref"].lstrip("#/").split("/"):
+            node = node[part]
+        ref_or_obj = node
+    return ref_or_obj
+
+
+def test_the_document_describes_every_operation(client):
+    response = client.get("/api/v1/openapi.json")
+    assert response.status_code == 200
+    doc = response.get_json()
+    assert doc["openapi"].startswith("3.")
+    assert CONTRACT_OPERATIONS <= set(_operations(doc))
+
+
+def test_query_parameters_are_documented(client):
+    ops = _operations(client.get("/api/v1/openapi.json").get_json())
+
+    def names(method: str, path: str) -> set[str]:
+        return {p["name"] for p in ops[(method, path)].get("parameters", []) if p["in"] == "query"}
+
+    assert names("get", "/api/v1/rules") == {"jurisdiction", "instrument", "q", "as_of", "known_at"}
+    assert names("get", "/api/v1/rules/{rule_id}") == {"as_of", "known_at"}
+    assert names("get", "/api/v1/rules/{rule_id}/history") == {"known_at"}
+    assert names("get", "/api/v1/diff") >= {"from", "to", "known_at", "jurisdiction", "instrument"}
+    assert names("get", "/api/v1/timeline") >= {"from", "to", "jurisdiction", "instrument", "rule",
+                                                 "q", "limit", "cursor"}
+
+
+def test_writes_need_a_bearer_token_and_take_an_idempotency_key(client):
+    doc = client.get("/api/v1/openapi.json").get_json()
+    assert doc["components"]["securitySchemes"]["bearerAuth"] == {
+        "type": "http", "scheme": "bearer", "description": "A token from `timeline token create NAME`."}
+    for (method, path), op in _operations(doc).items():
+        if method == "post":
+            assert op["security"] == [{"bearerAuth": []}], path
+            headers = {p["name"] for p in op["parameters"] if p["in"] == "header"}
+            assert "Idempotency-Key" in headers, path
+            assert {"201", "401", "403", "413", "415", "422"} <= set(op["responses"]), path
+        else:
+            assert "security" not in op, path
+
+
+def test_every_error_response_is_problem_json(client):
+    doc = client.get("/api/v1/openapi.json").get_json()
+    problem = doc["components"]["schemas"]["Problem"]
+    assert set(problem["required"]) == {"type", "title", "status", "detail", "errors"}
+    for (method, path), op in _operations(doc).items():
+        for status, response in op["responses"].items():
+            content = _resolve(doc, response).get("content", {})
+            if status == "default" or int(status) >= 400:
+                assert list(content) == ["application/problem+json"], (method, path, status)
+            else:
+                assert list(content) == ["application/json"], (method, path, status)
+
+
+def test_bodies_reject_unknown_fields_in_the_document_too(client):
+    schemas = client.get("/api/v1/openapi.json").get_json()["components"]["schemas"]
+    for name in ("Rule", "Action", "Correction", "Retraction", "Source", "Link"):
+        assert schemas[name]["additionalProperties"] is False, name
+
+
+def test_the_docs_page_is_served_without_outside_requests(client):
+    page = client.get("/api/v1/docs")
+    assert page.status_code == 200 and page.mimetype == "text/html"
+    html = page.get_data(as_text=True)
+    assets = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert assets and all(url.startswith("/api/v1/docs/assets/") for url in assets)
+    assert "http://" not in html and "https://" not in html
+    assert '"validatorUrl": null' in html  # Swagger UI would call an outside validator otherwise
+    assert '"/api/v1/openapi.json"' in html
+    for url in assets:
+        asset = client.get(url)
+        assert asset.status_code == 200 and len(asset.data) > 1000, url
