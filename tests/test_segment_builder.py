@@ -106,3 +106,22 @@ def test_a_long_history_in_effective_order_keeps_every_segment():
         builder.change(added=action)
         live.append(action)
     assert builder.segments() == segments(live)
+
+
+@settings(max_examples=100, deadline=None)
+@given(histories(), st.lists(st.sampled_from(["0001-01-01", "0001", "9999-12-31", "9999-12", "9999"]),
+                              min_size=1, max_size=3))
+def test_actions_on_the_first_and_last_days_give_what_the_fold_gives(steps, days):
+    """The edges of representable time have rules of their own; the builder follows the fold."""
+    builder = SegmentBuilder()
+    live: dict[str, Action] = {}
+    edge = [Action(id=f"edge{i}", kind="ban" if i % 2 else "fee", rate_percent=None if i % 2 else 5,
+                   effective=PolicyDate.parse(day), order=1000 + i) for i, day in enumerate(days)]
+    for removed, added in steps[:3] + [(None, action) for action in edge] + steps[3:] \
+            + [(action, None) for action in edge]:
+        builder.change(removed, added)
+        if removed is not None:
+            del live[removed.id]
+        if added is not None:
+            live[added.id] = added
+        assert builder.segments() == segments(list(live.values()))

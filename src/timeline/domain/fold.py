@@ -279,9 +279,12 @@ class SegmentBuilder:
         self._expired: list[Action] = []  # pauses ended on their until day, in order
         self._segments: list[Segment] = []
         self._first_points: list[int] = []  # the index in _points where each segment starts
+        # Actions on the first or the last representable day, where the stretches of time
+        # have edge cases of their own: while there are any, :func:`segments` answers.
+        self._extreme = 0
         for action in actions:
             self._insert(action)
-        self._refold(date.min)
+        self._update(date.min, False)
 
     @property
     def actions(self) -> list[Action]:
@@ -298,11 +301,24 @@ class SegmentBuilder:
         starts = [a.effective.start for a in (removed, added) if a is not None]
         if not starts:
             return len(self._segments)
+        was_extreme = self._extreme > 0
         if removed is not None:
             self._remove(removed)
         if added is not None:
             self._insert(added)
-        return self._refold(min(starts))
+        return self._update(min(starts), was_extreme)
+
+    def _update(self, start: date, was_extreme: bool) -> int:
+        if self._extreme:
+            del self._points[:], self._first_points[:]
+            self._segments = segments(self._actions)
+            return 0
+        return self._refold(date.min if was_extreme else start)
+
+    @staticmethod
+    def _is_extreme(action: Action) -> bool:
+        return action.effective.start in (date.min, date.max) or (
+            action.until is not None and action.until.start == date.max)
 
     # The sorted actions and their boundary days ----------------------------------------
 
@@ -311,6 +327,7 @@ class SegmentBuilder:
         self._actions.insert(index, action)
         self._keys.insert(index, action.sort_key)
         self._ids.insert(index, action.id)
+        self._extreme += self._is_extreme(action)
         for day in _action_days(action):
             count = self._day_counts.get(day, 0)
             self._day_counts[day] = count + 1
@@ -322,6 +339,7 @@ class SegmentBuilder:
         if index >= len(self._keys) or self._ids[index] != action.id:
             raise KeyError(f"no action {action.id!r} to remove")
         del self._actions[index], self._keys[index], self._ids[index]
+        self._extreme -= self._is_extreme(action)
         for day in _action_days(action):
             count = self._day_counts[day] - 1
             if count:
