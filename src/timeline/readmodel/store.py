@@ -49,7 +49,6 @@ CREATE TABLE IF NOT EXISTS rule_events (
     data TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS rule_events_by_rule ON rule_events (rule_id, recorded_at);
-CREATE INDEX IF NOT EXISTS rule_events_by_record_time ON rule_events (recorded_at);
 -- Bitemporal state rows: constant state over [valid_from, valid_to) in the world,
 -- as known over [known_from, known_to) in record time.
 CREATE TABLE IF NOT EXISTS states (
