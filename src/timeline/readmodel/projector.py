@@ -85,9 +85,13 @@ _STATE_COLUMNS = (
 
 @dataclass(slots=True)
 class _Known:
-    """One action as currently known: corrections applied."""
+    """One action as currently known: corrections applied.
 
-    fields: dict[str, Any]
+    ``fields`` is kept only while the page that wrote them is open: a correction or retraction
+    later reads them back from the actions table, so the cache holds little more than the fold.
+    """
+
+    fields: dict[str, Any] | None
     position: int
     recorded_at: str
     corrected: bool = False
@@ -234,6 +238,8 @@ class Projector:
         for position, event in page:
             self._apply(conn, rows, position, event)
         self._write(conn, rows)
+        for _, known in rows.actions.values():
+            known.fields = None
 
     def _apply(self, conn: sqlite3.Connection, rows: _Page, position: int, event: Rule.Event) -> None:
         rule_id = event.originator_id
@@ -250,7 +256,7 @@ class Projector:
         else:
             view = self._view(conn, rule_id)
             self._close_event(rows, view, recorded_at)
-            self._change_action(rows, rule_id, view, position, recorded_at, event)
+            self._change_action(conn, rows, rule_id, view, position, recorded_at, event)
         view.open_event = position
         request = event.request
         if request and request.get("key"):
@@ -276,16 +282,22 @@ class Projector:
         return view
 
     def _change_action(
-        self, rows: _Page, rule_id: str, view: _RuleView, position: int, recorded_at: str,
-        event: Rule.Event,
+        self, conn: sqlite3.Connection, rows: _Page, rule_id: str, view: _RuleView, position: int,
+        recorded_at: str, event: Rule.Event,
     ) -> None:
         if isinstance(event, Rule.ActionRecorded):
+            action_id = event.action["id"]
             known = _Known(dict(event.action), position, recorded_at)
-            view.actions[known.fields["id"]] = known
+            view.actions[action_id] = known
             self._recount(view)
             removed = None
         else:
-            known = view.actions[event.action_id]
+            action_id = event.action_id
+            known = view.actions[action_id]
+            if known.fields is None:
+                known.fields = json.loads(conn.execute(
+                    "SELECT data FROM actions WHERE rule_id = ? AND id = ?", (rule_id, action_id)
+                ).fetchone()[0])
             removed = known.fold
             if isinstance(event, Rule.ActionCorrected):
                 known.corrected = True
@@ -300,7 +312,7 @@ class Projector:
         unchanged = view.builder.change(removed, known.fold)
         self._replace_states(rows, rule_id, view, recorded_at, before[unchanged:],
                              view.builder.segments()[unchanged:])
-        rows.actions[(rule_id, known.fields["id"])] = (view, known)
+        rows.actions[(rule_id, action_id)] = (view, known)
 
     def _replace_states(
         self, rows: _Page, rule_id: str, view: _RuleView, recorded_at: str,
@@ -369,7 +381,7 @@ class Projector:
         view = _RuleView(rule["jurisdiction"], rule["instrument"], events[-1]["position"])
         for action_id, known in known_actions(events).items():
             view.actions[action_id] = _Known(
-                known.fields, known.position, known.recorded_at, bool(known.corrections),
+                None, known.position, known.recorded_at, bool(known.corrections),
                 known.retraction is not None,
                 None if known.retraction is not None else known.to_fold(),
             )
