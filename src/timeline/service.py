@@ -159,8 +159,8 @@ class Tracker:
     def state(self, rule_id: str, as_of: date | None = None, known_at: datetime | None = None) -> dict:
         at = self.known_at(known_at)
         day = (as_of or utcnow().date()).isoformat()
-        with self.readmodel.read() as conn:
-            return queries.rule_state(conn, rule_id, day, at)
+        # One statement sees one snapshot: no transaction around it (the most frequent read).
+        return queries.rule_state(self.readmodel.connection(), rule_id, day, at)
 
     def states(
         self, as_of: date | None = None, known_at: datetime | None = None, **filters: Any
