@@ -17,7 +17,7 @@ from timeline.domain.errors import InvalidInput, StoreNotEmpty, StoreUnavailable
 from timeline.domain.model import Rule
 from timeline.events import from_record, to_record
 from timeline.readmodel import ReadModel, queries
-from timeline.readmodel.projector import Projector
+from timeline.readmodel.projector import Projector, collector_paused
 from timeline.store import ONE_MICROSECOND, FileWriteLock, PostgresWriteLock, RecordClock, utcnow
 
 
@@ -214,7 +214,9 @@ class Tracker:
             count = 0
             after = self.readmodel.position()
             # Each stored page is projected from the events in hand, not read back and decoded.
-            with self.projector.bulk():
+            # The collector stays paused throughout: reading the file between pages, it would
+            # otherwise walk every rule the projector keeps, again and again.
+            with collector_paused(), self.projector.bulk():
                 for page in self.app.store_pages((from_record(r) for r in records()), IMPORT_PAGE):
                     self.projector.catch_up(_page_first(after, page, self.app.events_after),
                                             batch=IMPORT_PAGE)

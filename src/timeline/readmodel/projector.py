@@ -24,7 +24,6 @@ from timeline.domain.dates import PolicyDate, format_instant
 from timeline.domain.fold import Action, Segment, SegmentBuilder
 from timeline.domain.model import Rule, to_fold_action
 from timeline.events import RULE_REGISTERED, event_data, event_type
-from timeline.readmodel.actions import known_actions
 from timeline.readmodel.store import END_OF_RECORD, END_OF_TIME, START_OF_TIME, ReadModel
 
 # Catching up this many events or more writes the full-text indexes once at the end instead of
@@ -33,7 +32,7 @@ BULK_EVENTS = 5_000
 
 # How many rules' histories stay in memory, in units of roughly 2 KiB: enough for the rules a
 # busy stretch of history touches, small enough to keep a rebuild well under a gigabyte.
-CACHE_UNITS = 150_000
+CACHE_UNITS = 250_000
 
 
 def _day(value: date) -> str:
@@ -108,8 +107,9 @@ class _RuleView:
     open_event: int  # position of the rule's newest event: its rule_events row is open
     actions: dict[str, _Known] = field(default_factory=dict)
     builder: SegmentBuilder = field(default_factory=SegmentBuilder)
-    # valid_from -> (rowid, row) of the rule's open states rows: the current segments
-    open_rows: dict[str, tuple[int, tuple]] = field(default_factory=dict)
+    # valid_from -> (rowid, row) of the rule's open states rows: the current segments. After a
+    # load from the tables both are None: the row is closed by its key, its text made if needed.
+    open_rows: dict[str, tuple[int | None, tuple | None]] = field(default_factory=dict)
     counted: int = 0  # the units this view was last counted for in the cache's total
 
     @property
@@ -129,13 +129,14 @@ class _Page:
     states: list[list] = field(default_factory=list)
     new_states: dict[int, list] = field(default_factory=dict)  # rowid -> row of this page
     closed_states: list[tuple[str, int]] = field(default_factory=list)
+    closed_states_by_key: list[tuple[str, str, str]] = field(default_factory=list)
     next_rowid: int = 1
     actions: dict[tuple[str, str], tuple[_RuleView, _Known]] = field(default_factory=dict)
     requests: list[tuple] = field(default_factory=list)
 
 
 @contextmanager
-def _collector_paused() -> Iterator[None]:
+def collector_paused() -> Iterator[None]:
     """Pause Python's cycle collector while projecting.
 
     The cached rules are many small objects, and every full collection walks all of them: with
@@ -197,7 +198,7 @@ class Projector:
         batch: int,
         progress: Callable[[int, int], None] | None,
     ) -> int:
-        with self._mutex, _collector_paused():
+        with self._mutex, collector_paused():
             while True:
                 with self.readmodel.write() as conn:
                     position = self.readmodel.position(conn)
@@ -320,7 +321,10 @@ class Projector:
     ) -> None:
         """Close the rows that no longer hold and open the new ones, from ``recorded_at`` on."""
         old_segments = {seg.valid_from: seg for seg in old}
-        old_rows = {_day(day): view.open_rows[_day(day)] for day in old_segments}
+        old_rows = {}
+        for day, seg in old_segments.items():
+            rowid, row = view.open_rows[_day(day)]
+            old_rows[_day(day)] = (rowid, row if row is not None else _state_row(seg))
         new_rows = {}
         for seg in new:
             before = old_segments.get(seg.valid_from)
@@ -334,11 +338,13 @@ class Projector:
         for valid_from, (rowid, row) in old_rows.items():
             if new_rows.get(valid_from) != row:
                 del view.open_rows[valid_from]
-                pending = rows.new_states.pop(rowid, None)
+                pending = rows.new_states.pop(rowid, None) if rowid is not None else None
                 if pending is not None:
                     pending[3] = recorded_at
-                else:
+                elif rowid is not None:
                     rows.closed_states.append((recorded_at, rowid))
+                else:
+                    rows.closed_states_by_key.append((recorded_at, rule_id, valid_from))
         for valid_from, row in new_rows.items():
             if valid_from not in old_rows or old_rows[valid_from][1] != row:
                 rowid = rows.next_rowid
@@ -367,31 +373,38 @@ class Projector:
         return self._load(conn, rule_id)
 
     def _load(self, conn: sqlite3.Connection, rule_id: str) -> _RuleView:
-        """A rule's view from its stored rows (never one of the page being written: see _evict)."""
+        """A rule's view from its stored rows (never one of the page being written: see _evict).
+
+        The actions table holds each action as currently known, so one row per action (and
+        only the fields the fold needs, picked out by SQLite) rebuilds the rule's segments.
+        """
         rule = conn.execute(
             "SELECT jurisdiction, instrument FROM rules WHERE id = ?", (rule_id,)
         ).fetchone()
         if rule is None:
             raise LookupError(f"event for rule {rule_id!r}, which is not registered")
-        events = conn.execute(
-            "SELECT position, type, recorded_at, data FROM rule_events WHERE rule_id = ? "
-            "ORDER BY position",
+        newest = conn.execute(
+            "SELECT position FROM rule_events WHERE rule_id = ? ORDER BY recorded_at DESC LIMIT 1",
             (rule_id,),
-        ).fetchall()
-        view = _RuleView(rule["jurisdiction"], rule["instrument"], events[-1]["position"])
-        for action_id, known in known_actions(events).items():
-            view.actions[action_id] = _Known(
-                None, known.position, known.recorded_at, bool(known.corrections),
-                known.retraction is not None,
-                None if known.retraction is not None else known.to_fold(),
-            )
+        ).fetchone()
+        view = _RuleView(rule["jurisdiction"], rule["instrument"], newest[0])
+        for (action_id, position, recorded_at, corrected, retracted, kind, effective, rate, until,
+             conditions) in conn.execute(
+                "SELECT id, position, recorded_at, corrected, retracted, kind, effective, "
+                "json_extract(data, '$.rate_percent'), json_extract(data, '$.until'), "
+                "json_extract(data, '$.conditions') FROM actions WHERE rule_id = ?",
+                (rule_id,)):
+            fold = None
+            if not retracted:
+                fold = Action(
+                    id=action_id, kind=kind, effective=PolicyDate.parse(effective), order=position,
+                    rate_percent=rate, until=PolicyDate.parse(until) if until else None,
+                    conditions=tuple(json.loads(conditions)) if conditions is not None else None,
+                )
+            view.actions[action_id] = _Known(None, position, recorded_at, bool(corrected),
+                                             bool(retracted), fold)
         view.builder = SegmentBuilder(k.fold for k in view.actions.values() if k.fold is not None)
-        rowids = dict(conn.execute(
-            f"SELECT valid_from, rowid FROM states WHERE rule_id = ? AND known_to = '{END_OF_RECORD}'",
-            (rule_id,),
-        ).fetchall())
-        view.open_rows = {row[0]: (rowids[row[0]], row)
-                          for row in map(_state_row, view.builder.segments())}
+        view.open_rows = {_day(seg.valid_from): (None, None) for seg in view.builder.segments()}
         self._remember(rule_id, view)
         return view
 
@@ -410,6 +423,12 @@ class Projector:
             rows.events,
         )
         conn.executemany("UPDATE states SET known_to = ? WHERE rowid = ?", rows.closed_states)
+        # Rows opened before this page close first, so that their key finds only them.
+        conn.executemany(
+            f"UPDATE states SET known_to = ? WHERE rule_id = ? AND valid_from = ? "
+            f"AND known_to = '{END_OF_RECORD}'",
+            rows.closed_states_by_key,
+        )
         conn.executemany(
             f"INSERT INTO states (rowid, rule_id, known_from, known_to, {_STATE_COLUMNS}) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
