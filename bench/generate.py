@@ -5,8 +5,8 @@
 
 The same seed and size always give the same file. The history looks like a trade-policy
 database such as the Global Trade Alert one: rules registered over the years by many
-jurisdictions, most with a handful of actions and a few with a couple of hundred (tariff
-schedules that change every few months), interleaved in record time the way a team of researchers records
+jurisdictions, most with a handful of actions and a few with hundreds (tariff schedules that
+change every few months), interleaved in record time the way a team of researchers records
 them. About 5% of actions are recorded out of effective order (history filled in later), 2%
 are corrected, 1% retracted, and effective dates come to the day, the month or the year.
 """
@@ -118,7 +118,7 @@ class HistoryGenerator:
         shares = self.shares
         n_rules = self.total_rules
         # How busy each rule is: a Pareto tail, so that the median rule has about six actions
-        # and the busiest few about twenty times the mean (a couple of hundred at 10 per rule).
+        # and the busiest, registered early, several hundred (at 10 actions per rule).
         weights = [min(rng.paretovariate(1.5), 60.0) for _ in range(n_rules)]
         cumulative = list(accumulate(weights))
         kinds = [kind for kind, _ in KIND_WEIGHTS]
