@@ -41,6 +41,10 @@ def create_app(test_config: dict[str, Any] | None = None, tracker: Tracker | Non
 
     api = TimelineApi(app)
     app.extensions["timeline_api"] = api
+
+    from timeline.web import feed_api
+
+    feed_api.init_app(app)
     return app
 
 
