@@ -80,8 +80,8 @@ def make_app(tracker: Tracker, **config: Any):
 class LiveServer:
     """The app served over real HTTP on 127.0.0.1, on a free port, in a thread."""
 
-    def __init__(self, app: Any):
-        self._server = make_server("127.0.0.1", 0, app, threaded=True)
+    def __init__(self, app: Any, port: int = 0):
+        self._server = make_server("127.0.0.1", port, app, threaded=True)
         self.url = f"http://127.0.0.1:{self._server.server_port}"
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
