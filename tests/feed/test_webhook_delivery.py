@@ -127,6 +127,18 @@ def test_each_event_after_registration_arrives_signed_with_lower_case_headers(
     assert endpoint.delivered_count == 3 and endpoint.delivered_through == private_tracker.app.head()
 
 
+def test_a_receiver_on_ipv6_loopback_is_reached_by_its_address(private_tracker, clock, receiver_factory):
+    try:
+        receiver = receiver_factory(host="::1")
+    except OSError as exc:
+        pytest.skip(f"no IPv6 loopback here ({exc})")
+    subscribe(private_tracker, receiver.url)
+    register(private_tracker, "us-ipv6-rule")
+    worker(private_tracker, clock).run_until_idle()
+    [received] = receiver.requests
+    assert received.header("host") == receiver.url.split("/")[2]
+
+
 def test_a_failed_try_is_retried_with_the_same_webhook_id_within_10_seconds(
     private_tracker, clock, receiver_factory
 ):

@@ -115,7 +115,8 @@ class HttpSender:
                 return self._post(target, address, body, headers)
             except urllib3.exceptions.NewConnectionError as exc:
                 error = f"cannot connect to {address}: {exc}"  # nothing sent: try the next address
-            except urllib3.exceptions.HTTPError as exc:
+            except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+                # Timeouts, resets, TLS failures: the try failed and is retried on schedule.
                 return Result(None, f"{type(exc).__name__}: {exc}")
         return Result(None, error)
 
