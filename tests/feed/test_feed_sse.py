@@ -29,7 +29,9 @@ def parse_sse(text: str) -> tuple[list[dict], list[str]]:
     return events, comments
 
 
-def stream(tracker, path: str = "/api/v1/events/stream", headers=None, writes=None, **config) -> tuple[list[dict], list[str]]:
+def stream(
+    tracker, path: str = "/api/v1/events/stream", headers=None, writes=None, **config
+) -> tuple[list[dict], list[str]]:
     """Open the stream in the test client, optionally write while it runs, read until it ends."""
     config.setdefault("TIMELINE_FEED_POLL_SECONDS", 0.02)
     config.setdefault("TIMELINE_SSE_MAX_SECONDS", 10)

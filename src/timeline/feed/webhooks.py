@@ -17,6 +17,7 @@ import secrets
 import sqlite3
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any, Iterator, Sequence
 
 from timeline.config import Settings
@@ -98,8 +99,6 @@ class Endpoint:
 
     def public(self) -> dict[str, Any]:
         """What the API shows: everything but the secret."""
-        from datetime import datetime, timezone
-
         pending = None
         if self.pending_position is not None:
             pending = {
