@@ -120,3 +120,32 @@ def test_the_openapi_document_describes_the_feed(client):
     assert post["security"] == [{"bearerAuth": []}]
     assert "webhook-signature" in post["description"]
     assert "secret" in schemas["WebhookCreated"]["properties"]
+
+
+def test_every_kind_of_feed_event_matches_the_openapi_document(private_tracker):
+    """Integrators read the shapes from the document: what the feed sends must fit it."""
+    from jsonschema.exceptions import ValidationError
+    from openapi_schema_validator import OAS30Validator
+    from openapi_spec_validator import validate
+
+    from feed_support import register
+
+    register(private_tracker, "us-documented-rule")
+    private_tracker.record_action("us-documented-rule", {
+        "id": "fee-1", "kind": "fee", "effective": "2025-03-04", "rate_percent": 25,
+        "conditions": ["licence needed"], "summary": "A fee.",
+        "sources": [{"title": "Notice", "url": "https://example.org/n", "published": "2025-03"}],
+    })
+    private_tracker.correct_action("us-documented-rule", "fee-1", {"rate_percent": 20}, "misread")
+    private_tracker.retract_action("us-documented-rule", "fee-1", "not enacted")
+    client = make_app(private_tracker).test_client()
+    spec = client.get("/api/v1/openapi.json").get_json()
+    validate(spec)
+    page = client.get("/api/v1/events").get_json()
+    assert len({event["type"] for event in page["events"]}) == 4
+    OAS30Validator({"$ref": "#/components/schemas/EventPage", "components": spec["components"]}).validate(page)
+    # A retraction is not a correction: each event fits exactly one of the data shapes.
+    wrong = dict(page["events"][3], data={"id": "x", "action_id": "fee-1"})
+    event_schema = {"$ref": "#/components/schemas/CloudEvent", "components": spec["components"]}
+    with pytest.raises(ValidationError):
+        OAS30Validator(event_schema).validate(wrong)
