@@ -31,6 +31,9 @@ class Outcome:
     recorded_at: datetime | None = None
 
 
+MAX_POSITION = 2**63 - 1
+
+
 def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:16]}"
 
@@ -140,6 +143,8 @@ class PolicyApplication(Application[str]):
 
     def events_after(self, position: int, limit: int) -> list[tuple[int, Rule.Event]]:
         """Stored events with a position greater than ``position``, in order."""
+        if position >= MAX_POSITION:
+            return []  # past any position a store can hold (64-bit in SQLite and PostgreSQL)
         notifications = self.recorder.select_notifications(
             start=position, limit=limit, inclusive_of_start=False
         )

@@ -319,3 +319,43 @@ def token_create(name: str, read_only: bool) -> None:
     value = TokenStore(_settings()).create(name, can_write=not read_only)
     click.echo(f"Token {name!r} created. Keep it now: it is not shown again.", err=True)
     click.echo(value)
+
+
+@main.group()
+def webhooks() -> None:
+    """Deliver webhooks (endpoints are managed over the API, /api/v1/webhooks)."""
+
+
+@webhooks.command(name="run")
+@click.option("--threads", type=click.IntRange(1, 64), default=4, show_default=True,
+              help="Deliveries in flight at once, each to a different endpoint.")
+def webhooks_run(threads: int) -> None:
+    """Deliver webhooks until interrupted (Ctrl-C).
+
+    `timeline serve` delivers webhooks itself; run this beside it (or several of these) for
+    larger deployments. Workers share the store's delivery state, so a restarted worker resumes
+    where the last one stopped and no event goes to an endpoint twice at once.
+    """
+    import signal
+    import threading
+
+    from timeline.feed.delivery import start_delivery_worker
+
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        with tracker() as t:
+            thread = start_delivery_worker(t, stop, threads=threads)
+            click.echo("Delivering webhooks; press Ctrl-C to stop.", err=True)
+            try:
+                while thread.is_alive():
+                    thread.join(0.5)
+            except KeyboardInterrupt:
+                pass
+            finally:
+                stop.set()
+                click.echo("Stopping: finishing deliveries in flight.", err=True)
+                thread.join()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    click.echo("Stopped.", err=True)
