@@ -218,7 +218,8 @@ def segments(actions: Sequence[Action]) -> list[Segment]:
     starts = [date.min, *cuts]
     for i, start in enumerate(starts):
         end = starts[i + 1] if i + 1 < len(starts) else date.max
-        state = state_on(actions, start) if start != date.min else State()
+        # An action may take effect on date.min itself (year 0001): ask the fold, assume nothing.
+        state = state_on(actions, start)
         if result and result[-1].state == state:
             result[-1] = replace(result[-1], valid_to=end)
         else:
