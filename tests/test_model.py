@@ -150,7 +150,6 @@ def test_the_correctable_fields_are_the_contracts():
     assert set(CORRECTABLE) == {"effective", "announced", "rate_percent", "until", "conditions",
                                 "summary", "sources"}
     assert {name for name, _, _ in CORRECTIONS} == set(CORRECTABLE)
-    assert {n for n, _, _ in CORRECTIONS} == set(CORRECTABLE)
 
 
 @pytest.mark.parametrize(
