@@ -215,3 +215,11 @@ def test_the_same_question_from_a_rebuilt_read_model_gets_the_same_answer(scenar
         for day in DAYS:
             assert ask(tracker, day, known_at) == seen[n][day]
 
+
+
+def test_the_last_day_of_the_calendar_is_a_day_like_any_other(scenario):
+    tracker, times, _ = scenario
+    for n, known_at in enumerate(times):
+        state = ask(tracker, "9999-12-31", known_at)
+        assert summary(state) == EXPECTED[n]["2025-12-09"], n
+    assert len(tracker.states(date(9999, 12, 31))) == 1
