@@ -1,4 +1,4 @@
-"""The Rule aggregate and its use cases: validation before any event, repeats, corrections, retractions.
+"""The Rule aggregate and its use cases: validation first, repeats, corrections, retractions.
 
 The first half talks to the aggregate alone (no storage); the second goes through the
 :class:`~timeline.service.Tracker`, as the API and CLI do, and looks at what a user would see.
