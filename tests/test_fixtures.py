@@ -231,7 +231,8 @@ BAD_FILES = [
     # (what is wrong, the text, words the message must contain)
     ("a wrong value", GOOD.replace("kind: ban", "kind: embargo"),
      ["test-rule-a", "a-ban", "kind"]),
-    ("a field the kind does not allow", GOOD.replace("kind: ban", "kind: ban\n        rate_percent: 5"),
+    ("a field the kind does not allow",
+     GOOD.replace("kind: ban", "kind: ban\n        rate_percent: 5"),
      ["test-rule-a", "a-ban", "rate_percent"]),
     ("a misspelt field", GOOD.replace("effective:", "efective:"),
      ["test-rule-a", "a-ban", "efective"]),
@@ -247,7 +248,8 @@ BAD_FILES = [
      ["test-rule-a", "title"]),
     ("an action without an id", GOOD.replace("      - id: a-ban\n        kind", "      - kind"),
      ["test-rule-a", "id"]),
-    ("a link to no rule", GOOD.replace("    actions:", "    links: [{rule: no-such-rule, relation: blocks}]\n    actions:"),
+    ("a link to no rule",
+     GOOD.replace("    actions:", "    links: [{rule: no-such-rule, relation: blocks}]\n    actions:"),
      ["test-rule-a", "links", "no-such-rule"]),
     ("a pause that ends before it starts",
      GOOD.replace("kind: ban", "kind: pause\n        until: \"2025-08\""),
@@ -328,3 +330,12 @@ def test_json_fixture_files_load_too(tracker: Tracker, tmp_path: Path):
     report = load_fixtures(tracker, [path])
     assert (report.rules_added, report.actions_added) == (1, 1)
 
+
+
+def test_unquoted_dates_in_yaml_are_read_as_written(tracker: Tracker, tmp_path: Path):
+    # YAML would turn 2025-12-08 into a date object; a person writing a fixture means the text.
+    text = GOOD.replace('effective: "2025-09"',
+                        "effective: 2025-12-08\n        announced: 2025-12-08")
+    load_fixtures(tracker, [write(tmp_path, "unquoted.yaml", text)])
+    _, items = tracker.history("test-rule-a")
+    assert (items[0]["effective"], items[0]["announced"]) == ("2025-12-08", "2025-12-08")
