@@ -254,10 +254,10 @@ def test_an_answer_at_known_at_never_changes_after_more_events(steps):
 
 
 def read_model_rows(tracker: Tracker) -> dict[str, list[tuple]]:
-    """Every read-model table's rows, in a stable order."""
+    """Every read-model table's rows, in a stable order, and the position reached."""
     conn = tracker.readmodel.connection()
-    tables = {}
-    for table in ("tracking", "rules", "rule_events", "states", "actions", "requests"):
+    tables: dict[str, Any] = {"position": tracker.readmodel.position()}
+    for table in ("rules", "rule_events", "states", "actions", "requests"):
         columns = [row[1] for row in conn.execute(f"PRAGMA table_info({table})")]
         rows = conn.execute(f"SELECT {', '.join(columns)} FROM {table}").fetchall()
         tables[table] = sorted(tuple(row) for row in rows)
