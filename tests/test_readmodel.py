@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import threading
 from datetime import date
 
 import pytest
@@ -164,3 +166,39 @@ def test_a_retracted_action_is_no_longer_found(loaded: Tracker):
     assert found(loaded, "Blackwell") == []
     items, _ = loaded.timeline(q="Blackwell")
     assert items == []
+
+
+def test_concurrent_writers_keep_record_time_in_position_order(
+    settings: Settings, tracker: Tracker,
+):
+    tracker.register_rule({"id": "rule-a", "title": "A", "jurisdiction": "US",
+                           "instrument": "other", "targets": [], "subjects": [], "tags": [],
+                           "links": []})
+    trackers = [tracker, Tracker(settings), Tracker(settings)]
+    errors: list[BaseException] = []
+
+    def write(t: Tracker, writer: int) -> None:
+        try:
+            for n in range(8):
+                written = t.record_action("rule-a", {
+                    "id": f"w{writer}-{n}", "kind": "restrict", "effective": "2025",
+                    "sources": [SOURCE]})
+                # Each writer sees its own write at once, whoever else is writing (one rule
+                # only, so its version is at least the write's position).
+                assert t.state("rule-a", DAY)["version"] >= written.position
+        except BaseException as exc:  # collected: a thread's failure must fail the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(trackers[k % 3], k)) for k in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for other in trackers[1:]:
+        other.close()
+    assert errors == []
+    records = [json.loads(line) for line in tracker.export()]
+    assert len(records) == 1 + 6 * 8
+    times = [r["recorded_at"] for r in records]
+    assert times == sorted(set(times))
+    assert tracker.state("rule-a", DAY)["version"] == 1 + 6 * 8
