@@ -175,13 +175,17 @@ def test_state_of_one_rule_json_is_the_apis_state(runner: CliRunner, tracker: Tr
     assert text[1] == f"{H200}  eased  25%  since 2025-12-08"
 
 
-def test_state_asked_again_at_the_echoed_instant_gives_the_same_answer(runner: CliRunner):
+def test_state_asked_again_at_the_echoed_instant_gives_the_same_answer(
+    runner: CliRunner, tracker: Tracker,
+):
     load_bundled(runner)
     first = json_of(run(runner, "state", H200, "--as-of", AS_OF, "--json"))
-    run(runner, "load", str(FIXTURES))
+    tracker.correct_action(H200, "us-h200-fee-25-2025-12-08", {"rate_percent": 15}, "typo")
     again = json_of(run(runner, "state", H200, "--as-of", first["as_of"], "--known-at",
                         first["known_at"], "--json"))
     assert again == first
+    latest = json_of(run(runner, "state", H200, "--as-of", AS_OF, "--json"))
+    assert (latest["rate_percent"], latest["version"]) == (15, first["version"] + 1)
 
 
 def test_state_filters(runner: CliRunner):
