@@ -462,3 +462,44 @@ def test_the_installed_command_loads_the_fixtures_and_answers(tmp_path: Path):
     assert bad.returncode == 1
     assert bad.stderr.startswith("Error: No rule 'no-such-rule'")
     assert "Traceback" not in bad.stderr
+
+
+# Files and folders that cannot be used -----------------------------------------------------
+
+
+def test_export_to_a_folder_that_does_not_exist_is_one_clear_line(
+    runner: CliRunner, tmp_path: Path,
+):
+    target = tmp_path / "missing" / "export.jsonl"
+    result = run(runner, "export", "--out", str(target), code=1)
+    assert result.stderr.startswith(f"Error: {target}: cannot be written")
+
+
+def test_a_timeline_home_that_is_a_file_is_one_clear_line(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+):
+    home = tmp_path / "home-file"
+    home.write_text("not a folder", encoding="utf-8")
+    monkeypatch.setenv("TIMELINE_HOME", str(home))
+    for args in (["state"], ["token", "create", "x"]):
+        result = run(runner, *args, code=1)
+        assert result.stderr.startswith("Error: TIMELINE_HOME"), result.stderr
+        assert str(home) in result.stderr
+
+
+def test_import_of_a_file_that_is_not_text_names_it(runner: CliRunner, tmp_path: Path):
+    path = tmp_path / "binary.jsonl"
+    path.write_bytes(b"\xff\xfe\x00\n")
+    result = run(runner, "import", str(path), code=1)
+    assert result.stderr.startswith(f"Error: {path}: ")
+    assert "UTF-8" in result.stderr
+
+
+def test_import_accepts_an_export_saved_with_a_byte_order_mark(
+    runner: CliRunner, tracker: Tracker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+):
+    load_bundled(runner)
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + run(runner, "export").stdout.encode("utf-8"))
+    monkeypatch.setenv("TIMELINE_HOME", str(tmp_path / "other"))
+    assert run(runner, "import", str(path)).stdout.startswith("Imported ")
