@@ -340,3 +340,14 @@ def test_unquoted_dates_in_yaml_are_read_as_written(tracker: Tracker, tmp_path: 
     load_fixtures(tracker, [write(tmp_path, "unquoted.yaml", text)])
     _, items = tracker.history("test-rule-a")
     assert (items[0]["effective"], items[0]["announced"]) == ("2025-12-08", "2025-12-08")
+
+
+def test_rules_that_link_in_a_circle_are_refused(tracker: Tracker, tmp_path: Path):
+    a = GOOD.replace("    actions:", "    links: [{rule: test-rule-b, relation: related}]\n"
+                     "    actions:")
+    b = GOOD.replace("test-rule-a", "test-rule-b").replace(
+        "    actions:", "    links: [{rule: test-rule-a, relation: related}]\n    actions:")
+    with pytest.raises(FixtureError) as raised:
+        load_fixtures(tracker, [write(tmp_path, "a.yaml", a), write(tmp_path, "b.yaml", b)])
+    assert "links in a circle" in raised.value.detail
+    assert tracker.app.head() == 0
