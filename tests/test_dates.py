@@ -94,6 +94,8 @@ def test_instants_are_rfc3339_and_come_back_in_utc(text, expected):
         "2025-12-09", "2025-12-09T00:00:00", "2025-12-09T00:00Z", "2025-12-09T25:00:00Z",
         "2025-13-09T00:00:00Z", "yesterday", "", "2025-12-09T00:00:00Z\n",
         "2025-12-09T00:00:00+0100",
+        # Offsets that move the instant outside years 1 to 9999.
+        "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00",
     ],
 )
 def test_instants_without_a_zone_or_malformed_are_refused(text):

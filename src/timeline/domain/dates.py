@@ -88,14 +88,14 @@ def parse_instant(text: str) -> datetime:
         # Python keeps microseconds: finer digits are truncated, never rounded up.
         cleaned = cleaned.replace(fraction.group(0), "." + fraction.group(1)[:6])
     try:
-        value = datetime.fromisoformat(cleaned)
-    except ValueError:
+        return datetime.fromisoformat(cleaned).astimezone(timezone.utc)
+    except (ValueError, OverflowError):
+        # OverflowError: an offset that moves the instant outside years 1 to 9999
         raise InvalidDate(f"{text!r} is not a real instant") from None
-    return value.astimezone(timezone.utc)
 
 
 def format_instant(value: datetime) -> str:
     """RFC 3339 UTC with microseconds: sorts as text in time order."""
-    # isoformat pads the year to four digits, which strftime("%Y") does not do on every platform.
-    utc = value.astimezone(timezone.utc).replace(tzinfo=None)
-    return utc.isoformat(timespec="microseconds") + "Z"
+    value = value.astimezone(timezone.utc)
+    # Not strftime: its %Y drops the leading zeros of years before 1000 on some platforms.
+    return f"{value.year:04d}-" + value.strftime("%m-%dT%H:%M:%S.%fZ")
