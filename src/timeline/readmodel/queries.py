@@ -46,13 +46,12 @@ def _state(rule: dict, row: sqlite3.Row, as_of: str, known_at: str, version: int
     }
 
 
-# valid_to is exclusive, except END_OF_TIME: an open end, which still holds on 9999-12-31.
-_RULE_STATE_SQL = f"""
+_RULE_STATE_SQL = """
 SELECT r.*, s.status, s.rate_percent, s.conditions, s.since, s.until, s.certain,
        s.uncertain_because, s.based_on, e.version
 FROM rules r
 JOIN states s ON s.rule_id = r.id
-     AND s.valid_from <= :as_of AND (s.valid_to > :as_of OR s.valid_to = '{END_OF_TIME}')
+     AND s.valid_from <= :as_of AND (s.valid_to > :as_of OR s.valid_to = '""" + END_OF_TIME + """')
      AND s.known_from <= :known_at AND s.known_to > :known_at
 JOIN rule_events e ON e.rule_id = r.id
      AND e.recorded_at <= :known_at AND e.known_to > :known_at
