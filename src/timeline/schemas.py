@@ -61,7 +61,6 @@ class LinkSchema(StrictSchema):
 class RuleSchema(StrictSchema):
     id = fields.String(
         required=True,
-        # marshmallow formats this message with str.format: the braces are doubled.
         validate=validate.Regexp(RULE_ID, error="must match ^[a-z0-9][a-z0-9-]{{2,79}}$"),
     )
     title = fields.String(required=True, validate=validate.Length(min=1, max=300))
