@@ -51,15 +51,30 @@ def _settings() -> Settings:
         raise click.ClickException(str(exc)) from None
 
 
+def _home_error(settings: Settings, exc: OSError) -> click.ClickException:
+    """A store folder that cannot be made or written: say which, not a traceback."""
+    if isinstance(exc, (FileExistsError, NotADirectoryError)):
+        reason = "exists and is not a folder"
+    else:
+        reason = exc.strerror or str(exc)
+    return click.ClickException(
+        f"TIMELINE_HOME {settings.home} cannot hold the store: {exc.filename or settings.home}: "
+        f"{reason}."
+    )
+
+
 @contextmanager
 def tracker() -> Iterator[Any]:
     """The tracker for this command; user errors become one clear line, no traceback."""
     from timeline.service import Tracker
 
+    settings = _settings()
     try:
-        t = Tracker(_settings())
+        t = Tracker(settings)
     except TimelineError as exc:
         raise click.ClickException(exc.detail) from None
+    except OSError as exc:
+        raise _home_error(settings, exc) from None
     try:
         yield t
     except TimelineError as exc:
@@ -259,7 +274,10 @@ def diff(day_from: date, day_to: date, known_at: datetime | None, jurisdiction: 
 def export(out: Path | None) -> None:
     """Every stored event as JSON Lines, in position order, with record times."""
     with tracker() as t:
-        stream = open(out, "w", encoding="utf-8") if out else sys.stdout
+        try:
+            stream = open(out, "w", encoding="utf-8") if out else sys.stdout
+        except OSError as exc:
+            raise click.ClickException(f"{out}: cannot be written ({exc.strerror}).") from None
         try:
             for line in t.export():
                 stream.write(line + "\n")
@@ -269,17 +287,22 @@ def export(out: Path | None) -> None:
 
 
 def _read_export(path: Path) -> Iterator[dict]:
-    with open(path, encoding="utf-8") as stream:
-        for number, line in enumerate(stream, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise click.ClickException(f"{path}: line {number} is not JSON ({exc.msg}).") from None
-            if not isinstance(record, dict):
-                raise click.ClickException(f"{path}: line {number} is not a JSON object.")
-            yield record
+    # utf-8-sig: an export saved by an editor that adds a byte order mark still reads.
+    with open(path, encoding="utf-8-sig") as stream:
+        try:
+            for number, line in enumerate(stream, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise click.ClickException(
+                        f"{path}: line {number} is not JSON ({exc.msg}).") from None
+                if not isinstance(record, dict):
+                    raise click.ClickException(f"{path}: line {number} is not a JSON object.")
+                yield record
+        except UnicodeDecodeError:
+            raise click.ClickException(f"{path}: is not UTF-8 text, as exports are.") from None
 
 
 @main.command(name="import")
@@ -316,7 +339,11 @@ def token_create(name: str, read_only: bool) -> None:
     """Make a write token; it is printed once, as the last line, and stored only as a hash."""
     from timeline.tokens import TokenStore
 
-    value = TokenStore(_settings()).create(name, can_write=not read_only)
+    settings = _settings()
+    try:
+        value = TokenStore(settings).create(name, can_write=not read_only)
+    except OSError as exc:
+        raise _home_error(settings, exc) from None
     click.echo(f"Token {name!r} created. Keep it now: it is not shown again.", err=True)
     click.echo(value)
 

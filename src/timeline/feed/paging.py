@@ -26,8 +26,8 @@ class BadFeedParameter(TimelineError):
 
 
 def parse_position(text: str | None, name: str, default: int | None = 0) -> int | None:
-    """A non-negative integer position from a query parameter or header."""
-    if text is None or text == "":
+    """A non-negative integer position from a query parameter or header (absent: ``default``)."""
+    if text is None:
         return default
     value = text.strip()
     if not value.isascii() or not value.isdigit():
