@@ -13,13 +13,14 @@ import subprocess
 import sys
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import click
 import pytest
 from click.testing import CliRunner, Result
 
 from timeline.cli import main
+from timeline.config import Settings
 from timeline.domain.dates import parse_instant
 from timeline.service import Tracker
 
@@ -329,7 +330,7 @@ def test_export_of_an_empty_store_is_empty(runner: CliRunner):
 
 
 def test_export_to_a_file_then_import_into_an_empty_store_round_trips(
-    runner: CliRunner, tracker: Tracker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    runner: CliRunner, tracker: Tracker, tmp_path: Path, use_empty_store: Callable[[Path], None],
 ):
     load_bundled(runner)
     tracker.correct_action(H200, "us-h200-fee-25-2025-12-08", {"summary": "Fee."}, "shorter")
@@ -337,7 +338,7 @@ def test_export_to_a_file_then_import_into_an_empty_store_round_trips(
     assert run(runner, "export", "--out", str(first)).stdout == ""
     before = json_of(run(runner, "state", "--as-of", AS_OF, "--json"))
 
-    monkeypatch.setenv("TIMELINE_HOME", str(tmp_path / "restored"))
+    use_empty_store(tmp_path / "restored")
     count = len(first.read_text(encoding="utf-8").splitlines())
     assert run(runner, "import", str(first)).stdout.strip() == (
         f"Imported {count} event(s) from {first}.")
@@ -382,7 +383,7 @@ def test_import_names_the_bad_line_and_stores_nothing(
 
 
 def test_import_of_a_broken_event_names_file_and_line(
-    runner: CliRunner, tracker: Tracker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    runner: CliRunner, tracker: Tracker, tmp_path: Path, use_empty_store: Callable[[Path], None],
 ):
     load_bundled(runner)
     lines = list(tracker.export())
@@ -390,7 +391,7 @@ def test_import_of_a_broken_event_names_file_and_line(
     record["data"]["rate_percent"] = 5  # on an action that is not a fee
     path = tmp_path / "broken.jsonl"
     path.write_text("\n".join([*lines[:-1], json.dumps(record)]) + "\n", encoding="utf-8")
-    monkeypatch.setenv("TIMELINE_HOME", str(tmp_path / "other"))
+    use_empty_store(tmp_path / "other")
     result = run(runner, "import", str(path), code=1)
     assert result.stderr.startswith(f"Error: {path}: line {len(lines)}: ")
     assert run(runner, "export").stdout == ""
@@ -476,12 +477,14 @@ def test_export_to_a_folder_that_does_not_exist_is_one_clear_line(
 
 
 def test_a_timeline_home_that_is_a_file_is_one_clear_line(
-    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    runner: CliRunner, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ):
     home = tmp_path / "home-file"
     home.write_text("not a folder", encoding="utf-8")
     monkeypatch.setenv("TIMELINE_HOME", str(home))
-    for args in (["state"], ["token", "create", "x"]):
+    # Tokens live in the store's database: on PostgreSQL they need no home folder.
+    commands = [["state"]] if settings.on_postgres else [["state"], ["token", "create", "x"]]
+    for args in commands:
         result = run(runner, *args, code=1)
         assert result.stderr.startswith("Error: TIMELINE_HOME"), result.stderr
         assert str(home) in result.stderr
@@ -496,10 +499,10 @@ def test_import_of_a_file_that_is_not_text_names_it(runner: CliRunner, tmp_path:
 
 
 def test_import_accepts_an_export_saved_with_a_byte_order_mark(
-    runner: CliRunner, tracker: Tracker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    runner: CliRunner, tracker: Tracker, tmp_path: Path, use_empty_store: Callable[[Path], None],
 ):
     load_bundled(runner)
     path = tmp_path / "bom.jsonl"
     path.write_bytes(b"\xef\xbb\xbf" + run(runner, "export").stdout.encode("utf-8"))
-    monkeypatch.setenv("TIMELINE_HOME", str(tmp_path / "other"))
+    use_empty_store(tmp_path / "other")
     assert run(runner, "import", str(path)).stdout.startswith("Imported ")

@@ -67,7 +67,13 @@ def test_a_failure_while_projecting_leaves_no_half_applied_batch(
 
 def test_a_read_model_from_another_store_is_started_again(settings: Settings, loaded: Tracker):
     loaded.close()
-    settings.sqlite_path.unlink()  # the events are gone; the read model file is not
+    if settings.on_postgres:  # the events are gone; the read model file is not
+        import psycopg
+
+        with psycopg.connect(autocommit=True, **settings.postgres_conninfo()) as conn:
+            conn.execute("DROP TABLE timeline_events CASCADE")
+    else:
+        settings.sqlite_path.unlink()
     fresh = Tracker(settings)
     try:
         assert fresh.states(DAY) == []

@@ -105,33 +105,69 @@ def main() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="The address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535),
               help="The port to listen on (0 picks a free one).")
-def serve(host: str, port: int) -> None:
-    """Serve the web pages and the API on a production WSGI server (waitress).
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Server processes (gunicorn) sharing the store; for PostgreSQL deployments.")
+def serve(host: str, port: int, workers: int) -> None:
+    """Serve the web pages and the API on a production WSGI server, and deliver webhooks.
 
-    On an empty store, the bundled fixtures are loaded first. One line per request is logged
-    to stderr.
+    One process runs waitress; --workers N runs N gunicorn processes. On an empty store, the
+    bundled fixtures are loaded first. One line per request is logged to stderr.
     """
+    import threading
+
+    from timeline.feed.delivery import start_delivery_worker
     from timeline.fixtures import bundled_fixtures, load_fixtures
     from timeline.web import create_app
-    from timeline.web.server import configure_logging, serve as run_server
+    from timeline.web.server import configure_logging, serve as run_server, serve_workers
 
     configure_logging()
+
+    def announce(url: str) -> None:
+        click.echo(f"timeline serving on {url} (Ctrl-C stops)", err=True)
+
     with tracker() as t:
         if t.app.head() == 0:
             report = load_fixtures(t, bundled_fixtures())
             click.echo(f"Empty store: loaded the bundled fixtures ({report.rules_added} rule(s), "
                        f"{report.actions_added} action(s)).", err=True)
-        app = create_app(tracker=t)
-        # Work that runs beside the server (webhook delivery) starts here, on this tracker.
-        # More processes (a --workers option, for PostgreSQL) would start here too.
-        try:
-            run_server(app, host, port,
-                       announce=lambda url: click.echo(f"timeline serving on {url} (Ctrl-C stops)",
-                                                       err=True))
-        except OSError as exc:
-            raise click.ClickException(f"Cannot listen on {host}:{port}: {exc.strerror or exc}.") from None
-        except ValueError as exc:  # waitress: a host that does not resolve
-            raise click.ClickException(f"Cannot listen on {host}:{port}: {exc}") from None
+        if workers == 1:
+            app = create_app(tracker=t)
+            stop = threading.Event()
+            delivery = start_delivery_worker(t, stop)
+            try:
+                run_server(app, host, port, announce=announce)
+            except OSError as exc:
+                raise click.ClickException(f"Cannot listen on {host}:{port}: {exc.strerror or exc}.") from None
+            except ValueError as exc:  # waitress: a host that does not resolve
+                raise click.ClickException(f"Cannot listen on {host}:{port}: {exc}") from None
+            finally:
+                stop.set()
+                delivery.join(20)
+            return
+    # Several processes: each one builds its own tracker after the fork.
+    serve_workers(lambda: _worker_app(), host, port, workers, announce)
+
+
+def _worker_app() -> Any:
+    """The app of one server process, with its own tracker and webhook delivery thread."""
+    import atexit
+    import threading
+
+    from timeline.feed.delivery import start_delivery_worker
+    from timeline.service import Tracker
+    from timeline.web import create_app
+
+    t = Tracker(_settings())
+    stop = threading.Event()
+    delivery = start_delivery_worker(t, stop)
+
+    def shutdown() -> None:
+        stop.set()
+        delivery.join(20)
+        t.close()
+
+    atexit.register(shutdown)
+    return create_app(tracker=t)
 
 
 @main.command()

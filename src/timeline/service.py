@@ -13,12 +13,18 @@ from typing import Any, Callable, Iterable, Iterator
 from timeline.application import Outcome, PolicyApplication
 from timeline.config import Settings
 from timeline.domain.dates import format_instant
-from timeline.domain.errors import InvalidInput, StoreNotEmpty, StoreUnavailable
-from timeline.domain.model import Rule
+from timeline.domain.errors import InvalidInput, StoreNotEmpty
 from timeline.events import from_record, to_record
 from timeline.readmodel import ReadModel, queries
 from timeline.readmodel.projector import Projector
-from timeline.store import ONE_MICROSECOND, FileWriteLock, PostgresWriteLock, RecordClock, utcnow
+from timeline.store import (
+    ONE_MICROSECOND,
+    FileWriteLock,
+    PostgresWriteLock,
+    RecordClock,
+    ensure_postgres_schema,
+    utcnow,
+)
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,7 @@ class Written:
 class Tracker:
     def __init__(self, settings: Settings):
         self.settings = settings
+        self._closing: list[Callable[[], None]] = []
         settings.home.mkdir(parents=True, exist_ok=True)
         env = settings.eventsourcing_env()
         if settings.on_postgres:
@@ -53,7 +60,14 @@ class Tracker:
         self.projector = Projector(self.readmodel)
         self._check_readmodel()
 
+    def on_close(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` when the tracker closes (helpers holding connections of their own)."""
+        self._closing.append(callback)
+
     def close(self) -> None:
+        for callback in reversed(self._closing):
+            callback()
+        self._closing.clear()
         self.readmodel.close()
         self.lock.close()
         self.app.close()
@@ -211,19 +225,6 @@ class Tracker:
             count = self.app.store_batches(from_record(r) for r in records())
             self.catch_up()
             return count
-
-
-def ensure_postgres_schema(settings: Settings) -> None:
-    """Create the URL's schema on first use, so one URL is all an operator sets."""
-    import psycopg
-    from psycopg import sql
-
-    try:
-        with psycopg.connect(autocommit=True, **settings.postgres_conninfo()) as conn:
-            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
-                sql.Identifier(settings.postgres_schema)))
-    except psycopg.OperationalError as exc:
-        raise StoreUnavailable(f"Cannot reach PostgreSQL: {exc}".strip()) from None
 
 
 def check_export(records: Iterable[dict[str, Any]]) -> None:

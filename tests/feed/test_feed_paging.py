@@ -222,7 +222,7 @@ import sys
 from pathlib import Path
 from timeline.config import Settings
 from timeline.service import Tracker
-tracker = Tracker(Settings(home=Path(sys.argv[1])))
+tracker = Tracker(Settings(home=Path(sys.argv[1]), database_url=sys.argv[4] or None))
 for n in range(int(sys.argv[3])):
     tracker.record_action(sys.argv[2], {"kind": "propose", "effective": "2025-01",
                                         "summary": f"step {n}", "sources": [{"title": "S"}]})
@@ -230,13 +230,14 @@ tracker.close()
 """
 
 
-def test_concurrent_writer_processes_on_one_sqlite_file_while_a_consumer_pages(tracker, settings):
+def test_concurrent_writer_processes_on_one_store_while_a_consumer_pages(tracker, settings):
     writers, each = 3, 40
     for n in range(writers):
         register(tracker, f"rule-process-{n}")
     client = make_app(tracker).test_client()
     processes = [
-        subprocess.Popen([sys.executable, "-c", WRITER, str(settings.home), f"rule-process-{n}", str(each)],
+        subprocess.Popen([sys.executable, "-c", WRITER, str(settings.home), f"rule-process-{n}", str(each),
+                          settings.database_url or ""],
                          env=os.environ.copy(), cwd=Path(__file__).parent)
         for n in range(writers)
     ]

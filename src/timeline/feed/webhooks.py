@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-import sqlite3
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -24,7 +23,7 @@ from timeline.config import Settings
 from timeline.domain.dates import format_instant
 from timeline.events import EVENT_TYPES
 from timeline.feed.urlsafety import Resolver, check_url, system_resolver
-from timeline.store import utcnow
+from timeline.store import connect_store_database, utcnow
 
 SECRET_PREFIX = "whsec_"
 SECRET_BYTES = 32  # the Standard Webhooks spec asks for 24 to 64
@@ -143,20 +142,7 @@ class WebhookStore:
     # Connections ---------------------------------------------------------------------------
 
     def _connect(self) -> Any:
-        if self.settings.on_postgres:
-            import psycopg
-
-            env = self.settings.eventsourcing_env()
-            options = {}
-            if env.get("POSTGRES_SCHEMA"):
-                # The store's tables live in this schema; ours go beside them.
-                options["options"] = f"-c search_path={env['POSTGRES_SCHEMA']}"
-            return psycopg.connect(
-                dbname=env["POSTGRES_DBNAME"], host=env["POSTGRES_HOST"], port=env["POSTGRES_PORT"],
-                user=env["POSTGRES_USER"], password=env["POSTGRES_PASSWORD"], **options,
-            )
-        self.settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
-        return sqlite3.connect(self.settings.sqlite_path, timeout=30)
+        return connect_store_database(self.settings)
 
     @contextmanager
     def _transaction(self) -> Iterator[Any]:

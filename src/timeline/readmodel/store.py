@@ -128,10 +128,15 @@ class ReadModel:
         conn = self.connection()
         conn.executescript(_TABLES)
         db = sqlite_utils.Database(conn)
-        if "rules_fts" not in db.table_names():
-            db["rules"].enable_fts(["title", "subjects_text"], create_triggers=True, tokenize="porter")
-        if "actions_fts" not in db.table_names():
-            db["actions"].enable_fts(["summary"], create_triggers=True, tokenize="porter")
+        for table, columns in (("rules", ["title", "subjects_text"]), ("actions", ["summary"])):
+            if f"{table}_fts" in db.table_names():
+                continue
+            try:
+                db[table].enable_fts(columns, create_triggers=True, tokenize="porter")
+            except sqlite3.OperationalError as exc:
+                # Another process starting on the same file made it first.
+                if "already exists" not in str(exc):
+                    raise
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:

@@ -107,6 +107,10 @@ def _waiter() -> Waiter:
     factory = current_app.config.get("TIMELINE_FEED_WAITER")
     if factory is not None:
         return factory(_tracker())
+    if _tracker().settings.on_postgres:
+        from timeline.feed.listen import notify_waiter
+
+        return notify_waiter(_tracker())
     return PollWaiter(current_app.config.get("TIMELINE_FEED_POLL_SECONDS", 0.5))
 
 
