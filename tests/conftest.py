@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable, Iterator
 
 import pytest
 from click.testing import CliRunner
 
+from tests.pg import drop_schema, postgres_settings
 from timeline.config import Settings
 from timeline.service import Tracker
 
@@ -14,9 +16,13 @@ REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "fixtures"
 
 
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(home=tmp_path / "home")
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Settings]:
+    """A fresh store: the embedded SQLite file, then PostgreSQL in a schema of its own."""
+    if request.param == "sqlite":
+        yield Settings(home=tmp_path / "home")
+    else:
+        yield from postgres_settings(tmp_path / "home")
 
 
 @pytest.fixture
@@ -38,8 +44,29 @@ def loaded(tracker: Tracker) -> Tracker:
 @pytest.fixture
 def runner(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
     monkeypatch.setenv("TIMELINE_HOME", str(settings.home))
-    monkeypatch.delenv("TIMELINE_DATABASE_URL", raising=False)
+    if settings.database_url:
+        monkeypatch.setenv("TIMELINE_DATABASE_URL", settings.database_url)
+    else:
+        monkeypatch.delenv("TIMELINE_DATABASE_URL", raising=False)
     return CliRunner()
+
+
+@pytest.fixture
+def use_empty_store(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[Path], None]]:
+    """Point the CLI at a new, empty store of the same kind as ``settings``."""
+    schemas: list[str] = []
+
+    def switch(home: Path) -> None:
+        monkeypatch.setenv("TIMELINE_HOME", str(home))
+        if settings.on_postgres:
+            schema = f"{settings.postgres_schema}_{len(schemas) + 1}"
+            schemas.append(schema)
+            base = settings.database_url.split("?", 1)[0]
+            monkeypatch.setenv("TIMELINE_DATABASE_URL", f"{base}?schema={schema}")
+
+    yield switch
+    for schema in schemas:
+        drop_schema(schema)
 
 
 @pytest.fixture

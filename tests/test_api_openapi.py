@@ -58,7 +58,10 @@ def test_writes_need_a_bearer_token_and_take_an_idempotency_key(client):
     assert doc["components"]["securitySchemes"]["bearerAuth"] == {
         "type": "http", "scheme": "bearer", "description": "A token from `timeline token create NAME`."}
     for (method, path), op in _operations(doc).items():
-        if method == "post":
+        if path.startswith("/api/v1/webhooks"):
+            # Webhook endpoints hold receivers' URLs: every operation on them needs a token.
+            assert op["security"] == [{"bearerAuth": []}], path
+        elif method == "post":
             assert op["security"] == [{"bearerAuth": []}], path
             headers = {p["name"] for p in op["parameters"] if p["in"] == "header"}
             assert "Idempotency-Key" in headers, path
@@ -76,6 +79,10 @@ def test_every_error_response_is_problem_json(client):
             content = _resolve(doc, response).get("content", {})
             if status == "default" or int(status) >= 400:
                 assert list(content) == ["application/problem+json"], (method, path, status)
+            elif status in ("204", "304"):
+                assert content == {}, (method, path, status)  # these carry no body
+            elif path == "/api/v1/events/stream":
+                assert list(content) == ["text/event-stream"], (method, path, status)
             else:
                 assert list(content) == ["application/json"], (method, path, status)
 

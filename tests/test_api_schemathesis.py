@@ -28,7 +28,13 @@ def fuzzed(tmp_path_factory: pytest.TempPathFactory):
     settings_ = Settings(home=tmp_path_factory.mktemp("schemathesis"))
     tracker = Tracker(settings_)
     load_fixtures(tracker, bundled_fixtures())
-    app = create_app({"TESTING": True}, tracker=tracker)
+    app = create_app({
+        "TESTING": True,
+        # A stream ends after a moment instead of waiting for events that never come.
+        "TIMELINE_SSE_MAX_SECONDS": 0.2,
+        # Webhook URLs are checked against a stub: no DNS query leaves the machine.
+        "TIMELINE_WEBHOOK_RESOLVER": lambda host, port: ["93.184.215.14"],
+    }, tracker=tracker)
     yield app, TokenStore(settings_).create("schemathesis")
     tracker.close()
 

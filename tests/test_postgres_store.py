@@ -26,6 +26,16 @@ def pg_settings(tmp_path: Path):
 
 
 def _writer(settings: Settings, worker: int, count: int, acknowledged) -> None:
+    try:
+        _write(settings, worker, count, acknowledged)
+    except BaseException as exc:  # tell the test why, rather than only an exit code
+        import traceback
+
+        acknowledged.put(("error", traceback.format_exc(), str(exc)))
+        raise
+
+
+def _write(settings: Settings, worker: int, count: int, acknowledged) -> None:
     tracker = Tracker(settings)
     try:
         for i in range(count):
@@ -86,7 +96,8 @@ def test_a_consumer_following_the_log_never_skips_an_event(pg_settings: Settings
             break
     for w in workers:
         w.join(60)
-        assert w.exitcode == 0
+    if any(w.exitcode for w in workers):
+        raise AssertionError([acknowledged.get(timeout=5) for _ in range(acknowledged.qsize())])
     stop.set()
     ghosts.join(10)
 
@@ -95,6 +106,8 @@ def test_a_consumer_following_the_log_never_skips_an_event(pg_settings: Settings
     assert gaps, "rolled-back transactions should have left gaps in the positions"
 
     acked = sorted(acknowledged.get(timeout=5) for _ in range(60))
+    errors = [a for a in acked if a[0] == "error"]
+    assert not errors, errors
     assert sorted(ids) == sorted(a[0] for a in acked)
     assert len(set(ids)) == 60
     assert seen == sorted(seen)

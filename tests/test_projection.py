@@ -125,3 +125,40 @@ def test_a_corrected_summary_is_searched_by_its_new_words_only(tracker: Tracker)
     assert [item["id"] for item in tracker.timeline(q="beta")[0]] == ["a1"]
     assert tracker.timeline(q="alpha")[0] == []
     assert tracker.state("us-chip-rule", datetime(2025, 3, 1, tzinfo=timezone.utc).date())["status"] == "banned"
+
+
+
+def test_a_forked_child_does_not_share_the_parents_write_lock(tmp_path: Path):
+    """The lock file beside a SQLite store stays open between holds; a forked child must take
+    the lock for itself."""
+    import fcntl
+    import os
+
+    tracker = Tracker(Settings(home=tmp_path / "forked"))
+    with tracker.lock.hold():
+        pass  # the lock file is open now, and the fork below copies it
+    held_read, held_write = os.pipe()
+    done_read, done_write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child holds the lock until the parent has tried it, then leaves
+        try:
+            with tracker.lock.hold():
+                os.write(held_write, b"held")
+                os.read(done_read, 1)
+        finally:
+            os._exit(0)
+    try:
+        assert os.read(held_read, 4) == b"held"
+        blocked = False
+        try:
+            fcntl.flock(tracker.lock._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(tracker.lock._fd, fcntl.LOCK_UN)
+        except BlockingIOError:
+            blocked = True
+    finally:
+        os.write(done_write, b"x")
+        os.waitpid(pid, 0)
+        for fd in (held_read, held_write, done_read, done_write):
+            os.close(fd)
+        tracker.close()
+    assert blocked

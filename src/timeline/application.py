@@ -34,6 +34,9 @@ class Outcome:
     recorded_at: datetime | None = None
 
 
+MAX_POSITION = 2**63 - 1
+
+
 def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:16]}"
 
@@ -150,6 +153,14 @@ class PolicyApplication(Application[str]):
             return self.recorder.max_notification_id() or 0
         return conn.execute(self._head_sql).fetchone()[0] or 0
 
+    def close(self) -> None:
+        local = self.__dict__.get("_head_local")
+        conn = getattr(local, "conn", None) if local is not None else None
+        if conn is not None:
+            conn.close()
+            local.conn = None
+        super().close()
+
     def _head_connection(self) -> sqlite3.Connection | None:
         local = self.__dict__.setdefault("_head_local", threading.local())
         conn = getattr(local, "conn", None)
@@ -167,6 +178,8 @@ class PolicyApplication(Application[str]):
 
     def events_after(self, position: int, limit: int) -> list[tuple[int, Rule.Event]]:
         """Stored events with a position greater than ``position``, in order."""
+        if position >= MAX_POSITION:
+            return []  # past any position a store can hold (64-bit in SQLite and PostgreSQL)
         notifications = self.recorder.select_notifications(
             start=position, limit=limit, inclusive_of_start=False
         )

@@ -51,15 +51,30 @@ def _settings() -> Settings:
         raise click.ClickException(str(exc)) from None
 
 
+def _home_error(settings: Settings, exc: OSError) -> click.ClickException:
+    """A store folder that cannot be made or written: say which, not a traceback."""
+    if isinstance(exc, (FileExistsError, NotADirectoryError)):
+        reason = "exists and is not a folder"
+    else:
+        reason = exc.strerror or str(exc)
+    return click.ClickException(
+        f"TIMELINE_HOME {settings.home} cannot hold the store: {exc.filename or settings.home}: "
+        f"{reason}."
+    )
+
+
 @contextmanager
 def tracker() -> Iterator[Any]:
     """The tracker for this command; user errors become one clear line, no traceback."""
     from timeline.service import Tracker
 
+    settings = _settings()
     try:
-        t = Tracker(_settings())
+        t = Tracker(settings)
     except TimelineError as exc:
         raise click.ClickException(exc.detail) from None
+    except OSError as exc:
+        raise _home_error(settings, exc) from None
     try:
         yield t
     except TimelineError as exc:
@@ -90,33 +105,69 @@ def main() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="The address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535),
               help="The port to listen on (0 picks a free one).")
-def serve(host: str, port: int) -> None:
-    """Serve the web pages and the API on a production WSGI server (waitress).
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Server processes (gunicorn) sharing the store; for PostgreSQL deployments.")
+def serve(host: str, port: int, workers: int) -> None:
+    """Serve the web pages and the API on a production WSGI server, and deliver webhooks.
 
-    On an empty store, the bundled fixtures are loaded first. One line per request is logged
-    to stderr.
+    One process runs waitress; --workers N runs N gunicorn processes. On an empty store, the
+    bundled fixtures are loaded first. One line per request is logged to stderr.
     """
+    import threading
+
+    from timeline.feed.delivery import start_delivery_worker
     from timeline.fixtures import bundled_fixtures, load_fixtures
     from timeline.web import create_app
-    from timeline.web.server import configure_logging, serve as run_server
+    from timeline.web.server import configure_logging, serve as run_server, serve_workers
 
     configure_logging()
+
+    def announce(url: str) -> None:
+        click.echo(f"timeline serving on {url} (Ctrl-C stops)", err=True)
+
     with tracker() as t:
         if t.app.head() == 0:
             report = load_fixtures(t, bundled_fixtures())
             click.echo(f"Empty store: loaded the bundled fixtures ({report.rules_added} rule(s), "
                        f"{report.actions_added} action(s)).", err=True)
-        app = create_app(tracker=t)
-        # Work that runs beside the server (webhook delivery) starts here, on this tracker.
-        # More processes (a --workers option, for PostgreSQL) would start here too.
-        try:
-            run_server(app, host, port,
-                       announce=lambda url: click.echo(f"timeline serving on {url} (Ctrl-C stops)",
-                                                       err=True))
-        except OSError as exc:
-            raise click.ClickException(f"Cannot listen on {host}:{port}: {exc.strerror or exc}.") from None
-        except ValueError as exc:  # waitress: a host that does not resolve
-            raise click.ClickException(f"Cannot listen on {host}:{port}: {exc}") from None
+        if workers == 1:
+            app = create_app(tracker=t)
+            stop = threading.Event()
+            delivery = start_delivery_worker(t, stop)
+            try:
+                run_server(app, host, port, announce=announce)
+            except OSError as exc:
+                raise click.ClickException(f"Cannot listen on {host}:{port}: {exc.strerror or exc}.") from None
+            except ValueError as exc:  # waitress: a host that does not resolve
+                raise click.ClickException(f"Cannot listen on {host}:{port}: {exc}") from None
+            finally:
+                stop.set()
+                delivery.join(20)
+            return
+    # Several processes: each one builds its own tracker after the fork.
+    serve_workers(lambda: _worker_app(), host, port, workers, announce)
+
+
+def _worker_app() -> Any:
+    """The app of one server process, with its own tracker and webhook delivery thread."""
+    import atexit
+    import threading
+
+    from timeline.feed.delivery import start_delivery_worker
+    from timeline.service import Tracker
+    from timeline.web import create_app
+
+    t = Tracker(_settings())
+    stop = threading.Event()
+    delivery = start_delivery_worker(t, stop)
+
+    def shutdown() -> None:
+        stop.set()
+        delivery.join(20)
+        t.close()
+
+    atexit.register(shutdown)
+    return create_app(tracker=t)
 
 
 @main.command()
@@ -259,7 +310,10 @@ def diff(day_from: date, day_to: date, known_at: datetime | None, jurisdiction: 
 def export(out: Path | None) -> None:
     """Every stored event as JSON Lines, in position order, with record times."""
     with tracker() as t:
-        stream = open(out, "w", encoding="utf-8") if out else sys.stdout
+        try:
+            stream = open(out, "w", encoding="utf-8") if out else sys.stdout
+        except OSError as exc:
+            raise click.ClickException(f"{out}: cannot be written ({exc.strerror}).") from None
         try:
             for line in t.export():
                 stream.write(line + "\n")
@@ -269,17 +323,22 @@ def export(out: Path | None) -> None:
 
 
 def _read_export(path: Path) -> Iterator[dict]:
-    with open(path, encoding="utf-8") as stream:
-        for number, line in enumerate(stream, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise click.ClickException(f"{path}: line {number} is not JSON ({exc.msg}).") from None
-            if not isinstance(record, dict):
-                raise click.ClickException(f"{path}: line {number} is not a JSON object.")
-            yield record
+    # utf-8-sig: an export saved by an editor that adds a byte order mark still reads.
+    with open(path, encoding="utf-8-sig") as stream:
+        try:
+            for number, line in enumerate(stream, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise click.ClickException(
+                        f"{path}: line {number} is not JSON ({exc.msg}).") from None
+                if not isinstance(record, dict):
+                    raise click.ClickException(f"{path}: line {number} is not a JSON object.")
+                yield record
+        except UnicodeDecodeError:
+            raise click.ClickException(f"{path}: is not UTF-8 text, as exports are.") from None
 
 
 @main.command(name="import")
@@ -316,6 +375,50 @@ def token_create(name: str, read_only: bool) -> None:
     """Make a write token; it is printed once, as the last line, and stored only as a hash."""
     from timeline.tokens import TokenStore
 
-    value = TokenStore(_settings()).create(name, can_write=not read_only)
+    settings = _settings()
+    try:
+        value = TokenStore(settings).create(name, can_write=not read_only)
+    except OSError as exc:
+        raise _home_error(settings, exc) from None
     click.echo(f"Token {name!r} created. Keep it now: it is not shown again.", err=True)
     click.echo(value)
+
+
+@main.group()
+def webhooks() -> None:
+    """Deliver webhooks (endpoints are managed over the API, /api/v1/webhooks)."""
+
+
+@webhooks.command(name="run")
+@click.option("--threads", type=click.IntRange(1, 64), default=4, show_default=True,
+              help="Deliveries in flight at once, each to a different endpoint.")
+def webhooks_run(threads: int) -> None:
+    """Deliver webhooks until interrupted (Ctrl-C).
+
+    `timeline serve` delivers webhooks itself; run this beside it (or several of these) for
+    larger deployments. Workers share the store's delivery state, so a restarted worker resumes
+    where the last one stopped and no event goes to an endpoint twice at once.
+    """
+    import signal
+    import threading
+
+    from timeline.feed.delivery import start_delivery_worker
+
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        with tracker() as t:
+            thread = start_delivery_worker(t, stop, threads=threads)
+            click.echo("Delivering webhooks; press Ctrl-C to stop.", err=True)
+            try:
+                while thread.is_alive():
+                    thread.join(0.5)
+            except KeyboardInterrupt:
+                pass
+            finally:
+                stop.set()
+                click.echo("Stopping: finishing deliveries in flight.", err=True)
+                thread.join()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    click.echo("Stopped.", err=True)

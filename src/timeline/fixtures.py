@@ -16,6 +16,16 @@ from timeline.schemas import FixtureFileSchema, errors_by_field
 FIXTURE_SUFFIXES = (".yaml", ".yml", ".json")
 
 
+class _FixtureLoader(yaml.SafeLoader):
+    """Safe YAML that keeps an unquoted 2025-12-08 as the text written, not a date object."""
+
+
+_FixtureLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
 class FixtureError(TimelineError):
     """A fixture file that cannot be loaded; it names the file, the rule and the field."""
 
@@ -45,7 +55,7 @@ def read_fixture(path: Path) -> list[dict[str, Any]]:
     except (OSError, UnicodeDecodeError) as exc:
         raise FixtureError(f"{path}: cannot be read ({exc})") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_FixtureLoader)
     except yaml.YAMLError as exc:
         raise FixtureError(f"{path}: not valid YAML or JSON ({exc})") from None
     try:

@@ -13,12 +13,18 @@ from typing import Any, Callable, Iterable, Iterator
 from timeline.application import Outcome, PolicyApplication
 from timeline.config import Settings
 from timeline.domain.dates import format_instant
-from timeline.domain.errors import InvalidInput, StoreNotEmpty, StoreUnavailable
-from timeline.domain.model import Rule
+from timeline.domain.errors import InvalidInput, StoreNotEmpty
 from timeline.events import from_record, to_record
 from timeline.readmodel import ReadModel, queries
 from timeline.readmodel.projector import Projector, collector_paused
-from timeline.store import ONE_MICROSECOND, FileWriteLock, PostgresWriteLock, RecordClock, utcnow
+from timeline.store import (
+    ONE_MICROSECOND,
+    FileWriteLock,
+    PostgresWriteLock,
+    RecordClock,
+    ensure_postgres_schema,
+    utcnow,
+)
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,7 @@ class Written:
 class Tracker:
     def __init__(self, settings: Settings):
         self.settings = settings
+        self._closing: list[Callable[[], None]] = []
         settings.home.mkdir(parents=True, exist_ok=True)
         env = settings.eventsourcing_env()
         if settings.on_postgres:
@@ -53,7 +60,14 @@ class Tracker:
         self.projector = Projector(self.readmodel)
         self._check_readmodel()
 
+    def on_close(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` when the tracker closes (helpers holding connections of their own)."""
+        self._closing.append(callback)
+
     def close(self) -> None:
+        for callback in reversed(self._closing):
+            callback()
+        self._closing.clear()
         self.readmodel.close()
         self.lock.close()
         self.app.close()
@@ -226,19 +240,6 @@ class Tracker:
             return count
 
 
-def ensure_postgres_schema(settings: Settings) -> None:
-    """Create the URL's schema on first use, so one URL is all an operator sets."""
-    import psycopg
-    from psycopg import sql
-
-    try:
-        with psycopg.connect(autocommit=True, **settings.postgres_conninfo()) as conn:
-            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
-                sql.Identifier(settings.postgres_schema)))
-    except psycopg.OperationalError as exc:
-        raise StoreUnavailable(f"Cannot reach PostgreSQL: {exc}".strip()) from None
-
-
 # Events per transaction when importing or rebuilding. A page touches index pages all over the
 # read model (its rows are keyed by rule), so larger pages write each index page fewer times.
 IMPORT_PAGE = 10_000
@@ -260,35 +261,96 @@ def _page_first(
 def check_export(records: Iterable[dict[str, Any]]) -> None:
     """Replay an export's events on their aggregates, without storing, to find what is wrong."""
     from timeline.domain.errors import TimelineError
-    from timeline.domain.model import check_action_fields
+    from timeline.domain.model import CORRECTABLE, check_action_fields
+    from timeline.events import (
+        ACTION_CORRECTED, ACTION_RECORDED, ACTION_RETRACTED, EVENT_TYPES, RULE_REGISTERED,
+    )
+    from timeline.schemas import (
+        ActionSchema, CorrectionSchema, RetractionSchema, RuleSchema, errors_by_field,
+    )
 
+    record_keys = {"type", "rule_id", "version", "recorded_at", "data", "request"}
+    data_keys = {
+        ACTION_CORRECTED: {"id", "action_id", "reason", "changes"},
+        ACTION_RETRACTED: {"id", "action_id", "reason"},
+    }
     versions: dict[str, int] = {}
-    actions: dict[str, set[str]] = {}
+    # Each rule's actions as the export has them so far: corrections applied, None if retracted.
+    actions: dict[str, dict[str, dict[str, Any] | None]] = {}
     last = ""
     for line, record in enumerate(records, start=1):
         where = f"line {line}"
+
+        def refuse(detail: str, errors: dict[str, Any] | None = None) -> InvalidInput:
+            return InvalidInput(f"{where}: {detail}", errors or {where: detail})
+
+        def valid(schema: Any, data: dict[str, Any]) -> None:
+            # The same schemas as the API: an import may hold nothing a request could not.
+            problems = schema.validate(data)
+            if problems:
+                flat = errors_by_field(problems)
+                raise refuse("; ".join(f"{k}: {v}" for k, v in flat.items()), flat)
+
+        unknown = sorted(set(record) - record_keys)
+        if unknown or record.get("type") not in EVENT_TYPES or not isinstance(
+            record.get("data"), dict
+        ):
+            raise refuse("not an exported event (type, rule_id, version, recorded_at and a "
+                         "data object, and nothing else).")
+        request = record.get("request")
+        if request is not None and not (
+            isinstance(request, dict) and all(isinstance(v, str) for v in request.values())
+        ):
+            raise refuse("request must be an object of strings.")
+        kind, data = record["type"], record["data"]
+        if kind in data_keys and set(data) != data_keys[kind]:
+            raise refuse(f"data must have exactly {', '.join(sorted(data_keys[kind]))}.")
         try:
             event = from_record(record)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise InvalidInput(f"{where}: not an exported event ({exc}).", {where: str(exc)}) from None
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise refuse(f"not an exported event ({exc}).") from None
         rule_id = event.originator_id
+        version = event.originator_version
         expected = versions.get(rule_id, 0) + 1
-        if event.originator_version != expected:
-            raise InvalidInput(
-                f"{where}: rule {rule_id!r} version {event.originator_version}, expected {expected}.",
-                {where: "events of a rule must follow each other"},
-            )
+        if type(version) is not int or version != expected:
+            raise refuse(f"rule {rule_id!r} version {version!r}, expected {expected}.",
+                         {where: "events of a rule must follow each other"})
         if record["recorded_at"] <= last:
-            raise InvalidInput(f"{where}: record times must increase.", {where: "recorded_at out of order"})
+            raise refuse("record times must increase.", {where: "recorded_at out of order"})
         last = record["recorded_at"]
         versions[rule_id] = expected
-        if isinstance(event, Rule.ActionRecorded):
-            try:
-                check_action_fields(event.action)
-            except TimelineError as exc:
-                raise InvalidInput(f"{where}: {exc.detail}", exc.errors) from None
-            actions.setdefault(rule_id, set()).add(event.action["id"])
-        elif isinstance(event, (Rule.ActionCorrected, Rule.ActionRetracted)):
-            if event.action_id not in actions.get(rule_id, set()):
-                raise InvalidInput(f"{where}: no action {event.action_id!r} before it.",
-                                   {where: "names an unknown action"})
+        known = actions.setdefault(rule_id, {})
+        if kind == RULE_REGISTERED:
+            valid(RuleSchema(), data)
+            if version != 1 or data["id"] != rule_id:
+                raise refuse(f"rule {rule_id!r} registered twice or under another id.")
+            for link in data.get("links", []):
+                if link["rule"] not in versions:
+                    raise refuse(f"a link names rule {link['rule']!r}, not registered before it.")
+            continue
+        if version == 1:
+            raise refuse(f"rule {rule_id!r} has events before its registration.")
+        if kind == ACTION_RECORDED:
+            valid(ActionSchema(), data)
+            if "id" not in data or data["id"] in known:
+                raise refuse(f"action {data.get('id')!r} has no id or is recorded twice.")
+            known[data["id"]] = dict(data)
+            continue
+        current = known.get(data["action_id"]) if isinstance(data["action_id"], str) else None
+        if current is None:
+            raise refuse(f"no live action {data['action_id']!r} before it.",
+                         {where: "names an unknown or retracted action"})
+        if kind == ACTION_RETRACTED:
+            valid(RetractionSchema(), {"reason": data["reason"]})
+            known[data["action_id"]] = None
+            continue
+        changes = data["changes"]
+        if not isinstance(changes, dict) or not changes or not set(changes) <= set(CORRECTABLE):
+            raise refuse(f"a correction changes one or more of {', '.join(CORRECTABLE)}.")
+        valid(CorrectionSchema(), {"reason": data["reason"], **changes})
+        corrected = {**current, **changes}
+        try:
+            check_action_fields({k: v for k, v in corrected.items() if v is not None})
+        except TimelineError as exc:
+            raise refuse(exc.detail, exc.errors) from None
+        known[data["action_id"]] = corrected

@@ -11,11 +11,15 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
+import weakref
 import zlib
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
+
+if TYPE_CHECKING:
+    from timeline.config import Settings
 
 ONE_MICROSECOND = timedelta(microseconds=1)
 _ADVISORY_KEY = 0x74696D656C  # "timel"
@@ -75,8 +79,9 @@ class FileWriteLock(_ReentrantLock):
         self.path = path
         # Kept open between holds: readers pass through the lock on every answer, and opening
         # the file each time cost more than the lock itself. The thread lock above makes one
-        # thread at a time use it.
+        # thread at a time use it; a forked child opens its own (see _forget_after_fork).
         self._fd: int | None = None
+        _FILE_LOCKS.add(self)
 
     @contextmanager
     def _acquire(self) -> Iterator[None]:
@@ -95,6 +100,24 @@ class FileWriteLock(_ReentrantLock):
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
+
+    def _forget_after_fork(self) -> None:
+        # A flock belongs to the open file, which a forked child shares with its parent:
+        # holding it there would not keep the parent out. The child opens the file again.
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+_FILE_LOCKS: weakref.WeakSet[FileWriteLock] = weakref.WeakSet()
+
+
+def _forget_file_locks_after_fork() -> None:
+    for lock in list(_FILE_LOCKS):
+        lock._forget_after_fork()
+
+
+os.register_at_fork(after_in_child=_forget_file_locks_after_fork)
 
 
 class PostgresWriteLock(_ReentrantLock):
@@ -137,3 +160,42 @@ class PostgresWriteLock(_ReentrantLock):
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+_schemas_ready: set[tuple[str, str]] = set()
+_schemas_lock = threading.Lock()
+
+
+def ensure_postgres_schema(settings: Settings) -> None:
+    """Create the URL's schema on first use, so one URL is all an operator sets."""
+    import psycopg
+    from psycopg import sql
+
+    key = (str(settings.database_url), settings.postgres_schema)
+    with _schemas_lock:
+        if key in _schemas_ready:
+            return
+        try:
+            with psycopg.connect(autocommit=True, **settings.postgres_conninfo()) as conn:
+                conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+                    sql.Identifier(settings.postgres_schema)))
+        except psycopg.OperationalError as exc:
+            from timeline.domain.errors import StoreUnavailable
+
+            raise StoreUnavailable(f"Cannot reach PostgreSQL: {exc}".strip()) from None
+        _schemas_ready.add(key)
+
+
+def connect_store_database(settings: Settings, autocommit: bool = False) -> Any:
+    """A DB-API connection to the event store's own database, for the tables kept beside it
+    (tokens, webhooks): sqlite3 on the SQLite file, psycopg in the URL's schema."""
+    if settings.on_postgres:
+        import psycopg
+
+        ensure_postgres_schema(settings)
+        return psycopg.connect(autocommit=autocommit, **settings.postgres_conninfo())
+    import sqlite3
+
+    settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+    return sqlite3.connect(settings.sqlite_path, timeout=30,
+                           isolation_level=None if autocommit else "DEFERRED")

@@ -5,11 +5,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from typing import Any
+
 from timeline.config import Settings
+from timeline.store import connect_store_database
 
 TOKEN_PREFIX = "tl_"
 
@@ -31,14 +33,8 @@ class TokenStore:
         self.settings = settings
         self._create()
 
-    def _connect(self):
-        if self.settings.on_postgres:
-            import psycopg
-
-            return psycopg.connect(autocommit=True, **self.settings.postgres_conninfo())
-        self.settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.settings.sqlite_path, timeout=30, isolation_level=None)
-        return conn
+    def _connect(self) -> Any:
+        return connect_store_database(self.settings, autocommit=True)
 
     @property
     def _param(self) -> str:

@@ -7,7 +7,8 @@ import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 
-_PATTERN = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?$")
+# ASCII digits only, and the whole string: ``$`` alone would let a trailing newline through.
+_PATTERN = re.compile(r"([0-9]{4})(?:-([0-9]{2})(?:-([0-9]{2}))?)?")
 
 YEAR, MONTH, DAY = "year", "month", "day"
 
@@ -29,7 +30,7 @@ class PolicyDate:
     def parse(cls, text: str) -> PolicyDate:
         if not isinstance(text, str):
             raise InvalidDate("must be a date string: YYYY, YYYY-MM or YYYY-MM-DD")
-        match = _PATTERN.match(text)
+        match = _PATTERN.fullmatch(text)
         if not match:
             raise InvalidDate(f"{text!r} is not YYYY, YYYY-MM or YYYY-MM-DD")
         year, month, day = match.groups()
@@ -72,13 +73,14 @@ def next_day(day: date) -> date:
 
 
 _INSTANT = re.compile(
-    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?"
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})"
 )
 
 
 def parse_instant(text: str) -> datetime:
     """An RFC 3339 instant (with a zone), as a UTC datetime."""
-    if not isinstance(text, str) or not _INSTANT.match(text):
+    if not isinstance(text, str) or not _INSTANT.fullmatch(text):
         raise InvalidDate(f"{text!r} is not an RFC 3339 instant such as 2025-12-09T00:00:00Z")
     cleaned = text.replace("z", "Z").replace("Z", "+00:00").replace("t", "T").replace(" ", "T")
     fraction = re.search(r"\.(\d+)", cleaned)

@@ -215,11 +215,14 @@ class Segment:
 def segments(actions: Sequence[Action]) -> list[Segment]:
     """The whole valid-time history of a rule as constant stretches, merged where equal."""
     result: list[Segment] = []
-    cuts = boundaries(actions)
+    # date.max stands for "open-ended", so no stretch can start on it: an action taking effect
+    # on 9999-12-31 itself is the one thing the stretches cannot show.
+    cuts = [day for day in boundaries(actions) if day < date.max]
     starts = [date.min, *cuts]
     for i, start in enumerate(starts):
         end = starts[i + 1] if i + 1 < len(starts) else date.max
-        state = state_on(actions, start) if start != date.min else State()
+        # An action may take effect on date.min itself (year 0001): ask the fold, assume nothing.
+        state = state_on(actions, start)
         if result and result[-1].state == state:
             result[-1] = replace(result[-1], valid_to=end)
         else:

@@ -163,6 +163,7 @@ class Projector:
         # The (generation, position) the cached views describe; anything else empties the cache.
         self._synced: tuple[int, int] | None = None
         self._mutex = threading.Lock()
+        self._rows = _Page()  # the page being written
 
     def catch_up(
         self,
@@ -235,14 +236,17 @@ class Projector:
 
     def _apply_page(self, conn: sqlite3.Connection, page: Sequence[tuple[int, Rule.Event]]) -> None:
         # States rows get their rowids here, so that a later event closes its row by rowid.
-        rows = _Page(next_rowid=(conn.execute("SELECT max(rowid) FROM states").fetchone()[0] or 0) + 1)
+        rows = self._rows = _Page(
+            next_rowid=(conn.execute("SELECT max(rowid) FROM states").fetchone()[0] or 0) + 1)
         for position, event in page:
-            self._apply(conn, rows, position, event)
+            self.apply(conn, position, event)
         self._write(conn, rows)
         for _, known in rows.actions.values():
             known.fields = None
 
-    def _apply(self, conn: sqlite3.Connection, rows: _Page, position: int, event: Rule.Event) -> None:
+    def apply(self, conn: sqlite3.Connection, position: int, event: Rule.Event) -> None:
+        """Add one event to the page being written (its rows go out when the page ends)."""
+        rows = self._rows
         rule_id = event.originator_id
         kind = event_type(event)
         data = event_data(event)

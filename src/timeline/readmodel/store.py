@@ -166,8 +166,14 @@ class ReadModel:
         db = sqlite_utils.Database(self.connection())
         tables = set(db.table_names())
         for table, columns in _SEARCH.items():
-            if f"{table}_fts" not in tables:
+            if f"{table}_fts" in tables:
+                continue
+            try:
                 db[table].enable_fts(columns, create_triggers=True, tokenize="porter")
+            except sqlite3.OperationalError as exc:
+                # Another process starting on the same file made it first.
+                if "already exists" not in str(exc):
+                    raise
 
     def drop_search(self) -> None:
         """Drop the full-text indexes and their triggers (for a bulk load; see create_search)."""

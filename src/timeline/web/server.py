@@ -93,6 +93,9 @@ def configure_logging() -> None:
     handler.setFormatter(logging.Formatter("%(message)s"))
     for name in ("timeline", "waitress"):
         logger = logging.getLogger(name)
+        if any(getattr(h, "_timeline", False) for h in logger.handlers):
+            continue  # already set up (a forked server process inherits it)
+        handler._timeline = True  # type: ignore[attr-defined]
         logger.setLevel(logging.INFO)
         logger.addHandler(handler)
         logger.propagate = False
@@ -123,3 +126,33 @@ def serve(app: WSGIApp, host: str, port: int, announce: Callable[[str], None]) -
     finally:
         signal.signal(signal.SIGTERM, previous)
         server.close()
+
+
+def serve_workers(make_app: Callable[[], WSGIApp], host: str, port: int, workers: int,
+                  announce: Callable[[str], None]) -> None:
+    """Serve with gunicorn: ``workers`` processes, each building its own app after the fork.
+
+    Each process opens its own connections (SQLite files or a PostgreSQL pool) and runs its own
+    webhook delivery thread; the store's write lock and the delivery leases keep them in step.
+    """
+    from gunicorn.app.base import BaseApplication
+
+    class Workers(BaseApplication):
+        def load_config(self) -> None:
+            self.cfg.set("bind", f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+            self.cfg.set("workers", workers)
+            self.cfg.set("worker_class", "gthread")
+            self.cfg.set("threads", THREADS)
+            self.cfg.set("timeout", 120)
+            self.cfg.set("graceful_timeout", 20)
+            self.cfg.set("accesslog", None)
+            self.cfg.set("proc_name", "timeline")
+            self.cfg.set("control_socket_disable", True)
+            self.cfg.set("when_ready", lambda server: announce(
+                f"http://{host}:{server.LISTENERS[0].sock.getsockname()[1]}/ ({workers} workers)"))
+
+        def load(self) -> WSGIApp:
+            configure_logging()
+            return RequestLog(make_app())
+
+    Workers().run()

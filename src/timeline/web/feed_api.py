@@ -1,0 +1,265 @@
+"""The integrator feed over HTTP: paged CloudEvents, the live SSE stream, Atom, webhooks."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from flask import Blueprint as FlaskBlueprint
+from flask import Flask, Response, abort, current_app, json, request, url_for
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from timeline.domain.errors import NotFound
+from timeline.feed import atom
+from timeline.feed.paging import parse_limit, parse_position, read_page
+from timeline.feed.schemas import (
+    DATA_SCHEMAS, EventPageSchema, WebhookCreatedSchema, WebhookCreateSchema, WebhookListSchema,
+    WebhookSchema,
+)
+from timeline.feed.sse import PollWaiter, StreamLimits, Waiter, event_stream
+from timeline.feed.urlsafety import system_resolver
+from timeline.feed.webhooks import WebhookStore
+from timeline.schemas import ProblemSchema
+from timeline.web.auth import require_write
+
+# A page that can never change again may be kept by any cache for a year.
+IMMUTABLE = "public, max-age=31536000, immutable"
+REVALIDATE = "no-cache"
+
+blp = Blueprint(
+    "feed", __name__, url_prefix="/api/v1",
+    description="The integrator feed: every recorded event as a CloudEvent, paged, live, or pushed.",
+)
+atom_blp = FlaskBlueprint("atom", __name__)
+
+_AFTER = {
+    "in": "query", "name": "after", "required": False,
+    "schema": {"type": "integer", "minimum": 0},
+    "description": "Only events with a position greater than this (a non-negative integer; "
+                   "anything else is 400).",
+}
+_LIMIT = {
+    "in": "query", "name": "limit", "required": False,
+    "schema": {"type": "integer", "minimum": 1, "default": 100},
+    "description": "At most this many events; values above 1000 are served as 1000.",
+}
+_LAST_EVENT_ID = {
+    "in": "header", "name": "Last-Event-ID", "required": False,
+    "schema": {"type": "integer", "minimum": 0},
+    "description": "Resume after this position (EventSource sends it on reconnecting); wins over `after`.",
+}
+_BEARER = [{"bearerAuth": []}]
+
+
+def _tracker() -> Any:
+    return current_app.extensions["timeline"]
+
+
+def _webhooks() -> WebhookStore:
+    store = current_app.extensions.get("timeline_webhooks")
+    if store is None:
+        store = WebhookStore(_tracker().settings)
+        current_app.extensions["timeline_webhooks"] = store
+    return store
+
+
+def _etag(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()[:32]
+
+
+# The JSON feed -----------------------------------------------------------------------------------
+
+
+@blp.route("/events")
+class Events(MethodView):
+    @blp.doc(parameters=[_AFTER, _LIMIT], summary="Page through every recorded event", description=(
+        "Events with a position greater than `after`, oldest first, as CloudEvents 1.0. Keep "
+        "asking with `after` set to `next_after`: every event comes exactly once, in order. "
+        "Positions only grow and may have gaps. A full page never changes and may be cached "
+        "for a year; the last page carries an `ETag` and answers 304 to `If-None-Match` while "
+        "nothing new is recorded."
+    ))
+    @blp.response(200, EventPageSchema, headers={
+        "ETag": {"schema": {"type": "string"}}, "Cache-Control": {"schema": {"type": "string"}},
+    })
+    @blp.alt_response(304, description="Not modified (the last page, unchanged).")
+    @blp.alt_response(400, schema=ProblemSchema, content_type="application/problem+json",
+                      description="`after` or `limit` is not a valid number.")
+    def get(self) -> Response:
+        after = parse_position(request.args.get("after"), "after")
+        limit = parse_limit(request.args.get("limit"))
+        page = read_page(_tracker(), after, limit)
+        body = json.dumps(page.body(), ensure_ascii=False).encode()
+        response = current_app.response_class(body, mimetype="application/json")
+        if page.full:
+            # Everything but `head` is final; the tag leaves it out so that revalidation agrees.
+            final = json.dumps([page.events, page.next_after], ensure_ascii=False).encode()
+            response.set_etag(_etag(final))
+            response.headers["Cache-Control"] = IMMUTABLE
+        else:
+            response.set_etag(_etag(body))
+            response.headers["Cache-Control"] = REVALIDATE
+        return response.make_conditional(request)
+
+
+def _waiter() -> Waiter:
+    factory = current_app.config.get("TIMELINE_FEED_WAITER")
+    if factory is not None:
+        return factory(_tracker())
+    if _tracker().settings.on_postgres:
+        from timeline.feed.listen import notify_waiter
+
+        return notify_waiter(_tracker())
+    return PollWaiter(current_app.config.get("TIMELINE_FEED_POLL_SECONDS", 0.5))
+
+
+def _stream_limits() -> StreamLimits:
+    """Heartbeat and bounds; the bounds exist so that tests can end a stream (app config only)."""
+    config = current_app.config
+    return StreamLimits(
+        heartbeat=float(config.get("TIMELINE_SSE_HEARTBEAT_SECONDS", 15.0)),
+        max_events=config.get("TIMELINE_SSE_MAX_EVENTS"),
+        max_seconds=config.get("TIMELINE_SSE_MAX_SECONDS"),
+    )
+
+
+# One Server-Sent Event, as a client's parser sees it.
+_SSE_EVENT = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string", "description": "The event's position."},
+        "event": {"type": "string", "description": "The CloudEvent type."},
+        "data": {"type": "string", "description": "The CloudEvent, as JSON text."},
+        "retry": {"type": "integer"},
+    },
+}
+
+
+@blp.route("/events/stream")
+class EventStream(MethodView):
+    @blp.doc(parameters=[_AFTER, _LAST_EVENT_ID], summary="Follow recorded events live (SSE)",
+             description=(
+        "Server-Sent Events: `id:` is the position, `event:` the CloudEvent type and `data:` "
+        "the CloudEvent JSON. Without `Last-Event-ID` or `after` the stream starts at the head "
+        "(new events only); `Last-Event-ID` wins over `after`. A comment line comes at least "
+        "every 15 seconds."
+    ))
+    @blp.response(200, _SSE_EVENT, content_type="text/event-stream",
+                  description="An endless event stream; each event is described by the schema.")
+    @blp.alt_response(400, schema=ProblemSchema, content_type="application/problem+json",
+                      description="`after` or `Last-Event-ID` is not a valid position.")
+    def get(self) -> Response:
+        tracker = _tracker()
+        # Both are checked; Last-Event-ID (a reconnecting client) wins over ?after=.
+        after = parse_position(request.args.get("after"), "after", None)
+        start = parse_position(request.headers.get("Last-Event-ID"), "Last-Event-ID", None)
+        if start is None:
+            start = after
+        if start is None:
+            start = tracker.app.head()
+        stream = event_stream(tracker.app.events_after, start, _waiter(), _stream_limits())
+        response = Response(stream, mimetype="text/event-stream")
+        response.headers["Cache-Control"] = "no-cache"
+        response.headers["X-Accel-Buffering"] = "no"  # ask proxies not to hold events back
+        return response
+
+
+# Webhooks ----------------------------------------------------------------------------------------
+
+
+def _resolver() -> Any:
+    return current_app.config.get("TIMELINE_WEBHOOK_RESOLVER") or system_resolver
+
+
+@blp.route("/webhooks")
+class Webhooks(MethodView):
+    @require_write
+    @blp.doc(security=_BEARER, summary="List webhook endpoints (write token)")
+    @blp.response(200, WebhookListSchema)
+    def get(self) -> dict[str, Any]:
+        return {"items": [endpoint.public() for endpoint in _webhooks().list()]}
+
+    @require_write
+    @blp.doc(security=_BEARER, summary="Register a webhook endpoint (write token)", description=(
+        "Every matching event recorded after registration is POSTed to `url` as a CloudEvent "
+        "(`application/cloudevents+json`), signed by the Standard Webhooks scheme with the "
+        "returned `whsec_` secret: headers `webhook-id` (the same on every try of one event), "
+        "`webhook-timestamp` and `webhook-signature` (`v1,` HMAC-SHA256). A 2xx answer is a "
+        "delivery; 410 disables the endpoint; anything else is tried again after 5 s, 5 min, "
+        "30 min, 2 h, 5 h, 10 h, 14 h, 20 h and 24 h (with jitter; later if `Retry-After` asks). "
+        "Redirects are not followed; each try times out after 15 s. Deliveries to one endpoint "
+        "go in position order. URLs that are not http(s), or whose host resolves to a "
+        "loopback, private, link-local or multicast address, are refused (422) unless the "
+        "server runs with TIMELINE_WEBHOOK_ALLOW_PRIVATE=1."
+    ))
+    @blp.arguments(WebhookCreateSchema)
+    @blp.response(201, WebhookCreatedSchema)
+    def post(self, body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
+        endpoint, secret = _webhooks().register(
+            body["url"], body.get("types"), _tracker().app.head(), resolver=_resolver()
+        )
+        created = {
+            "id": endpoint.id, "secret": secret, "url": endpoint.url, "types": list(endpoint.types),
+            "created_at": endpoint.created_at, "after": endpoint.start_after,
+        }
+        return created, 201, {"Location": url_for("feed.Webhook", webhook_id=endpoint.id)}
+
+
+@blp.route("/webhooks/<webhook_id>")
+class Webhook(MethodView):
+    @require_write
+    @blp.doc(security=_BEARER, summary="One webhook endpoint and its delivery state (write token)")
+    @blp.response(200, WebhookSchema)
+    def get(self, webhook_id: str) -> dict[str, Any]:
+        endpoint = _webhooks().get(webhook_id)
+        if endpoint is None:
+            raise NotFound(f"No webhook {webhook_id!r}.")
+        return endpoint.public()
+
+    @require_write
+    @blp.doc(security=_BEARER, summary="Remove a webhook endpoint (write token)")
+    @blp.response(204)
+    def delete(self, webhook_id: str) -> tuple[str, int]:
+        if not _webhooks().delete(webhook_id):
+            raise NotFound(f"No webhook {webhook_id!r}.")
+        return "", 204
+
+
+# Atom --------------------------------------------------------------------------------------------
+
+
+def _page_size() -> int:
+    return int(current_app.config.get("TIMELINE_ATOM_PAGE_SIZE", atom.PAGE_SIZE))
+
+
+def _atom_response(document: bytes, final: bool) -> Response:
+    response = current_app.response_class(document, mimetype="application/atom+xml")
+    response.set_etag(_etag(document))
+    response.headers["Cache-Control"] = IMMUTABLE if final else REVALIDATE
+    return response.make_conditional(request)
+
+
+@atom_blp.route("/feed.atom")
+def feed_atom() -> Response:
+    """The newest events as Atom; older ones in archive pages linked by ``prev-archive``."""
+    return _atom_response(atom.current_document(_tracker(), request.url_root, _page_size()), False)
+
+
+@atom_blp.route("/feed/archive/<int:number>.atom")
+def feed_archive(number: int) -> Response:
+    document = atom.archive_document(_tracker(), request.url_root, number, _page_size())
+    if document is None:
+        abort(404, description=f"Archive page {number} does not exist (yet).")
+    return _atom_response(document, True)
+
+
+def init_app(app: Flask) -> None:
+    api = app.extensions["timeline_api"]
+    for name, schema in DATA_SCHEMAS.values():
+        if name not in api.spec.components.schemas:
+            api.spec.components.schema(name, schema=schema)
+    if "bearerAuth" not in api.spec.components.security_schemes:
+        api.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer"})
+    api.register_blueprint(blp)
+    app.register_blueprint(atom_blp)

@@ -1,0 +1,140 @@
+"""The feed and webhook delivery on PostgreSQL, in a schema made for each test and dropped after.
+
+Skipped when no PostgreSQL answers at 127.0.0.1:5432, unless TIMELINE_REQUIRE_POSTGRES=1 (as in
+CI), where a missing server fails instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from timeline.config import Settings
+from timeline.feed.delivery import DeliveryWorker
+from timeline.feed.webhooks import WebhookStore
+from timeline.service import Tracker
+
+from feed_support import make_app, record, register
+
+pytestmark = pytest.mark.postgres
+DSN = "host=127.0.0.1 port=5432 dbname=test user=postgres connect_timeout=3"
+
+
+def _admin():
+    import psycopg
+
+    try:
+        return psycopg.connect(DSN, autocommit=True)
+    except psycopg.OperationalError as exc:
+        if os.environ.get("TIMELINE_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"PostgreSQL is required (TIMELINE_REQUIRE_POSTGRES=1) but: {exc}")
+        pytest.skip(f"no PostgreSQL at 127.0.0.1:5432 ({exc})")
+
+
+@pytest.fixture
+def pg_settings(tmp_path: Path):
+    admin = _admin()
+    schema = f"feed_test_{uuid.uuid4().hex[:10]}"
+    admin.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield Settings(
+            home=tmp_path / "home",
+            database_url=f"postgresql://postgres@127.0.0.1:5432/test?schema={schema}",
+            webhook_allow_private=True,
+        )
+    finally:
+        admin.execute(f"DROP SCHEMA {schema} CASCADE")
+        admin.close()
+
+
+@pytest.fixture
+def pg_tracker(pg_settings: Settings):
+    tracker = Tracker(pg_settings)
+    yield tracker
+    tracker.close()
+
+
+def test_webhook_tables_live_in_the_stores_schema(pg_settings, pg_tracker):
+    WebhookStore(pg_settings)
+    admin = _admin()
+    schema = pg_settings.eventsourcing_env()["POSTGRES_SCHEMA"]
+    tables = {row[0] for row in admin.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (schema,)
+    )}
+    admin.close()
+    assert {"timeline_webhooks", "timeline_webhook_failures"} <= tables
+
+
+def test_paging_while_threads_write_gives_every_event_once(pg_tracker):
+    for n in range(3):
+        register(pg_tracker, f"pg-rule-{n}")
+    threads = [threading.Thread(target=record, args=(pg_tracker, f"pg-rule-{n}", 15)) for n in range(3)]
+    client = make_app(pg_tracker).test_client()
+    for thread in threads:
+        thread.start()
+    seen, after, finishing = [], 0, False
+    while True:
+        body = client.get(f"/api/v1/events?after={after}&limit=4").get_json()
+        seen.extend(int(e["sequence"]) for e in body["events"])
+        after = body["next_after"]
+        if len(body["events"]) < 4:
+            if finishing:
+                break
+            finishing = not any(t.is_alive() for t in threads)
+    assert seen == sorted(set(seen))
+    assert len(seen) == 48 == len(pg_tracker.app.events_after(0, 1000))
+
+
+def test_a_lease_is_claimed_by_one_worker_only(pg_settings, pg_tracker):
+    store = WebhookStore(pg_settings)
+    endpoint, _ = store.register("http://127.0.0.1:9/hook", None, pg_tracker.app.head())
+    now = time.time()
+    results: list[bool] = []
+    barrier = threading.Barrier(8)
+
+    def claim(owner: str) -> None:
+        barrier.wait()
+        results.append(store.claim(endpoint.id, owner, now, now + 60))
+
+    threads = [threading.Thread(target=claim, args=(f"w{n}",)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results) == [False] * 7 + [True]
+
+
+def test_workers_deliver_each_event_once_in_order_and_resume_after_a_restart(
+    pg_settings, pg_tracker, receiver_factory
+):
+    receiver = receiver_factory(script=[(500, {})])
+    store = WebhookStore(pg_settings)
+    endpoint, _ = store.register(receiver.url, None, pg_tracker.app.head())
+    register(pg_tracker, "pg-hook-rule")
+    record(pg_tracker, "pg-hook-rule", 9)
+
+    clock = [time.time()]
+    DeliveryWorker(pg_tracker, now=lambda: clock[0]).run_until_idle()
+    assert len(receiver.requests) == 1 and store.get(endpoint.id).attempts == 1
+
+    restarted = Tracker(pg_settings)  # a second process's view of the same store
+    try:
+        clock[0] += 10
+        workers = [DeliveryWorker(restarted, now=lambda: clock[0]) for _ in range(3)]
+        threads = [threading.Thread(target=w.run_until_idle) for w in workers]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        restarted.close()
+    positions = [int(json.loads(r.body)["sequence"]) for r in receiver.requests]
+    assert positions == [1] + list(range(1, 11))
+    assert receiver.requests[0].header("webhook-id") == receiver.requests[1].header("webhook-id")
+    assert store.get(endpoint.id).delivered_count == 10
