@@ -140,3 +140,32 @@ def test_export_moves_between_sqlite_and_postgresql_unchanged(tmp_path: Path, pg
             assert [{**s, "known_at": None} for s in got] == [{**s, "known_at": None} for s in want]
     for t in (lite, pg, back):
         t.close()
+
+
+STARTER = """
+import sys
+from pathlib import Path
+from timeline.config import Settings
+from timeline.feed.webhooks import WebhookStore
+from timeline.service import Tracker
+from timeline.tokens import TokenStore
+settings = Settings(home=Path(sys.argv[1]), database_url=sys.argv[2])
+tracker = Tracker(settings)
+TokenStore(settings).create("starter")
+WebhookStore(settings)
+tracker.close()
+"""
+
+
+def test_processes_starting_together_on_a_new_schema_all_start(pg_settings: Settings, tmp_path: Path) -> None:
+    """Schemas, tables and functions are created one process at a time, whoever comes first."""
+    import subprocess
+    import sys
+
+    starters = [
+        subprocess.Popen([sys.executable, "-c", STARTER, str(tmp_path / f"host-{n}"),
+                          str(pg_settings.database_url)], stderr=subprocess.PIPE, text=True)
+        for n in range(6)
+    ]
+    failures = [p.communicate(timeout=120)[1] for p in starters]
+    assert [p.returncode for p in starters] == [0] * 6, "\n".join(failures)

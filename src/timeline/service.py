@@ -23,6 +23,7 @@ from timeline.store import (
     PostgresWriteLock,
     RecordClock,
     ensure_postgres_schema,
+    schema_changes,
     utcnow,
 )
 
@@ -55,7 +56,8 @@ class Tracker:
         else:
             settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
             self.lock = FileWriteLock(settings.sqlite_path.with_name(settings.sqlite_path.name + ".lock"))
-        self.app = PolicyApplication(env=env)
+        with schema_changes(settings):  # eventsourcing creates its tables and functions here
+            self.app = PolicyApplication(env=env)
         self.readmodel = ReadModel(settings.readmodel_path)
         self.projector = Projector(self.readmodel)
         self._check_readmodel()

@@ -16,13 +16,14 @@ import zlib
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 if TYPE_CHECKING:
     from timeline.config import Settings
 
 ONE_MICROSECOND = timedelta(microseconds=1)
 _ADVISORY_KEY = 0x74696D656C  # "timel"
+_DDL_KEY = 0x74696D6564  # "timed": creating schemas and tables
 
 
 def utcnow() -> datetime:
@@ -176,7 +177,9 @@ def ensure_postgres_schema(settings: Settings) -> None:
         if key in _schemas_ready:
             return
         try:
-            with psycopg.connect(autocommit=True, **settings.postgres_conninfo()) as conn:
+            with psycopg.connect(**settings.postgres_conninfo()) as conn, conn.transaction():
+                # Processes starting together would race on the catalogue: one at a time.
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_KEY,))
                 conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
                     sql.Identifier(settings.postgres_schema)))
         except psycopg.OperationalError as exc:
@@ -184,6 +187,38 @@ def ensure_postgres_schema(settings: Settings) -> None:
 
             raise StoreUnavailable(f"Cannot reach PostgreSQL: {exc}".strip()) from None
         _schemas_ready.add(key)
+
+
+def create_tables(settings: Settings, statements: Iterable[str]) -> None:
+    """Run ``CREATE ... IF NOT EXISTS`` statements for tables kept beside the events, one
+    process at a time on PostgreSQL (concurrent DDL on one catalogue can fail there)."""
+    conn = connect_store_database(settings)
+    try:
+        if settings.on_postgres:
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_KEY,))
+                for statement in statements:
+                    conn.execute(statement)
+        else:
+            for statement in statements:
+                conn.execute(statement)
+            conn.commit()
+    finally:
+        conn.close()
+
+
+@contextmanager
+def schema_changes(settings: Settings) -> Iterator[None]:
+    """Hold the DDL lock while a library creates its tables (eventsourcing on PostgreSQL)."""
+    if not settings.on_postgres:
+        yield
+        return
+    import psycopg
+
+    ensure_postgres_schema(settings)
+    with psycopg.connect(**settings.postgres_conninfo()) as conn, conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_KEY,))
+        yield
 
 
 def connect_store_database(settings: Settings, autocommit: bool = False) -> Any:

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from timeline.config import Settings
-from timeline.store import connect_store_database
+from timeline.store import connect_store_database, create_tables
 
 TOKEN_PREFIX = "tl_"
 
@@ -41,14 +41,10 @@ class TokenStore:
         return "%s" if self.settings.on_postgres else "?"
 
     def _create(self) -> None:
-        conn = self._connect()
-        try:
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS timeline_tokens (digest TEXT PRIMARY KEY, name TEXT NOT NULL, "
-                "can_write INTEGER NOT NULL, created_at TEXT NOT NULL)"
-            )
-        finally:
-            conn.close()
+        create_tables(self.settings, [
+            "CREATE TABLE IF NOT EXISTS timeline_tokens (digest TEXT PRIMARY KEY, name TEXT NOT NULL, "
+            "can_write INTEGER NOT NULL, created_at TEXT NOT NULL)"
+        ])
 
     def create(self, name: str, can_write: bool = True) -> str:
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)

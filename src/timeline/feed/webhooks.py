@@ -23,7 +23,7 @@ from timeline.config import Settings
 from timeline.domain.dates import format_instant
 from timeline.events import EVENT_TYPES
 from timeline.feed.urlsafety import Resolver, check_url, system_resolver
-from timeline.store import connect_store_database, utcnow
+from timeline.store import connect_store_database, create_tables, utcnow
 
 SECRET_PREFIX = "whsec_"
 SECRET_BYTES = 32  # the Standard Webhooks spec asks for 24 to 64
@@ -169,16 +169,7 @@ class WebhookStore:
             return list(conn.execute(self._sql(statement), tuple(params)).fetchall())
 
     def _create(self) -> None:
-        for statement in _CREATE:
-            try:
-                self._execute(statement)
-            except Exception as exc:
-                # Two processes creating the same PostgreSQL table at once: one of them wins.
-                text = str(exc)
-                if not self.settings.on_postgres or not (
-                    "already exists" in text or "duplicate key" in text
-                ):
-                    raise
+        create_tables(self.settings, _CREATE)
 
     # Managing endpoints ------------------------------------------------------------------------
 
