@@ -8,7 +8,7 @@ using the record times the writes themselves returned.
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Any
 
 import pytest

@@ -238,24 +238,18 @@ def timeline(
     """Actions as currently known, in effective order, a page at a time."""
     clauses = ["a.retracted = 0"]
     params: dict[str, Any] = {}
-    if day_from:
-        clauses.append("a.effective_end >= :day_from")
-        params["day_from"] = day_from
-    if day_to:
-        clauses.append("a.effective_start <= :day_to")
-        params["day_to"] = day_to
-    if jurisdiction:
-        clauses.append("a.jurisdiction = :jurisdiction")
-        params["jurisdiction"] = jurisdiction
-    if instrument:
-        clauses.append("a.instrument = :instrument")
-        params["instrument"] = instrument
-    if rule:
-        clauses.append("a.rule_id = :rule")
-        params["rule"] = rule
-    if kind:
-        clauses.append("a.kind = :kind")
-        params["kind"] = kind
+    filters = (
+        ("a.effective_end >= :day_from", "day_from", day_from),  # periods that reach the range
+        ("a.effective_start <= :day_to", "day_to", day_to),
+        ("a.jurisdiction = :jurisdiction", "jurisdiction", jurisdiction),
+        ("a.instrument = :instrument", "instrument", instrument),
+        ("a.rule_id = :rule", "rule", rule),
+        ("a.kind = :kind", "kind", kind),
+    )
+    for clause, name, value in filters:
+        if value:
+            clauses.append(clause)
+            params[name] = value
     if q:
         clauses.append(
             "(a.rowid IN (SELECT rowid FROM actions_fts WHERE actions_fts MATCH :q) OR a.rule_id IN "
