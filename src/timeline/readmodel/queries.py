@@ -30,11 +30,9 @@ def _rule(row: sqlite3.Row) -> dict[str, Any]:
     }
 
 
-def _state(rule: dict, row: sqlite3.Row, as_of: str, known_at: str, version: int) -> dict[str, Any]:
+def _state_fields(row: sqlite3.Row) -> dict[str, Any]:
+    """A stored state row's fields, as the contract names them."""
     return {
-        "rule": rule,
-        "as_of": as_of,
-        "known_at": known_at,
         "status": row["status"],
         "rate_percent": row["rate_percent"],
         "conditions": json.loads(row["conditions"]),
@@ -43,8 +41,12 @@ def _state(rule: dict, row: sqlite3.Row, as_of: str, known_at: str, version: int
         "certain": bool(row["certain"]),
         "uncertain_because": json.loads(row["uncertain_because"]),
         "based_on": json.loads(row["based_on"]),
-        "version": version,
     }
+
+
+def _state(rule: dict, row: sqlite3.Row, as_of: str, known_at: str, version: int) -> dict[str, Any]:
+    return {"rule": rule, "as_of": as_of, "known_at": known_at, **_state_fields(row),
+            "version": version}
 
 
 # Each rule's one row that holds on :as_of as known at :known_at, found by walking back from
@@ -158,14 +160,7 @@ def state_segments(conn: sqlite3.Connection, rule_id: str, known_at: str) -> lis
         {
             "valid_from": row["valid_from"],
             "valid_to": OPEN_END if row["valid_to"] == END_OF_TIME else row["valid_to"],
-            "status": row["status"],
-            "rate_percent": row["rate_percent"],
-            "conditions": json.loads(row["conditions"]),
-            "since": row["since"],
-            "until": row["until"],
-            "certain": bool(row["certain"]),
-            "uncertain_because": json.loads(row["uncertain_because"]),
-            "based_on": json.loads(row["based_on"]),
+            **_state_fields(row),
         }
         for row in rows
     ]
