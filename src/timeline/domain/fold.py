@@ -148,6 +148,19 @@ class _Fold:
             raise ValueError(f"unknown kind {kind!r}")
         self.based_on.append(action.id)
 
+    def state(self, uncertain: list[str], based_on: tuple[str, ...]) -> State:
+        """The answer: where the fold stands, with what makes it uncertain and what it rests on."""
+        return State(
+            status=self.status,
+            rate_percent=self.rate_percent,
+            conditions=self.conditions,
+            since=self.since,
+            until=self.until.text if self.until is not None else None,
+            certain=not uncertain,
+            uncertain_because=tuple(uncertain),
+            based_on=based_on,
+        )
+
     def expire_pause_before(self, day: date) -> None:
         """A pause whose ``until`` day has come ends on that day."""
         if self.until is not None and self.until.start <= day:
@@ -178,16 +191,7 @@ def state_on(actions: Sequence[Action], day: date) -> State:
         assert pause.until is not None
         if not pause.until.is_precise and pause.until.contains(day) and pause.id not in uncertain:
             uncertain.append(pause.id)
-    return State(
-        status=fold.status,
-        rate_percent=fold.rate_percent,
-        conditions=fold.conditions,
-        since=fold.since,
-        until=fold.until.text if fold.until is not None else None,
-        certain=not uncertain,
-        uncertain_because=tuple(uncertain),
-        based_on=tuple(fold.based_on),
-    )
+    return fold.state(uncertain, tuple(fold.based_on))
 
 
 def boundaries(actions: Iterable[Action]) -> list[date]:
@@ -417,16 +421,7 @@ class SegmentBuilder:
         for pause_id in reversed(ended):
             if pause_id not in uncertain:
                 uncertain.append(pause_id)
-        return State(
-            status=fold.status,
-            rate_percent=fold.rate_percent,
-            conditions=fold.conditions,
-            since=fold.since,
-            until=fold.until.text if fold.until is not None else None,
-            certain=not uncertain,
-            uncertain_because=tuple(uncertain),
-            based_on=based_on,
-        )
+        return fold.state(uncertain, based_on)
 
     def _merge(self, keep: int) -> int:
         """Rebuild the segments from the points, from the segment holding point ``keep - 1`` on."""
