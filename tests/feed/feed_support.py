@@ -78,21 +78,30 @@ def make_app(tracker: Tracker, **config: Any):
     return create_app({"TESTING": True, **config}, tracker=tracker)
 
 
+def serve_in_thread(server: Any) -> threading.Thread:
+    """Run a socketserver-style server in a daemon thread."""
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              daemon=True)
+    thread.start()
+    return thread
+
+
+def stop_serving(server: Any, thread: threading.Thread) -> None:
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
 class LiveServer:
     """The app served over real HTTP on 127.0.0.1, on a free port, in a thread."""
 
     def __init__(self, app: Any, port: int = 0):
         self._server = make_server("127.0.0.1", port, app, threaded=True)
         self.url = f"http://127.0.0.1:{self._server.server_port}"
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
+        self._thread = serve_in_thread(self._server)
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
+        stop_serving(self._server, self._thread)
 
 
 @dataclass
@@ -150,11 +159,7 @@ class Receiver:
         self._server.daemon_threads = True
         shown = f"[{self.host}]" if ":" in self.host else self.host
         self.url = f"http://{shown}:{self._server.server_port}/hook"
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
+        self._thread = serve_in_thread(self._server)
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        stop_serving(self._server, self._thread)
