@@ -51,7 +51,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), os.environ.ge
 
 from generate import generate_file  # noqa: E402
 
-END_OF_RECORD = "9999-12-31T23:59:59.999999Z"
+from timeline.readmodel.store import END_OF_RECORD, END_OF_TIME  # noqa: E402
 # Events per write, for the baselines as for the import and the rebuild.
 from timeline.service import IMPORT_PAGE as PAGE  # noqa: E402
 
@@ -127,11 +127,14 @@ def child_write_floor(readmodel: Path, dest: Path) -> None:
     conn = target.connection()
     conn.execute("ATTACH DATABASE ? AS source", (f"file:{readmodel}?mode=ro",))
     rows = 0
-    for table in ("rules", "rule_events", "states", "actions", "requests"):
+    for table in ("rules", "rule_events", "states", "action_starts", "actions", "requests"):
         columns = [row[1] for row in conn.execute(f"PRAGMA source.table_info({table})")]
-        names = ", ".join(["rowid", *columns])
-        insert = f"INSERT INTO main.{table} ({names}) VALUES ({', '.join('?' * (len(columns) + 1))})"
-        cursor = conn.execute(f"SELECT {names} FROM source.{table} ORDER BY rowid")
+        sql = conn.execute("SELECT sql FROM source.sqlite_master WHERE name = ?", (table,)).fetchone()[0]
+        if "WITHOUT ROWID" not in sql.upper():
+            columns = ["rowid", *columns]
+        names = ", ".join(columns)
+        insert = f"INSERT INTO main.{table} ({names}) VALUES ({', '.join('?' * len(columns))})"
+        cursor = conn.execute(f"SELECT {names} FROM source.{table}")
         while page := cursor.fetchmany(PAGE):
             conn.execute("BEGIN IMMEDIATE")
             conn.executemany(insert, page)
@@ -197,10 +200,16 @@ class HandTable:
             "INSERT INTO rules SELECT r.id, r.title, r.jurisdiction, r.instrument, r.targets, "
             "r.subjects, r.tags, r.links, (SELECT max(version) FROM rm.rule_events e "
             "WHERE e.rule_id = r.id) FROM rm.rules r")
+        # Each current state with its end (the next one's start) and what it rests on, inline.
         conn.execute(
-            "INSERT INTO intervals SELECT rule_id, valid_from, valid_to, status, rate_percent, "
-            "conditions, since, until, certain, uncertain_because, based_on FROM rm.states "
-            "WHERE known_to = ? ORDER BY rule_id, valid_from", (END_OF_RECORD,))
+            "INSERT INTO intervals SELECT rule_id, valid_from, "
+            "lead(valid_from, 1, :end) OVER (PARTITION BY rule_id ORDER BY valid_from), status, "
+            "rate_percent, conditions, since, until, certain, uncertain_because, "
+            "(SELECT json_group_array(action_id) FROM (SELECT action_id FROM rm.action_starts a "
+            " WHERE a.rule_id = s.rule_id AND a.effective_start <= s.valid_from "
+            " AND a.known_to = :now ORDER BY a.effective_start, a.ord)) "
+            "FROM rm.states s WHERE known_to = :now ORDER BY rule_id, valid_from",
+            {"now": END_OF_RECORD, "end": END_OF_TIME})
         conn.commit()
         conn.execute("DETACH DATABASE rm")
         conn.close()

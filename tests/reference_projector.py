@@ -12,7 +12,7 @@ from datetime import date
 from typing import Any, Callable, Sequence
 
 from timeline.domain.dates import PolicyDate
-from timeline.domain.fold import Segment, State, segments
+from timeline.domain.fold import Action, Segment, State, segments
 from timeline.domain.model import Rule
 from timeline.events import RULE_REGISTERED, to_record
 from timeline.readmodel.actions import known_actions, live_fold_actions
@@ -35,7 +35,6 @@ def _state_row(seg: Segment) -> tuple:
     state = seg.state
     return (
         _day(seg.valid_from),
-        _day(seg.valid_to),
         state.status,
         state.rate_percent,
         _dumps(list(state.conditions)),
@@ -43,13 +42,11 @@ def _state_row(seg: Segment) -> tuple:
         state.until,
         int(state.certain),
         _dumps(list(state.uncertain_because)),
-        _dumps(list(state.based_on)),
     )
 
 
 _STATE_COLUMNS = (
-    "valid_from, valid_to, status, rate_percent, conditions, since, until, certain, "
-    "uncertain_because, based_on"
+    "valid_from, status, rate_percent, conditions, since, until, certain, uncertain_because"
 )
 
 
@@ -86,14 +83,9 @@ class ReferenceProjector:
         kind = record["type"]
         action_id = data.get("action_id", data.get("id")) if kind != RULE_REGISTERED else None
         conn.execute(
-            "UPDATE rule_events SET known_to = ? WHERE rule_id = ? AND known_to = ?",
-            (recorded_at, rule_id, END_OF_RECORD),
-        )
-        conn.execute(
             "INSERT INTO rule_events (position, rule_id, version, type, action_id, recorded_at, "
-            "known_to, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (position, rule_id, record["version"], kind, action_id, recorded_at, END_OF_RECORD,
-             _dumps(data)),
+            "data) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (position, rule_id, record["version"], kind, action_id, recorded_at, _dumps(data)),
         )
         if kind == RULE_REGISTERED:
             self._register(conn, position, recorded_at, data)
@@ -125,7 +117,9 @@ class ReferenceProjector:
             (rule_id, RULE_REGISTERED),
         ).fetchall()
         actions = known_actions(rows)
-        self._replace_states(conn, rule_id, recorded_at, segments(live_fold_actions(actions)))
+        live = live_fold_actions(actions)
+        self._replace_states(conn, rule_id, recorded_at, segments(live))
+        self._replace_starts(conn, rule_id, recorded_at, live)
         known = actions[action_id]
         rule = conn.execute(
             "SELECT jurisdiction, instrument FROM rules WHERE id = ?", (rule_id,)
@@ -149,19 +143,39 @@ class ReferenceProjector:
         current = {
             tuple(row[1:]): row[0]
             for row in conn.execute(
-                f"SELECT rowid, {_STATE_COLUMNS} FROM states WHERE rule_id = ? AND known_to = ?",
+                f"SELECT known_from, {_STATE_COLUMNS} FROM states WHERE rule_id = ? AND known_to = ?",
                 (rule_id, END_OF_RECORD),
             )
         }
         wanted = [_state_row(seg) for seg in new]
         keep = set(wanted) & set(current)
-        for row, rowid in current.items():
+        for row, known_from in current.items():
             if row not in keep:
-                conn.execute("UPDATE states SET known_to = ? WHERE rowid = ?", (recorded_at, rowid))
+                conn.execute(
+                    "UPDATE states SET known_to = ? WHERE rule_id = ? AND valid_from = ? "
+                    "AND known_from = ?", (recorded_at, rule_id, row[0], known_from))
         for row in wanted:
             if row not in keep:
                 conn.execute(
                     f"INSERT INTO states (rule_id, known_from, known_to, {_STATE_COLUMNS}) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (rule_id, recorded_at, END_OF_RECORD, *row),
                 )
+
+    def _replace_starts(
+        self, conn: sqlite3.Connection, rule_id: str, recorded_at: str, live: list[Action]
+    ) -> None:
+        """Each live action's start day and record order, as known from ``recorded_at`` on."""
+        current = {tuple(row) for row in conn.execute(
+            "SELECT action_id, effective_start, ord FROM action_starts WHERE rule_id = ? "
+            "AND known_to = ?", (rule_id, END_OF_RECORD))}
+        wanted = {(a.id, _day(a.effective.start), a.order) for a in live}
+        for action_id, start, order in current - wanted:
+            conn.execute(
+                "UPDATE action_starts SET known_to = ? WHERE rule_id = ? AND effective_start = ? "
+                "AND ord = ? AND known_to = ?", (recorded_at, rule_id, start, order, END_OF_RECORD))
+        for action_id, start, order in wanted - current:
+            conn.execute(
+                "INSERT INTO action_starts (rule_id, effective_start, ord, known_from, known_to, "
+                "action_id) VALUES (?, ?, ?, ?, ?, ?)",
+                (rule_id, start, order, recorded_at, END_OF_RECORD, action_id))

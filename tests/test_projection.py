@@ -8,13 +8,16 @@ dates to the day, month or year.
 from __future__ import annotations
 
 import sys
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 import pytest
 from reference_projector import ReferenceProjector
 
 from timeline.config import Settings
+from timeline.domain.fold import segments, state_on
+from timeline.events import RULE_REGISTERED
+from timeline.readmodel.actions import known_actions, live_fold_actions
 from timeline.readmodel import ReadModel, queries
 from timeline.readmodel.projector import Projector
 from timeline.service import Tracker
@@ -25,9 +28,8 @@ from generate import HistoryGenerator  # noqa: E402
 TABLES = {
     "rules": "SELECT * FROM rules ORDER BY id",
     "rule_events": "SELECT * FROM rule_events ORDER BY position",
-    "states": "SELECT rule_id, known_from, known_to, valid_from, valid_to, status, rate_percent, "
-              "conditions, since, until, certain, uncertain_because, based_on FROM states "
-              "ORDER BY rule_id, known_from, valid_from",
+    "states": "SELECT * FROM states ORDER BY rule_id, known_from, valid_from",
+    "action_starts": "SELECT * FROM action_starts ORDER BY rule_id, known_from, action_id",
     "actions": "SELECT * FROM actions ORDER BY rule_id, id",
     "requests": "SELECT * FROM requests ORDER BY key",
 }
@@ -96,23 +98,41 @@ def test_two_projectors_taking_turns_write_the_reference_rows(imported, tmp_path
     second.readmodel.close()
 
 
-def test_answers_at_every_record_time_match_the_reference(imported, tmp_path: Path):
-    """Asked as known at any instant, a busy rule's state is the reference's."""
+def test_answers_at_every_record_time_are_the_folds(imported):
+    """Asked as known at any instant, a busy rule's state (what it rests on included) is the
+    domain fold of the actions known then, and its chart's segments are the fold's too."""
     tracker, _, _ = imported
-    reference = ReadModel(tmp_path / "answers.sqlite")
-    ReferenceProjector(reference).catch_up(tracker.app.events_after)
     conn = tracker.readmodel.connection()
     rule_id = conn.execute(
         "SELECT rule_id FROM rule_events GROUP BY rule_id ORDER BY count(*) DESC LIMIT 1"
     ).fetchone()[0]
-    instants = [row[0] for row in conn.execute(
-        "SELECT recorded_at FROM rule_events WHERE rule_id = ? ORDER BY position", (rule_id,))]
-    days = ["1990-01-01", "2012-06-15", "2020-02-29", "2031-12-31", "2090-07-01"]
-    for known_at in instants[::5] + [instants[-1]]:
+    events = conn.execute(
+        "SELECT position, type, recorded_at, data FROM rule_events WHERE rule_id = ? "
+        "AND type != ? ORDER BY position", (rule_id, RULE_REGISTERED)).fetchall()
+    days = ["1990-01-01", "2012-06-15", "2020-02-29", "2024-07-01", "2031-12-31", "2090-07-01"]
+    for count in [*range(1, len(events), 5), len(events)]:
+        known_at = events[count - 1]["recorded_at"]
+        live = live_fold_actions(known_actions(events[:count]))
         for day in days:
-            assert queries.rule_state(conn, rule_id, day, known_at) == \
-                queries.rule_state(reference.connection(), rule_id, day, known_at)
-    reference.close()
+            expected = state_on(live, date.fromisoformat(day))
+            answer = queries.rule_state(conn, rule_id, day, known_at)
+            assert {name: answer[name] for name in FOLD_FIELDS} == {
+                **{name: getattr(expected, name) for name in FOLD_FIELDS},
+                "conditions": list(expected.conditions),
+                "uncertain_because": list(expected.uncertain_because),
+                "based_on": list(expected.based_on),
+            }
+        charted = queries.state_segments(conn, rule_id, known_at)
+        assert [(s["valid_from"], s["based_on"]) for s in charted] == [
+            (_day(seg.valid_from), list(seg.state.based_on)) for seg in segments(live)]
+
+
+FOLD_FIELDS = ("status", "rate_percent", "conditions", "since", "until", "certain",
+               "uncertain_because", "based_on")
+
+
+def _day(value: date) -> str:
+    return queries.OPEN_START if value == date.min else value.isoformat()
 
 
 def test_a_corrected_summary_is_searched_by_its_new_words_only(tracker: Tracker):

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date, timedelta
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from timeline.domain.dates import PolicyDate
-from timeline.domain.fold import KINDS, Action, SegmentBuilder, segments
+from timeline.domain.fold import KINDS, Action, Segment, SegmentBuilder, segments
 
 
 def _text(day: date, precision: str) -> str:
@@ -72,10 +73,12 @@ def histories(draw):
 @given(histories())
 def test_every_change_gives_the_segments_of_a_fresh_fold(steps):
     builder = SegmentBuilder()
+    lean = SegmentBuilder(based_on=False)  # the projector's: what states rest on is kept apart
     live: dict[str, Action] = {}
     for removed, added in steps:
-        before = builder.segments()
+        before, lean_before = builder.segments(), lean.segments()
         unchanged = builder.change(removed, added)
+        lean_unchanged = lean.change(removed, added)
         if removed is not None:
             del live[removed.id]
         if added is not None:
@@ -83,6 +86,12 @@ def test_every_change_gives_the_segments_of_a_fresh_fold(steps):
         expected = segments(list(live.values()))
         assert builder.segments() == expected
         assert builder.segments()[:unchanged] == before[:unchanged]
+        assert lean.segments() == [without_based_on(seg) for seg in expected]
+        assert lean.segments()[:lean_unchanged] == lean_before[:lean_unchanged]
+
+
+def without_based_on(seg: Segment) -> Segment:
+    return replace(seg, state=replace(seg.state, based_on=()))
 
 
 @settings(max_examples=100, deadline=None)
@@ -114,14 +123,17 @@ def test_a_long_history_in_effective_order_keeps_every_segment():
 def test_actions_on_the_first_and_last_days_give_what_the_fold_gives(steps, days):
     """The edges of representable time have rules of their own; the builder follows the fold."""
     builder = SegmentBuilder()
+    lean = SegmentBuilder(based_on=False)
     live: dict[str, Action] = {}
     edge = [Action(id=f"edge{i}", kind="ban" if i % 2 else "fee", rate_percent=None if i % 2 else 5,
                    effective=PolicyDate.parse(day), order=1000 + i) for i, day in enumerate(days)]
     for removed, added in steps[:3] + [(None, action) for action in edge] + steps[3:] \
             + [(action, None) for action in edge]:
         builder.change(removed, added)
+        lean.change(removed, added)
         if removed is not None:
             del live[removed.id]
         if added is not None:
             live[added.id] = added
         assert builder.segments() == segments(list(live.values()))
+        assert lean.segments() == [without_based_on(seg) for seg in builder.segments()]

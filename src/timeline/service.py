@@ -276,6 +276,10 @@ def check_export(records: Iterable[dict[str, Any]]) -> None:
         ACTION_CORRECTED: {"id", "action_id", "reason", "changes"},
         ACTION_RETRACTED: {"id", "action_id", "reason"},
     }
+    # One instance of each schema for the whole file: making one per line cost more than the
+    # validation itself (each instance deep-copies its fields, nested schemas included).
+    rule_schema, action_schema = RuleSchema(), ActionSchema()
+    retraction_schema, correction_schema = RetractionSchema(), CorrectionSchema()
     versions: dict[str, int] = {}
     # Each rule's actions as the export has them so far: corrections applied, None if retracted.
     actions: dict[str, dict[str, dict[str, Any] | None]] = {}
@@ -323,7 +327,7 @@ def check_export(records: Iterable[dict[str, Any]]) -> None:
         versions[rule_id] = expected
         known = actions.setdefault(rule_id, {})
         if kind == RULE_REGISTERED:
-            valid(RuleSchema(), data)
+            valid(rule_schema, data)
             if version != 1 or data["id"] != rule_id:
                 raise refuse(f"rule {rule_id!r} registered twice or under another id.")
             for link in data.get("links", []):
@@ -333,7 +337,7 @@ def check_export(records: Iterable[dict[str, Any]]) -> None:
         if version == 1:
             raise refuse(f"rule {rule_id!r} has events before its registration.")
         if kind == ACTION_RECORDED:
-            valid(ActionSchema(), data)
+            valid(action_schema, data)
             if "id" not in data or data["id"] in known:
                 raise refuse(f"action {data.get('id')!r} has no id or is recorded twice.")
             known[data["id"]] = dict(data)
@@ -343,13 +347,13 @@ def check_export(records: Iterable[dict[str, Any]]) -> None:
             raise refuse(f"no live action {data['action_id']!r} before it.",
                          {where: "names an unknown or retracted action"})
         if kind == ACTION_RETRACTED:
-            valid(RetractionSchema(), {"reason": data["reason"]})
+            valid(retraction_schema, {"reason": data["reason"]})
             known[data["action_id"]] = None
             continue
         changes = data["changes"]
         if not isinstance(changes, dict) or not changes or not set(changes) <= set(CORRECTABLE):
             raise refuse(f"a correction changes one or more of {', '.join(CORRECTABLE)}.")
-        valid(CorrectionSchema(), {"reason": data["reason"], **changes})
+        valid(correction_schema, {"reason": data["reason"], **changes})
         corrected = {**current, **changes}
         try:
             check_action_fields({k: v for k, v in corrected.items() if v is not None})

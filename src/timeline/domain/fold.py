@@ -276,7 +276,10 @@ class SegmentBuilder:
     recording actions in effective order costs a few steps each, however long the history.
     """
 
-    def __init__(self, actions: Iterable[Action] = ()):
+    def __init__(self, actions: Iterable[Action] = (), based_on: bool = True):
+        # Without ``based_on``, states leave it empty: a caller that finds what a state rests on
+        # elsewhere saves a list of ids per boundary day (quadratic in a rule's length).
+        self._based_on = based_on
         self._actions: list[Action] = []  # effective order
         self._keys: list[tuple[date, int]] = []
         self._ids: list[str] = []
@@ -319,6 +322,9 @@ class SegmentBuilder:
         if self._extreme:
             del self._points[:], self._first_points[:]
             self._segments = segments(self._actions)
+            if not self._based_on:
+                self._segments = [replace(seg, state=replace(seg.state, based_on=()))
+                                  for seg in self._segments]
             return 0
         return self._refold(date.min if was_extreme else start)
 
@@ -377,7 +383,8 @@ class SegmentBuilder:
             del self._expired[point.expired:]
         fold.expired = self._expired
         actions = self._actions
-        based_on = tuple(self._ids[:applied])
+        track = self._based_on
+        based_on = tuple(self._ids[:applied]) if track else ()
         for day in self._days[keep:]:
             before = applied
             while applied < len(actions) and actions[applied].effective.start <= day:
@@ -387,7 +394,7 @@ class SegmentBuilder:
                 applied += 1
             fold.expire_pause_before(day)
             fold.based_on.clear()  # the ids come from the sorted actions instead
-            if applied != before:
+            if applied != before and track:
                 based_on = tuple(self._ids[:applied])
             underlying = fold.underlying
             self._points.append(_Point(
@@ -434,7 +441,10 @@ class SegmentBuilder:
         for index in range(start, len(points)):
             point = points[index]
             end = points[index + 1].day if index + 1 < len(points) else date.max
-            if self._segments and self._segments[-1].state == point.state:
+            # Equal states on either side of an action's first day still make two segments,
+            # since they rest on different actions (also when states leave based_on empty).
+            if (self._segments and self._segments[-1].state == point.state
+                    and points[self._first_points[-1]].applied == point.applied):
                 self._segments[-1] = Segment(self._segments[-1].valid_from, end, point.state)
             else:
                 self._segments.append(Segment(point.day, end, point.state))

@@ -30,9 +30,9 @@ from timeline.readmodel.store import END_OF_RECORD, END_OF_TIME, START_OF_TIME, 
 # row by row (about four times cheaper per action).
 BULK_EVENTS = 5_000
 
-# How many rules' histories stay in memory, in units of roughly 2 KiB: enough for the rules a
-# busy stretch of history touches, small enough to keep a rebuild well under a gigabyte.
-CACHE_UNITS = 250_000
+# How many rules' histories stay in memory, in units of one action (about 450 bytes each, by
+# tracemalloc): most rules of a million-action history, and a rebuild still well under a GiB.
+CACHE_UNITS = 800_000
 
 
 def _day(value: date) -> str:
@@ -61,10 +61,11 @@ def _dumps_texts(values: tuple[str, ...]) -> str:
 
 
 def _state_row(seg: Segment) -> tuple:
+    """The stored row of a segment: where it starts and its state, but not its end (the next
+    row's start) nor what it rests on (``action_starts``)."""
     state = seg.state
     return (
         _day(seg.valid_from),
-        _day(seg.valid_to),
         state.status,
         state.rate_percent,
         _dumps_texts(state.conditions),
@@ -72,14 +73,10 @@ def _state_row(seg: Segment) -> tuple:
         state.until,
         int(state.certain),
         _dumps_texts(state.uncertain_because),
-        _dumps_texts(state.based_on),
     )
 
 
-_STATE_COLUMNS = (
-    "valid_from, valid_to, status, rate_percent, conditions, since, until, certain, "
-    "uncertain_because, based_on"
-)
+_STATE_FIELDS = "status, rate_percent, conditions, since, until, certain, uncertain_because"
 
 
 @dataclass(slots=True)
@@ -104,18 +101,13 @@ class _RuleView:
 
     jurisdiction: str
     instrument: str
-    open_event: int  # position of the rule's newest event: its rule_events row is open
     actions: dict[str, _Known] = field(default_factory=dict)
-    builder: SegmentBuilder = field(default_factory=SegmentBuilder)
-    # valid_from -> (rowid, row) of the rule's open states rows: the current segments. After a
-    # load from the tables both are None: the row is closed by its key, its text made if needed.
-    open_rows: dict[str, tuple[int | None, tuple | None]] = field(default_factory=dict)
+    builder: SegmentBuilder = field(default_factory=lambda: SegmentBuilder(based_on=False))
     counted: int = 0  # the units this view was last counted for in the cache's total
 
     @property
     def units(self) -> int:
-        count = len(self.actions)
-        return 1 + count + count * count // 128
+        return 1 + len(self.actions)
 
 
 @dataclass
@@ -123,14 +115,14 @@ class _Page:
     """The rows of one page of events, written together when the page ends."""
 
     rules: list[tuple] = field(default_factory=list)
-    events: list[list] = field(default_factory=list)
-    new_events: dict[int, list] = field(default_factory=dict)  # position -> row of this page
-    closed_events: list[tuple[str, int]] = field(default_factory=list)
+    events: list[tuple] = field(default_factory=list)
     states: list[list] = field(default_factory=list)
-    new_states: dict[int, list] = field(default_factory=dict)  # rowid -> row of this page
-    closed_states: list[tuple[str, int]] = field(default_factory=list)
-    closed_states_by_key: list[tuple[str, str, str]] = field(default_factory=list)
-    next_rowid: int = 1
+    # (rule_id, valid_from) -> the open row of this page, closed in place if the page closes it
+    open_states: dict[tuple[str, str], list] = field(default_factory=dict)
+    closed_states: list[tuple[str, str, str]] = field(default_factory=list)  # rows of earlier pages
+    starts: list[list] = field(default_factory=list)
+    open_starts: dict[tuple[str, str], list] = field(default_factory=dict)  # as open_states
+    closed_starts: list[tuple[str, str, str, int]] = field(default_factory=list)
     actions: dict[tuple[str, str], tuple[_RuleView, _Known]] = field(default_factory=dict)
     requests: list[tuple] = field(default_factory=list)
 
@@ -235,9 +227,7 @@ class Projector:
     # One page ------------------------------------------------------------------------------
 
     def _apply_page(self, conn: sqlite3.Connection, page: Sequence[tuple[int, Rule.Event]]) -> None:
-        # States rows get their rowids here, so that a later event closes its row by rowid.
-        rows = self._rows = _Page(
-            next_rowid=(conn.execute("SELECT max(rowid) FROM states").fetchone()[0] or 0) + 1)
+        rows = self._rows = _Page()
         for position, event in page:
             self.apply(conn, position, event)
         self._write(conn, rows)
@@ -252,39 +242,27 @@ class Projector:
         data = event_data(event)
         recorded_at = format_instant(event.timestamp)
         action_id = data.get("action_id", data.get("id")) if kind != RULE_REGISTERED else None
-        row = [position, rule_id, event.originator_version, kind, action_id, recorded_at,
-               END_OF_RECORD, _dumps(data)]
-        rows.events.append(row)
-        rows.new_events[position] = row
+        rows.events.append((position, rule_id, event.originator_version, kind, action_id,
+                            recorded_at, _dumps(data)))
         if kind == RULE_REGISTERED:
-            view = self._register(rows, position, recorded_at, data)
+            self._register(rows, position, recorded_at, data)
         else:
             view = self._view(conn, rule_id)
-            self._close_event(rows, view, recorded_at)
             self._change_action(conn, rows, rule_id, view, position, recorded_at, event)
-        view.open_event = position
         request = event.request
         if request and request.get("key"):
             rows.requests.append((request["key"], request.get("fingerprint", ""), rule_id, position,
                                   kind, data["id"]))
 
-    def _close_event(self, rows: _Page, view: _RuleView, recorded_at: str) -> None:
-        pending = rows.new_events.get(view.open_event)
-        if pending is not None:
-            pending[6] = recorded_at
-        else:
-            rows.closed_events.append((recorded_at, view.open_event))
-
-    def _register(self, rows: _Page, position: int, recorded_at: str, data: dict) -> _RuleView:
+    def _register(self, rows: _Page, position: int, recorded_at: str, data: dict) -> None:
         rows.rules.append((
             data["id"], data["title"], data["jurisdiction"], data["instrument"],
             _dumps(data["targets"]), _dumps(data["subjects"]), _dumps(data["tags"]),
             _dumps(data["links"]), " ".join(data["subjects"]), recorded_at, position,
         ))
-        view = _RuleView(data["jurisdiction"], data["instrument"], position)
+        view = _RuleView(data["jurisdiction"], data["instrument"])
         self._remember(data["id"], view)
-        self._replace_states(rows, data["id"], view, recorded_at, [], view.builder.segments())
-        return view
+        self._replace_states(rows, data["id"], recorded_at, [], view.builder.segments())
 
     def _change_action(
         self, conn: sqlite3.Connection, rows: _Page, rule_id: str, view: _RuleView, position: int,
@@ -313,50 +291,51 @@ class Projector:
             else:
                 known.retracted = True
         known.fold = None if known.retracted else to_fold_action(known.fields, known.position)
+        self._replace_start(rows, rule_id, action_id, recorded_at, removed, known.fold)
         before = view.builder.segments()
         unchanged = view.builder.change(removed, known.fold)
-        self._replace_states(rows, rule_id, view, recorded_at, before[unchanged:],
+        self._replace_states(rows, rule_id, recorded_at, before[unchanged:],
                              view.builder.segments()[unchanged:])
         rows.actions[(rule_id, action_id)] = (view, known)
 
+    @staticmethod
+    def _replace_start(rows: _Page, rule_id: str, action_id: str, recorded_at: str,
+                       old: Action | None, new: Action | None) -> None:
+        """Keep ``action_starts`` in step: an action's row changes when its start day does."""
+        old_start = _day(old.effective.start) if old is not None else None
+        new_start = _day(new.effective.start) if new is not None else None
+        if old_start == new_start:
+            return
+        key = (rule_id, action_id)
+        if old is not None:
+            pending = rows.open_starts.pop(key, None)
+            if pending is not None:
+                pending[4] = recorded_at
+            else:
+                rows.closed_starts.append((recorded_at, rule_id, old_start, old.order))
+        if new is not None:
+            row = [rule_id, new_start, new.order, recorded_at, END_OF_RECORD, action_id]
+            rows.starts.append(row)
+            rows.open_starts[key] = row
+
     def _replace_states(
-        self, rows: _Page, rule_id: str, view: _RuleView, recorded_at: str,
-        old: list[Segment], new: list[Segment],
+        self, rows: _Page, rule_id: str, recorded_at: str, old: list[Segment], new: list[Segment],
     ) -> None:
         """Close the rows that no longer hold and open the new ones, from ``recorded_at`` on."""
-        old_segments = {seg.valid_from: seg for seg in old}
-        old_rows = {}
-        for day, seg in old_segments.items():
-            rowid, row = view.open_rows[_day(day)]
-            old_rows[_day(day)] = (rowid, row if row is not None else _state_row(seg))
-        new_rows = {}
-        for seg in new:
-            before = old_segments.get(seg.valid_from)
-            if before is not None and before.state == seg.state:
-                # Same state, maybe another end: the stored row's JSON is still good.
-                row = old_rows[_day(seg.valid_from)][1]
-                new_rows[row[0]] = (row[0], _day(seg.valid_to), *row[2:])
-            else:
-                row = _state_row(seg)
-                new_rows[row[0]] = row
-        for valid_from, (rowid, row) in old_rows.items():
+        old_rows = {row[0]: row for row in map(_state_row, old)}
+        new_rows = {row[0]: row for row in map(_state_row, new)}
+        for valid_from, row in old_rows.items():
             if new_rows.get(valid_from) != row:
-                del view.open_rows[valid_from]
-                pending = rows.new_states.pop(rowid, None) if rowid is not None else None
+                pending = rows.open_states.pop((rule_id, valid_from), None)
                 if pending is not None:
                     pending[3] = recorded_at
-                elif rowid is not None:
-                    rows.closed_states.append((recorded_at, rowid))
                 else:
-                    rows.closed_states_by_key.append((recorded_at, rule_id, valid_from))
+                    rows.closed_states.append((recorded_at, rule_id, valid_from))
         for valid_from, row in new_rows.items():
-            if valid_from not in old_rows or old_rows[valid_from][1] != row:
-                rowid = rows.next_rowid
-                rows.next_rowid += 1
-                view.open_rows[valid_from] = (rowid, row)
-                pending = [rowid, rule_id, recorded_at, END_OF_RECORD, *row]
+            if old_rows.get(valid_from) != row:
+                pending = [rule_id, valid_from, recorded_at, END_OF_RECORD, *row[1:]]
                 rows.states.append(pending)
-                rows.new_states[rowid] = pending
+                rows.open_states[(rule_id, valid_from)] = pending
 
     # The cache of rules ---------------------------------------------------------------------
 
@@ -387,11 +366,7 @@ class Projector:
         ).fetchone()
         if rule is None:
             raise LookupError(f"event for rule {rule_id!r}, which is not registered")
-        newest = conn.execute(
-            "SELECT position FROM rule_events WHERE rule_id = ? ORDER BY recorded_at DESC LIMIT 1",
-            (rule_id,),
-        ).fetchone()
-        view = _RuleView(rule["jurisdiction"], rule["instrument"], newest[0])
+        view = _RuleView(rule["jurisdiction"], rule["instrument"])
         for (action_id, position, recorded_at, corrected, retracted, kind, effective, rate, until,
              conditions) in conn.execute(
                 "SELECT id, position, recorded_at, corrected, retracted, kind, effective, "
@@ -407,8 +382,8 @@ class Projector:
                 )
             view.actions[action_id] = _Known(None, position, recorded_at, bool(corrected),
                                              bool(retracted), fold)
-        view.builder = SegmentBuilder(k.fold for k in view.actions.values() if k.fold is not None)
-        view.open_rows = {_day(seg.valid_from): (None, None) for seg in view.builder.segments()}
+        view.builder = SegmentBuilder((k.fold for k in view.actions.values() if k.fold is not None),
+                                      based_on=False)
         self._remember(rule_id, view)
         return view
 
@@ -420,23 +395,31 @@ class Projector:
             "links, subjects_text, registered_at, position) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows.rules,
         )
-        conn.executemany("UPDATE rule_events SET known_to = ? WHERE position = ?", rows.closed_events)
         conn.executemany(
             "INSERT INTO rule_events (position, rule_id, version, type, action_id, recorded_at, "
-            "known_to, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "data) VALUES (?, ?, ?, ?, ?, ?, ?)",
             rows.events,
         )
-        conn.executemany("UPDATE states SET known_to = ? WHERE rowid = ?", rows.closed_states)
         # Rows opened before this page close first, so that their key finds only them.
         conn.executemany(
             f"UPDATE states SET known_to = ? WHERE rule_id = ? AND valid_from = ? "
             f"AND known_to = '{END_OF_RECORD}'",
-            rows.closed_states_by_key,
+            rows.closed_states,
         )
         conn.executemany(
-            f"INSERT INTO states (rowid, rule_id, known_from, known_to, {_STATE_COLUMNS}) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO states (rule_id, valid_from, known_from, known_to, {_STATE_FIELDS}) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows.states,
+        )
+        conn.executemany(
+            f"UPDATE action_starts SET known_to = ? WHERE rule_id = ? AND effective_start = ? "
+            f"AND ord = ? AND known_to = '{END_OF_RECORD}'",
+            rows.closed_starts,
+        )
+        conn.executemany(
+            "INSERT INTO action_starts (rule_id, effective_start, ord, known_from, known_to, "
+            "action_id) VALUES (?, ?, ?, ?, ?, ?)",
+            rows.starts,
         )
         # An upsert, not INSERT OR REPLACE: a replace deletes the old row without its delete
         # trigger, which would leave the old summary in the full-text index.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import bisect
 import json
 import sqlite3
 from typing import Any
@@ -11,7 +12,7 @@ from timeline.domain.dates import PolicyDate
 from timeline.domain.errors import InvalidInput, NotFound
 from timeline.events import RULE_REGISTERED
 from timeline.readmodel.actions import known_actions
-from timeline.readmodel.store import END_OF_TIME, START_OF_TIME
+from timeline.readmodel.store import START_OF_TIME
 
 
 STATE_FIELDS = ("status", "rate_percent", "conditions")
@@ -49,21 +50,33 @@ def _state(rule: dict, row: sqlite3.Row, as_of: str, known_at: str, version: int
             "version": version}
 
 
+# The ids of the actions a state starting on day :day rests on, as known at :known_at: those
+# starting on or before it, in the fold's order (start day, then record order).
+_BASED_ON_SQL = """
+SELECT json_group_array(action_id) FROM (
+    SELECT action_id FROM action_starts
+    WHERE rule_id = {rule} AND effective_start <= {day}
+      AND known_from <= :known_at AND known_to > :known_at
+    ORDER BY effective_start, ord)
+"""
+
 # Each rule's one row that holds on :as_of as known at :known_at, found by walking back from
-# :as_of along the rule's rows (index states_by_rule_day), and its version: the newest event
-# recorded by :known_at. Both are index lookups, however long the rule's history.
-_RULE_STATE_SQL = """
+# :as_of along the rule's rows (the states key), what it rests on, and the rule's version: the
+# newest event recorded by :known_at. All index lookups, however long the rule's history.
+_RULE_STATE_SQL = f"""
 SELECT r.*, s.status, s.rate_percent, s.conditions, s.since, s.until, s.certain,
-       s.uncertain_because, s.based_on,
+       s.uncertain_because,
+       ({_BASED_ON_SQL.format(rule="r.id", day="s.valid_from")}) AS based_on,
        (SELECT e.version FROM rule_events e
         WHERE e.rule_id = r.id AND e.recorded_at <= :known_at
         ORDER BY e.recorded_at DESC LIMIT 1) AS version
 FROM rules r
-JOIN states s ON s.rowid = (
-    SELECT rowid FROM states
-    WHERE rule_id = r.id AND valid_from <= :as_of AND valid_to > :as_of
+JOIN states s ON s.rule_id = r.id AND s.valid_from = (
+    SELECT valid_from FROM states
+    WHERE rule_id = r.id AND valid_from <= :as_of
       AND known_from <= :known_at AND known_to > :known_at
     ORDER BY valid_from DESC LIMIT 1)
+  AND s.known_from <= :known_at AND s.known_to > :known_at
 WHERE r.registered_at <= :known_at
 """
 
@@ -151,17 +164,23 @@ def state_segments(conn: sqlite3.Connection, rule_id: str, known_at: str) -> lis
     if not rule_exists(conn, rule_id, known_at):
         raise NotFound(f"No rule {rule_id!r} was registered at {known_at}.")
     rows = conn.execute(
-        "SELECT valid_from, valid_to, status, rate_percent, conditions, since, until, certain, "
-        "uncertain_because, based_on FROM states WHERE rule_id = ? AND known_from <= ? "
-        "AND known_to > ? ORDER BY valid_from",
+        "SELECT valid_from, lead(valid_from, 1, ?) OVER (ORDER BY valid_from) AS valid_to, "
+        "status, rate_percent, conditions, since, until, certain, uncertain_because, "
+        "'[]' AS based_on FROM states WHERE rule_id = ? AND known_from <= ? AND known_to > ? "
+        "ORDER BY valid_from",
+        (OPEN_END, rule_id, known_at, known_at),
+    ).fetchall()
+    # What each segment rests on is a prefix of the rule's actions in the fold's order.
+    starts = conn.execute(
+        "SELECT effective_start, action_id FROM action_starts WHERE rule_id = ? "
+        "AND known_from <= ? AND known_to > ? ORDER BY effective_start, ord",
         (rule_id, known_at, known_at),
     ).fetchall()
+    days = [start for start, _ in starts]
+    ids = [action_id for _, action_id in starts]
     return [
-        {
-            "valid_from": row["valid_from"],
-            "valid_to": OPEN_END if row["valid_to"] == END_OF_TIME else row["valid_to"],
-            **_state_fields(row),
-        }
+        {"valid_from": row["valid_from"], "valid_to": row["valid_to"], **_state_fields(row),
+         "based_on": ids[:bisect.bisect_right(days, row["valid_from"])]}
         for row in rows
     ]
 

@@ -17,7 +17,7 @@ END_OF_RECORD = "9999-12-31T23:59:59.999999Z"
 START_OF_TIME = "0001-01-01"
 
 # Bumped whenever tables or indexes change: a read model of another version is rebuilt.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS tracking (
@@ -37,7 +37,7 @@ CREATE TABLE IF NOT EXISTS rules (
     registered_at TEXT NOT NULL,
     position INTEGER NOT NULL
 );
--- Every event of every rule, with the record-time interval during which it was the newest.
+-- Every event of every rule: its version, record time and data (history at any known_at).
 CREATE TABLE IF NOT EXISTS rule_events (
     position INTEGER PRIMARY KEY,
     rule_id TEXT NOT NULL,
@@ -45,16 +45,17 @@ CREATE TABLE IF NOT EXISTS rule_events (
     type TEXT NOT NULL,
     action_id TEXT,
     recorded_at TEXT NOT NULL,
-    known_to TEXT NOT NULL,
     data TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS rule_events_by_rule ON rule_events (rule_id, recorded_at);
--- Bitemporal state rows: constant state over [valid_from, valid_to) in the world,
--- as known over [known_from, known_to) in record time.
+-- Bitemporal state rows: the state a rule enters on valid_from, as known over
+-- [known_from, known_to) in record time. A row holds until the next row of the rule known then
+-- (a rule has a row from the first day of the calendar), so its end is not stored: a new action
+-- at the end of a rule's history adds one row and rewrites none. One rule's row for a day is
+-- the last one starting on or before it that is known then: a short walk back along the key.
 CREATE TABLE IF NOT EXISTS states (
     rule_id TEXT NOT NULL,
     valid_from TEXT NOT NULL,
-    valid_to TEXT NOT NULL,
     known_from TEXT NOT NULL,
     known_to TEXT NOT NULL,
     status TEXT NOT NULL,
@@ -64,12 +65,21 @@ CREATE TABLE IF NOT EXISTS states (
     until TEXT,
     certain INTEGER NOT NULL,
     uncertain_because TEXT NOT NULL,
-    based_on TEXT NOT NULL
-);
--- One rule's row for a day is the last one starting on or before it that holds then: a short
--- walk back from the day, whatever the length of the rule's history. Rows are closed by rowid,
--- and known_to is left out of the index so that closing a row does not touch it.
-CREATE INDEX IF NOT EXISTS states_by_rule_day ON states (rule_id, valid_from);
+    PRIMARY KEY (rule_id, valid_from, known_from)
+) WITHOUT ROWID;
+-- What states rest on: each live action's start day and record order, as known over
+-- [known_from, known_to). A state starting on day D rests on the rule's actions known then that
+-- start on or before D, in (start, order): the fold's own order. Kept apart from the states so
+-- that an action recorded late does not rewrite every later state row to add its id.
+CREATE TABLE IF NOT EXISTS action_starts (
+    rule_id TEXT NOT NULL,
+    effective_start TEXT NOT NULL,
+    ord INTEGER NOT NULL,
+    known_from TEXT NOT NULL,
+    known_to TEXT NOT NULL,
+    action_id TEXT NOT NULL,
+    PRIMARY KEY (rule_id, effective_start, ord, known_from)
+) WITHOUT ROWID;
 -- The actions as currently known (corrections applied), for the timeline and search.
 CREATE TABLE IF NOT EXISTS actions (
     rule_id TEXT NOT NULL,
@@ -227,7 +237,7 @@ class ReadModel:
         """Remove every read model and its position, in one transaction (for a rebuild)."""
         with self.write() as conn:
             for table in ("rules_fts", "actions_fts", "tracking", "rules", "rule_events", "states",
-                          "actions", "requests"):
+                          "action_starts", "actions", "requests"):
                 conn.execute(f"DROP TABLE IF EXISTS {table}")
         self._create()
 
