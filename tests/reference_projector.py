@@ -55,6 +55,7 @@ class ReferenceProjector:
 
     def __init__(self, readmodel: ReadModel):
         self.readmodel = readmodel
+        self._events: dict[str, list[dict[str, Any]]] = {}  # each rule's events, in order
 
     def catch_up(
         self,
@@ -83,10 +84,13 @@ class ReferenceProjector:
         kind = record["type"]
         action_id = data.get("action_id", data.get("id")) if kind != RULE_REGISTERED else None
         conn.execute(
-            "INSERT INTO rule_events (position, rule_id, version, type, action_id, recorded_at, "
-            "data) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (position, rule_id, record["version"], kind, action_id, recorded_at, _dumps(data)),
+            "INSERT INTO rule_events (position, rule_id, version, type, action_id, recorded_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (position, rule_id, record["version"], kind, action_id, recorded_at),
         )
+        if kind != RULE_REGISTERED:
+            self._events.setdefault(rule_id, []).append(
+                {"position": position, "type": kind, "recorded_at": recorded_at, "data": data})
         if kind == RULE_REGISTERED:
             self._register(conn, position, recorded_at, data)
         else:
@@ -111,12 +115,7 @@ class ReferenceProjector:
         self._replace_states(conn, data["id"], recorded_at, [Segment(date.min, date.max, State())])
 
     def _refold(self, conn: sqlite3.Connection, rule_id: str, recorded_at: str, action_id: str) -> None:
-        rows = conn.execute(
-            "SELECT position, type, recorded_at, data FROM rule_events WHERE rule_id = ? "
-            "AND type != ? ORDER BY position",
-            (rule_id, RULE_REGISTERED),
-        ).fetchall()
-        actions = known_actions(rows)
+        actions = known_actions(self._events[rule_id])
         live = live_fold_actions(actions)
         self._replace_states(conn, rule_id, recorded_at, segments(live))
         self._replace_starts(conn, rule_id, recorded_at, live)

@@ -106,9 +106,11 @@ def test_answers_at_every_record_time_are_the_folds(imported):
     rule_id = conn.execute(
         "SELECT rule_id FROM rule_events GROUP BY rule_id ORDER BY count(*) DESC LIMIT 1"
     ).fetchone()[0]
-    events = conn.execute(
-        "SELECT position, type, recorded_at, data FROM rule_events WHERE rule_id = ? "
+    rows = conn.execute(
+        "SELECT position, version, type, recorded_at FROM rule_events WHERE rule_id = ? "
         "AND type != ? ORDER BY position", (rule_id, RULE_REGISTERED)).fetchall()
+    data = tracker.app.rule_event_data(rule_id, rows[-1]["version"])
+    events = [{**row, "data": data[row["version"]]} for row in rows]
     days = ["1990-01-01", "2012-06-15", "2020-02-29", "2024-07-01", "2031-12-31", "2090-07-01"]
     for count in [*range(1, len(events), 5), len(events)]:
         known_at = events[count - 1]["recorded_at"]

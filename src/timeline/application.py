@@ -193,6 +193,16 @@ class PolicyApplication(Application[str]):
             yield from page
             after = page[-1][0]
 
+    def rule_event_data(self, rule_id: str, up_to: int) -> dict[int, dict[str, Any]]:
+        """The data of a rule's events up to version ``up_to``, by version, in the public shape.
+
+        The read models keep each event's place and record time; its data is read from here.
+        """
+        from timeline.events import event_data
+
+        stored = self.recorder.select_events(rule_id, lte=up_to)
+        return {s.originator_version: event_data(self.mapper.to_domain_event(s)) for s in stored}
+
     def last_recorded_at(self) -> datetime | None:
         head = self.head()
         if not head:

@@ -189,7 +189,7 @@ class Tracker:
     def history(self, rule_id: str, known_at: datetime | None = None) -> tuple[str, list[dict]]:
         at = self.known_at(known_at)
         with self.readmodel.read() as conn:
-            return at, queries.history(conn, rule_id, at)
+            return at, queries.history(conn, rule_id, at, self.app.rule_event_data)
 
     def state_segments(self, rule_id: str, known_at: datetime | None = None) -> tuple[str, list[dict]]:
         """A rule's states over valid time as known at ``known_at``, for charts."""

@@ -243,7 +243,7 @@ class Projector:
         recorded_at = format_instant(event.timestamp)
         action_id = data.get("action_id", data.get("id")) if kind != RULE_REGISTERED else None
         rows.events.append((position, rule_id, event.originator_version, kind, action_id,
-                            recorded_at, _dumps(data)))
+                            recorded_at))
         if kind == RULE_REGISTERED:
             self._register(rows, position, recorded_at, data)
         else:
@@ -396,8 +396,8 @@ class Projector:
             rows.rules,
         )
         conn.executemany(
-            "INSERT INTO rule_events (position, rule_id, version, type, action_id, recorded_at, "
-            "data) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO rule_events (position, rule_id, version, type, action_id, recorded_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
             rows.events,
         )
         # Rows opened before this page close first, so that their key finds only them.

@@ -6,7 +6,7 @@ import base64
 import bisect
 import json
 import sqlite3
-from typing import Any
+from typing import Any, Callable, Mapping
 
 from timeline.domain.dates import PolicyDate
 from timeline.domain.errors import InvalidInput, NotFound
@@ -191,16 +191,26 @@ def rule_exists(conn: sqlite3.Connection, rule_id: str, known_at: str) -> bool:
     ).fetchone() is not None
 
 
-def history(conn: sqlite3.Connection, rule_id: str, known_at: str) -> list[dict[str, Any]]:
-    """A rule's actions as known at ``known_at``, in effective order, with their corrections."""
+def history(
+    conn: sqlite3.Connection, rule_id: str, known_at: str,
+    event_data: Callable[[str, int], Mapping[int, dict[str, Any]]],
+) -> list[dict[str, Any]]:
+    """A rule's actions as known at ``known_at``, in effective order, with their corrections.
+
+    ``event_data(rule_id, version)`` gives the data of the rule's events up to ``version``, by
+    version (the event store keeps it; the read model keeps where and when each event stands).
+    """
     if not rule_exists(conn, rule_id, known_at):
         raise NotFound(f"No rule {rule_id!r} was registered at {known_at}.")
     rows = conn.execute(
-        "SELECT position, type, recorded_at, data FROM rule_events WHERE rule_id = ? "
+        "SELECT position, version, type, recorded_at FROM rule_events WHERE rule_id = ? "
         "AND type != ? AND recorded_at <= ? ORDER BY position",
         (rule_id, RULE_REGISTERED, known_at),
     ).fetchall()
-    actions = known_actions(rows)
+    data = event_data(rule_id, rows[-1]["version"]) if rows else {}
+    actions = known_actions({"position": row["position"], "type": row["type"],
+                             "recorded_at": row["recorded_at"], "data": data[row["version"]]}
+                            for row in rows)
     items = []
     for known in sorted(
         actions.values(),

@@ -17,7 +17,7 @@ END_OF_RECORD = "9999-12-31T23:59:59.999999Z"
 START_OF_TIME = "0001-01-01"
 
 # Bumped whenever tables or indexes change: a read model of another version is rebuilt.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS tracking (
@@ -37,15 +37,15 @@ CREATE TABLE IF NOT EXISTS rules (
     registered_at TEXT NOT NULL,
     position INTEGER NOT NULL
 );
--- Every event of every rule: its version, record time and data (history at any known_at).
+-- Every event of every rule: its place, version and record time (a rule's version and history
+-- at any known_at). Its data stays in the event store, read from there for a history.
 CREATE TABLE IF NOT EXISTS rule_events (
     position INTEGER PRIMARY KEY,
     rule_id TEXT NOT NULL,
     version INTEGER NOT NULL,
     type TEXT NOT NULL,
     action_id TEXT,
-    recorded_at TEXT NOT NULL,
-    data TEXT NOT NULL
+    recorded_at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS rule_events_by_rule ON rule_events (rule_id, recorded_at);
 -- Bitemporal state rows: the state a rule enters on valid_from, as known over
