@@ -7,7 +7,8 @@
 
 It generates a history (bench/generate.py, cached under the temp directory), imports it into a
 fresh TIMELINE_HOME (and the PostgreSQL schema, when given a URL: the schema is dropped first),
-then takes, in turns for each probe so that all see the same machine:
+then takes, in turns for each probe so that all see the same machine (and each in turn
+first, so that none always reads the probe's pages cold):
 
 - ``tracker.state(rule, as_of)``: what the CLI and the API call, known_at barrier included;
 - ``tracker.known_at()`` alone: the barrier;
@@ -104,21 +105,19 @@ def main() -> None:
         for round_ in range(1, args.repeat + 1):
             times: dict[str, list[float]] = {"Tracker.state": [], "Tracker.known_at": [],
                                              "queries.rule_state": [], "hand-written": []}
-            for rule_id, as_of in probes:
+            for n, (rule_id, as_of) in enumerate(probes):
                 day = as_of.isoformat()
-                start = clock()
-                tracker.state(rule_id, as_of)
-                middle = clock()
-                tracker.known_at()
-                end = clock()
-                queries.rule_state(conn, rule_id, day, known_at)
-                after = clock()
-                HandTable.state(hand, rule_id, day, known_at)
-                last = clock()
-                times["Tracker.state"].append(middle - start)
-                times["Tracker.known_at"].append(end - middle)
-                times["queries.rule_state"].append(after - end)
-                times["hand-written"].append(last - after)
+                calls = [
+                    ("Tracker.state", lambda: tracker.state(rule_id, as_of)),
+                    ("Tracker.known_at", tracker.known_at),
+                    ("queries.rule_state", lambda: queries.rule_state(conn, rule_id, day, known_at)),
+                    ("hand-written", lambda: HandTable.state(hand, rule_id, day, known_at)),
+                ]
+                # Each in turn goes first: the first to read a rule's pages finds them colder.
+                for name, call in calls[n % 4:] + calls[:n % 4]:
+                    start = clock()
+                    call()
+                    times[name].append(clock() - start)
             store = "PostgreSQL" if args.database_url else "SQLite"
             print(f"round {round_}: {args.lookups} lookups, {store}, {args.actions} actions")
             p50 = {name: percentile(values, 0.5) * 1e6 for name, values in times.items()}
