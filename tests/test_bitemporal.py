@@ -223,3 +223,112 @@ def test_the_last_day_of_the_calendar_is_a_day_like_any_other(scenario):
         state = ask(tracker, "9999-12-31", known_at)
         assert summary(state) == EXPECTED[n]["2025-12-09"], n
     assert len(tracker.states(date(9999, 12, 31))) == 1
+
+
+# The known_at barrier ----------------------------------------------------------------------
+
+
+def _write_paused(tracker: Tracker) -> tuple[Any, Any, Any, dict]:
+    """Start a write in a thread and pause it between taking its record time and committing.
+
+    Returns the thread, the event set once the record time is taken, the event that lets the
+    write commit, and a dict that receives the write's answer (or its error).
+    """
+    import threading
+
+    taken, commit, result = threading.Event(), threading.Event(), {}
+    save = tracker.app.save
+
+    def paused_save(*args: Any, **kwargs: Any) -> Any:
+        taken.set()  # the event, with its record time, is made; nothing is stored yet
+        assert commit.wait(30)
+        return save(*args, **kwargs)
+
+    tracker.app.save = paused_save
+
+    def write() -> None:
+        try:
+            result["written"] = tracker.record_action(RULE_ID, {
+                "id": "tariff-paused", "kind": "fee", "effective": "2025-12-05",
+                "rate_percent": 30, "sources": [SOURCE]})
+        except BaseException as exc:  # pragma: no cover - reported by the test
+            result["error"] = exc
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    assert taken.wait(30)
+    return writer, taken, commit, result
+
+
+def test_a_reader_waits_for_a_writer_between_its_record_time_and_its_commit(scenario):
+    """A write whose record time is taken but not committed may have a record time at or
+    before the reader's ``known_at``: the reader must wait for it, then include it."""
+    import threading
+
+    tracker, times, _ = scenario
+    writer, _, commit, result = _write_paused(tracker)
+    answered, answer = threading.Event(), {}
+
+    def read() -> None:
+        try:
+            answer["state"] = tracker.state(RULE_ID, date(2025, 12, 9))
+        finally:
+            answered.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    try:
+        reader.start()
+        assert not answered.wait(0.5), "answered while a write with an earlier record time was in flight"
+    finally:
+        commit.set()
+        writer.join(30)
+        reader.join(30)
+    written = result["written"]
+    state = answer["state"]
+    assert written.recorded_at <= state["known_at"]
+    assert state["rate_percent"] == 30
+    # The same question asked again later gets the same answer.
+    assert tracker.state(RULE_ID, date(2025, 12, 9), parse_instant(state["known_at"])) == state
+
+
+def test_readers_in_the_writing_thread_and_together_do_not_wait(scenario):
+    """The thread holding the write lock reads without waiting for itself, and readers do not
+    keep each other out."""
+    import threading
+
+    tracker, times, _ = scenario
+    done = threading.Event()
+
+    def read_while_holding() -> None:
+        with tracker.lock.hold():
+            tracker.state(RULE_ID, date(2025, 12, 9))
+        done.set()
+
+    threading.Thread(target=read_while_holding, daemon=True).start()
+    assert done.wait(10), "a thread holding the write lock waited for itself"
+
+    barrier = threading.Barrier(4)
+    states: list[dict] = []
+
+    def read_many() -> None:
+        barrier.wait()
+        for _ in range(50):
+            states.append(tracker.state(RULE_ID, date(2025, 12, 9)))
+
+    readers = [threading.Thread(target=read_many) for _ in range(4)]
+    for thread in readers:
+        thread.start()
+    for thread in readers:
+        thread.join(30)
+    assert len(states) == 200 and all(s["rate_percent"] == 10 for s in states)
+
+
+def test_now_is_formatted_as_format_instant_does():
+    from datetime import datetime, timezone
+
+    from timeline.service import _format_utc
+
+    for instant in (datetime(2025, 12, 9, 8, 5, 3, 0, tzinfo=timezone.utc),
+                    datetime(999, 1, 2, 3, 4, 5, 6, tzinfo=timezone.utc),
+                    datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc)):
+        assert _format_utc(instant) == format_instant(instant)

@@ -148,9 +148,14 @@ class PolicyApplication(Application[str]):
         lookup on a plain read-only connection of this thread: the library's own path takes a
         pooled connection and a transaction, several times slower for this one number.
         """
-        conn = self._head_connection()
+        try:
+            conn = self._head_local.conn  # this thread's, once opened: the usual case
+        except AttributeError:
+            conn = None
         if conn is None:
-            return self.recorder.max_notification_id() or 0
+            conn = self._head_connection()
+            if conn is None:
+                return self.recorder.max_notification_id() or 0
         return conn.execute(self._head_sql).fetchone()[0] or 0
 
     def close(self) -> None:

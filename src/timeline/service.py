@@ -83,25 +83,32 @@ class Tracker:
 
     def catch_up(self, progress: Callable[[int, int], None] | None = None) -> int:
         head = self.app.head()
-        if self.readmodel.position() >= head:
-            return self.readmodel.position()
+        position = self.readmodel.position()
+        if position >= head:
+            return position
         return self.projector.catch_up(self.app.events_after, progress=progress, head=head)
 
     def known_at(self, requested: datetime | None = None) -> str:
         """The instant an answer is given for, with every event recorded by then projected.
 
-        A writer holds the lock from taking its record time until its commit, so passing
-        through the lock once means nothing recorded up to ``now`` is still on its way.
+        A writer takes its record time and commits while it holds the store-wide lock. One that
+        takes the lock after ``pass_writers`` returns reads the clock after ``now`` was read,
+        so its events come after ``now``; one that holds it before is waited for (a shared
+        lock taken and dropped: readers keep out no other reader). So when it returns, every
+        event recorded up to ``now`` is committed, the head read after it covers them all, and
+        catching up to that head makes the answer complete.
         """
         now = utcnow() - ONE_MICROSECOND
-        instant = now if requested is None or requested > now else requested
-        text = format_instant(instant)
-        # Asked as of now, the newest event is almost always older: skip looking it up.
-        last = None if requested is None else queries.last_recorded_at(self.readmodel.connection())
-        if last is None or text > last:
-            with self.lock.hold():
-                pass
-            self.catch_up()
+        if requested is None:
+            # Asked as of now, the newest event is almost always older: skip looking it up.
+            text = _format_utc(now)
+        else:
+            text = format_instant(now if requested > now else requested)
+            last = queries.last_recorded_at(self.readmodel.connection())
+            if last is not None and text <= last:
+                return text  # the answer's events are projected already
+        self.lock.pass_writers()
+        self.catch_up()
         return text
 
     def rebuild(self, progress: Callable[[int, int], None] | None = None) -> int:
@@ -240,6 +247,12 @@ class Tracker:
                     count += len(page)
                 self.catch_up()
             return count
+
+
+def _format_utc(value: datetime) -> str:
+    """``format_instant`` of an instant already in UTC (``utcnow``), a few times faster."""
+    return (f"{value.year:04d}-{value.month:02d}-{value.day:02d}T{value.hour:02d}:"
+            f"{value.minute:02d}:{value.second:02d}.{value.microsecond:06d}Z")
 
 
 # Events per transaction when importing or rebuilding. A page touches index pages all over the

@@ -46,11 +46,16 @@ class RecordClock:
 
 
 class _ReentrantLock:
-    """A thread lock that a holder may take again; the outer hold takes the store-wide lock."""
+    """A thread lock that a holder may take again; the outer hold takes the store-wide lock.
+
+    Readers do not hold it: :meth:`pass_writers` waits until no writer holds it, without
+    keeping other readers out.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._depth = 0
+        self._owner: int | None = None  # the thread holding the lock, if any
 
     @contextmanager
     def hold(self) -> Iterator[None]:
@@ -58,14 +63,34 @@ class _ReentrantLock:
             self._depth += 1
             try:
                 if self._depth == 1:
-                    with self._acquire():
-                        yield
+                    self._owner = threading.get_ident()
+                    try:
+                        with self._acquire():
+                            yield
+                    finally:
+                        self._owner = None
                 else:
                     yield
             finally:
                 self._depth -= 1
 
+    def pass_writers(self) -> None:
+        """Return once no writer, in this process or another, holds the store-wide lock.
+
+        Writers take their record time and commit inside the lock, so when this returns every
+        write whose record time was taken before the call is committed. Readers take a shared
+        lock for a moment, on a file or session of their own: they wait for a writer, never for
+        each other. A thread that holds the lock itself is the only writer: it passes at once
+        (asking for a shared lock behind its own exclusive one would wait for ever).
+        """
+        if self._owner == threading.get_ident():
+            return
+        self._pass()
+
     def _acquire(self):  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _pass(self) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
 
     def close(self) -> None:
@@ -82,13 +107,24 @@ class FileWriteLock(_ReentrantLock):
         # the file each time cost more than the lock itself. The thread lock above makes one
         # thread at a time use it; a forked child opens its own (see _forget_after_fork).
         self._fd: int | None = None
+        # Readers take a shared flock on a file description of their own: a flock belongs to
+        # the open file, so a shared request on the writer's descriptor would not wait for a
+        # writer thread of this process, it would turn that writer's exclusive lock into a
+        # shared one. Reader threads share this one; a shared request on a descriptor that
+        # already holds the shared lock succeeds at once, which is right: while it is held,
+        # no writer holds the exclusive one.
+        self._read_fd: int | None = None
+        self._read_open = threading.Lock()
         _FILE_LOCKS.add(self)
+
+    def _open(self) -> int:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
 
     @contextmanager
     def _acquire(self) -> Iterator[None]:
         if self._fd is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            self._fd = self._open()
         fd = self._fd
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
@@ -96,18 +132,35 @@ class FileWriteLock(_ReentrantLock):
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
 
+    def _pass(self) -> None:
+        fd = self._read_fd
+        if fd is None:
+            with self._read_open:
+                if self._read_fd is None:
+                    self._read_fd = self._open()
+                fd = self._read_fd
+        fcntl.flock(fd, fcntl.LOCK_SH)  # waits while a writer holds LOCK_EX
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
     def close(self) -> None:
         with self._lock:
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
+        with self._read_open:
+            if self._read_fd is not None:
+                os.close(self._read_fd)
+                self._read_fd = None
 
     def _forget_after_fork(self) -> None:
         # A flock belongs to the open file, which a forked child shares with its parent:
         # holding it there would not keep the parent out. The child opens the file again.
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        for name in ("_fd", "_read_fd"):
+            fd = getattr(self, name)
+            if fd is not None:
+                os.close(fd)
+                setattr(self, name, None)
+        self._read_open = threading.Lock()  # another thread may have held it at the fork
 
 
 _FILE_LOCKS: weakref.WeakSet[FileWriteLock] = weakref.WeakSet()
@@ -130,6 +183,14 @@ class PostgresWriteLock(_ReentrantLock):
         # One lock per schema: stores in different schemas do not wait for each other.
         self.key = _ADVISORY_KEY ^ (zlib.crc32(name.encode()) << 8)
         self._conn = None
+        # Readers pass on a session of their own, for the reason given in FileWriteLock: a
+        # session never waits for its own locks, so on the writer's session a reader would not
+        # wait for a writer thread of this process. One round trip takes and drops the shared
+        # lock; reader threads share the session (a session holding the shared lock is proof
+        # enough that no writer holds the exclusive one).
+        self._reader = None
+        self._pass_sql = (f"SELECT pg_advisory_lock_shared({int(self.key)}); "
+                          f"SELECT pg_advisory_unlock_shared({int(self.key)})")
 
     def _connection(self):
         import psycopg
@@ -157,10 +218,25 @@ class PostgresWriteLock(_ReentrantLock):
                 # The session is gone, and PostgreSQL released its locks with it.
                 self._conn = None
 
+    def _pass(self) -> None:
+        import psycopg
+
+        reader = self._reader
+        if reader is None or reader.closed or reader.broken:
+            reader = self._reader = psycopg.connect(autocommit=True, **self.conninfo)
+        try:
+            reader.execute(self._pass_sql)
+        except psycopg.OperationalError:
+            # A dropped connection (its locks went with it): once more on a fresh one.
+            reader = self._reader = psycopg.connect(autocommit=True, **self.conninfo)
+            reader.execute(self._pass_sql)
+
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        for name in ("_conn", "_reader"):
+            conn = getattr(self, name)
+            if conn is not None:
+                conn.close()
+                setattr(self, name, None)
 
 
 _schemas_ready: set[tuple[str, str]] = set()
