@@ -12,6 +12,7 @@ from timeline.config import Settings
 from timeline.domain.dates import PolicyDate, parse_instant
 from timeline.readmodel.projector import Projector
 from timeline.service import Tracker
+from timeline.store import RecordClock
 
 H200 = "us-h200-export-licensing-cn"
 DAY = date(2025, 12, 9)
@@ -29,6 +30,25 @@ def test_a_write_through_one_tracker_is_seen_by_the_next_read_of_another(
         assert other.state(H200, DAY)["rate_percent"] == 15
         other.retract_action(H200, "us-h200-eased-2025-12-08", "recorded in error")
         assert loaded.state(H200, DAY)["status"] == "restricted"
+    finally:
+        other.close()
+
+
+def test_a_write_its_writer_did_not_project_is_projected_by_the_next_read_of_another(
+    settings: Settings, loaded: Tracker,
+):
+    """A writer that stops between its commit and its projection (a crash, or a process whose
+    read model is elsewhere) leaves the event to the next reader, even one that has just
+    seen the read model caught up and would otherwise trust it."""
+    other = Tracker(settings)
+    try:
+        assert other.state(H200, DAY)["rate_percent"] == 25
+        with loaded.lock.hold():
+            clock = RecordClock(loaded.app.last_recorded_at())
+            loaded.app.record_action(H200, {"id": "fee-15", "kind": "fee", "rate_percent": 15,
+                                            "effective": "2025-12-09", "sources": [SOURCE]}, clock)
+        assert loaded.readmodel.position() < loaded.app.head()  # committed, not projected
+        assert other.state(H200, DAY)["rate_percent"] == 15
     finally:
         other.close()
 

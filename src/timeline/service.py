@@ -60,6 +60,7 @@ class Tracker:
             self.app = PolicyApplication(env=env)
         self.readmodel = ReadModel(settings.readmodel_path)
         self.projector = Projector(self.readmodel)
+        self._caught_up_at: int | None = None  # the lock's holds() when last seen caught up
         self._check_readmodel()
 
     def on_close(self, callback: Callable[[], None]) -> None:
@@ -77,7 +78,9 @@ class Tracker:
     def _check_readmodel(self) -> None:
         """A read model ahead of its store belongs to another store: start it again."""
         if self.readmodel.position() > self.app.head():
-            self.readmodel.drop()
+            with self.lock.hold():  # other trackers see a writer pass, and look again
+                if self.readmodel.position() > self.app.head():
+                    self.readmodel.drop()
 
     # Keeping read models in step -----------------------------------------------------------
 
@@ -108,7 +111,12 @@ class Tracker:
             if last is not None and text <= last:
                 return text  # the answer's events are projected already
         self.lock.pass_writers()
-        self.catch_up()
+        # Read after passing the writers: if no writer has taken the lock since the read model
+        # was last seen caught up (from this tracker), it still is, and two lookups are saved.
+        holds = self.lock.holds()
+        if holds is None or holds != self._caught_up_at:
+            self.catch_up()
+            self._caught_up_at = holds
         return text
 
     def rebuild(self, progress: Callable[[int, int], None] | None = None) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import struct
 import threading
 import weakref
 import zlib
@@ -87,6 +88,16 @@ class _ReentrantLock:
             return
         self._pass()
 
+    def holds(self) -> int | None:
+        """A number that changes whenever a writer takes the lock, or None if not kept here.
+
+        A reader that saw the read model caught up when this number was N, and reads N again
+        right after :meth:`pass_writers`, knows no writer has held the lock since: the store's
+        head, and so the read model's position, has not moved. The number changes when a writer
+        takes the lock, before it writes anything: a writer that stops halfway changes it too.
+        """
+        return None
+
     def _acquire(self):  # pragma: no cover - overridden
         raise NotImplementedError
 
@@ -128,9 +139,20 @@ class FileWriteLock(_ReentrantLock):
         fd = self._fd
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
+            # The count of holds, kept in the lock file itself (see holds()).
+            os.pwrite(fd, _HOLDS.pack((self._read_holds(fd) + 1) % 2**63), 0)
             yield
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
+
+    @staticmethod
+    def _read_holds(fd: int) -> int:
+        data = os.pread(fd, _HOLDS.size, 0)
+        return _HOLDS.unpack(data)[0] if len(data) == _HOLDS.size else 0
+
+    def holds(self) -> int | None:
+        fd = self._read_fd
+        return None if fd is None else self._read_holds(fd)
 
     def _pass(self) -> None:
         fd = self._read_fd
@@ -163,6 +185,7 @@ class FileWriteLock(_ReentrantLock):
         self._read_open = threading.Lock()  # another thread may have held it at the fork
 
 
+_HOLDS = struct.Struct("<Q")
 _FILE_LOCKS: weakref.WeakSet[FileWriteLock] = weakref.WeakSet()
 
 
