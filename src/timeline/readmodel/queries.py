@@ -81,11 +81,25 @@ WHERE r.registered_at <= :known_at
 """
 
 
+# The same for one rule: a walk back along its rows from :as_of, one index descent fewer.
+_ONE_RULE_STATE_SQL = f"""
+SELECT r.*, s.status, s.rate_percent, s.conditions, s.since, s.until, s.certain,
+       s.uncertain_because,
+       ({_BASED_ON_SQL.format(rule="r.id", day="s.valid_from")}) AS based_on,
+       (SELECT e.version FROM rule_events e
+        WHERE e.rule_id = r.id AND e.recorded_at <= :known_at
+        ORDER BY e.recorded_at DESC LIMIT 1) AS version
+FROM rules r JOIN states s ON s.rule_id = r.id
+WHERE r.id = :rule_id AND r.registered_at <= :known_at AND s.valid_from <= :as_of
+  AND s.known_from <= :known_at AND s.known_to > :known_at
+ORDER BY s.valid_from DESC LIMIT 1
+"""
+
+
 def rule_state(conn: sqlite3.Connection, rule_id: str, as_of: str, known_at: str) -> dict[str, Any]:
     """One rule's state on ``as_of`` as known at ``known_at``."""
     row = conn.execute(
-        _RULE_STATE_SQL + " AND r.id = :rule_id",
-        {"as_of": as_of, "known_at": known_at, "rule_id": rule_id},
+        _ONE_RULE_STATE_SQL, {"as_of": as_of, "known_at": known_at, "rule_id": rule_id}
     ).fetchone()
     if row is None:
         raise NotFound(f"No rule {rule_id!r} was registered at {known_at}.")
