@@ -321,14 +321,3 @@ def test_readers_in_the_writing_thread_and_together_do_not_wait(scenario):
     for thread in readers:
         thread.join(30)
     assert len(states) == 200 and all(s["rate_percent"] == 10 for s in states)
-
-
-def test_now_is_formatted_as_format_instant_does():
-    from datetime import datetime, timezone
-
-    from timeline.service import _format_utc
-
-    for instant in (datetime(2025, 12, 9, 8, 5, 3, 0, tzinfo=timezone.utc),
-                    datetime(999, 1, 2, 3, 4, 5, 6, tzinfo=timezone.utc),
-                    datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc)):
-        assert _format_utc(instant) == format_instant(instant)

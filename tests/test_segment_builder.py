@@ -78,7 +78,8 @@ def test_every_change_gives_the_segments_of_a_fresh_fold(steps):
     for removed, added in steps:
         before, lean_before = builder.segments(), lean.segments()
         unchanged = builder.change(removed, added)
-        lean_unchanged = lean.change(removed, added)
+        replaced, replacing = lean.change_tail(removed, added)
+        lean_unchanged = len(lean_before) - len(replaced)
         if removed is not None:
             del live[removed.id]
         if added is not None:
@@ -88,6 +89,7 @@ def test_every_change_gives_the_segments_of_a_fresh_fold(steps):
         assert builder.segments()[:unchanged] == before[:unchanged]
         assert lean.segments() == [without_based_on(seg) for seg in expected]
         assert lean.segments()[:lean_unchanged] == lean_before[:lean_unchanged]
+        assert replacing == lean.segments()[lean_unchanged:]
 
 
 def without_based_on(seg: Segment) -> Segment:

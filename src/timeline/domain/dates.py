@@ -96,6 +96,9 @@ def parse_instant(text: str) -> datetime:
 
 def format_instant(value: datetime) -> str:
     """RFC 3339 UTC with microseconds: sorts as text in time order."""
-    value = value.astimezone(timezone.utc)
-    # Not strftime: its %Y drops the leading zeros of years before 1000 on some platforms.
-    return f"{value.year:04d}-" + value.strftime("%m-%dT%H:%M:%S.%fZ")
+    if value.tzinfo is not timezone.utc:
+        value = value.astimezone(timezone.utc)
+    # Not strftime: its %Y drops the leading zeros of years before 1000 on some platforms, and
+    # it is several times slower (this runs for every event projected).
+    return (f"{value.year:04d}-{value.month:02d}-{value.day:02d}T{value.hour:02d}:"
+            f"{value.minute:02d}:{value.second:02d}.{value.microsecond:06d}Z")

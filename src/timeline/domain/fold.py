@@ -288,6 +288,7 @@ class SegmentBuilder:
         self._points: list[_Point] = []  # one per day in _days
         self._expired: list[Action] = []  # pauses ended on their until day, in order
         self._segments: list[Segment] = []
+        self._old_tail: list[Segment] = []  # what the last change replaced (change_tail)
         self._first_points: list[int] = []  # the index in _points where each segment starts
         # Actions on the first or the last representable day, where the stretches of time
         # have edge cases of their own: while there are any, :func:`segments` answers.
@@ -310,6 +311,7 @@ class SegmentBuilder:
         """
         starts = [a.effective.start for a in (removed, added) if a is not None]
         if not starts:
+            self._old_tail = []
             return len(self._segments)
         was_extreme = self._extreme > 0
         if removed is not None:
@@ -318,9 +320,18 @@ class SegmentBuilder:
             self._insert(added)
         return self._update(min(starts), was_extreme)
 
+    def change_tail(
+        self, removed: Action | None = None, added: Action | None = None
+    ) -> tuple[list[Segment], list[Segment]]:
+        """:meth:`change`, answering with the segments it replaced and those that replace them
+        (without copying the unchanged ones)."""
+        unchanged = self.change(removed, added)
+        return self._old_tail, self._segments[unchanged:]
+
     def _update(self, start: date, was_extreme: bool) -> int:
         if self._extreme:
             del self._points[:], self._first_points[:]
+            self._old_tail = self._segments
             self._segments = segments(self._actions)
             if not self._based_on:
                 self._segments = [replace(seg, state=replace(seg.state, based_on=()))
@@ -436,6 +447,7 @@ class SegmentBuilder:
         if first > 0:
             first -= 1
         start = self._first_points[first] if first < len(self._first_points) else 0
+        self._old_tail = self._segments[first:]
         del self._segments[first:], self._first_points[first:]
         points = self._points
         for index in range(start, len(points)):

@@ -21,7 +21,7 @@ from datetime import date
 from typing import Any, Callable, Iterator, Sequence
 
 from timeline.domain.dates import PolicyDate, format_instant
-from timeline.domain.fold import Action, Segment, SegmentBuilder
+from timeline.domain.fold import Action, Segment, SegmentBuilder, State
 from timeline.domain.model import Rule, to_fold_action
 from timeline.events import RULE_REGISTERED, event_data, event_type
 from timeline.readmodel.store import END_OF_RECORD, END_OF_TIME, START_OF_TIME, ReadModel
@@ -60,12 +60,10 @@ def _dumps_texts(values: tuple[str, ...]) -> str:
     return '["' + '","'.join(values) + '"]' if plain else _dumps(list(values))
 
 
-def _state_row(seg: Segment) -> tuple:
-    """The stored row of a segment: where it starts and its state, but not its end (the next
-    row's start) nor what it rests on (``action_starts``)."""
-    state = seg.state
+def _state_columns(state: State) -> tuple:
+    """A state as its row stores it: not where it ends (the next row's start) nor what it rests
+    on (``action_starts``)."""
     return (
-        _day(seg.valid_from),
         state.status,
         state.rate_percent,
         _dumps_texts(state.conditions),
@@ -292,10 +290,8 @@ class Projector:
                 known.retracted = True
         known.fold = None if known.retracted else to_fold_action(known.fields, known.position)
         self._replace_start(rows, rule_id, action_id, recorded_at, removed, known.fold)
-        before = view.builder.segments()
-        unchanged = view.builder.change(removed, known.fold)
-        self._replace_states(rows, rule_id, recorded_at, before[unchanged:],
-                             view.builder.segments()[unchanged:])
+        old, new = view.builder.change_tail(removed, known.fold)
+        self._replace_states(rows, rule_id, recorded_at, old, new)
         rows.actions[(rule_id, action_id)] = (view, known)
 
     @staticmethod
@@ -321,21 +317,26 @@ class Projector:
     def _replace_states(
         self, rows: _Page, rule_id: str, recorded_at: str, old: list[Segment], new: list[Segment],
     ) -> None:
-        """Close the rows that no longer hold and open the new ones, from ``recorded_at`` on."""
-        old_rows = {row[0]: row for row in map(_state_row, old)}
-        new_rows = {row[0]: row for row in map(_state_row, new)}
-        for valid_from, row in old_rows.items():
-            if new_rows.get(valid_from) != row:
+        """Close the rows that no longer hold and open the new ones, from ``recorded_at`` on.
+
+        A row is its segment's start and state (the builder leaves based_on empty), so equal
+        states on the same day are the same row: only the others are written.
+        """
+        old_states = {seg.valid_from: seg.state for seg in old}
+        new_states = {seg.valid_from: seg.state for seg in new}
+        for day, state in old_states.items():
+            if new_states.get(day) != state:
+                valid_from = _day(day)
                 pending = rows.open_states.pop((rule_id, valid_from), None)
                 if pending is not None:
                     pending[3] = recorded_at
                 else:
                     rows.closed_states.append((recorded_at, rule_id, valid_from))
-        for valid_from, row in new_rows.items():
-            if old_rows.get(valid_from) != row:
-                pending = [rule_id, valid_from, recorded_at, END_OF_RECORD, *row[1:]]
-                rows.states.append(pending)
-                rows.open_states[(rule_id, valid_from)] = pending
+        for seg in new:
+            if old_states.get(seg.valid_from) != seg.state:
+                row = [rule_id, _day(seg.valid_from), recorded_at, END_OF_RECORD, *_state_columns(seg.state)]
+                rows.states.append(row)
+                rows.open_states[(rule_id, row[1])] = row
 
     # The cache of rules ---------------------------------------------------------------------
 
