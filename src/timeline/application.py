@@ -158,6 +158,18 @@ class PolicyApplication(Application[str]):
                 return self.recorder.max_notification_id() or 0
         return conn.execute(self._head_sql).fetchone()[0] or 0
 
+    def head_query(self) -> str | None:
+        """The statement giving the store's head, for a reader to run on a session of its own
+        (PostgreSQL); None where :meth:`head` has a faster way (SQLite)."""
+        recorder = self.recorder
+        if isinstance(recorder, SQLiteApplicationRecorder):
+            return None
+        from psycopg import sql
+
+        statement = sql.SQL("SELECT max(notification_id) FROM {}.{}").format(
+            sql.Identifier(recorder.datastore.schema), sql.Identifier(recorder.events_table_name))
+        return statement.as_string(None)
+
     def close(self) -> None:
         local = self.__dict__.get("_head_local")
         conn = getattr(local, "conn", None) if local is not None else None

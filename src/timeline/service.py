@@ -61,6 +61,7 @@ class Tracker:
         self.readmodel = ReadModel(settings.readmodel_path)
         self.projector = Projector(self.readmodel)
         self._caught_up_at: int | None = None  # the lock's holds() when last seen caught up
+        self._head_query = self.app.head_query()  # read with the writers passed (PostgreSQL)
         self._check_readmodel()
 
     def on_close(self, callback: Callable[[], None]) -> None:
@@ -84,8 +85,11 @@ class Tracker:
 
     # Keeping read models in step -----------------------------------------------------------
 
-    def catch_up(self, progress: Callable[[int, int], None] | None = None) -> int:
-        head = self.app.head()
+    def catch_up(self, progress: Callable[[int, int], None] | None = None,
+                 head: int | None = None) -> int:
+        """Project every stored event (up to ``head``, the store's head when known)."""
+        if head is None:
+            head = self.app.head()
         position = self.readmodel.position()
         if position >= head:
             return position
@@ -110,12 +114,12 @@ class Tracker:
             last = queries.last_recorded_at(self.readmodel.connection())
             if last is not None and text <= last:
                 return text  # the answer's events are projected already
-        self.lock.pass_writers()
+        head = self.lock.pass_writers(then=self._head_query)
         # Read after passing the writers: if no writer has taken the lock since the read model
         # was last seen caught up (from this tracker), it still is, and two lookups are saved.
         holds = self.lock.holds()
         if holds is None or holds != self._caught_up_at:
-            self.catch_up()
+            self.catch_up(head=head)
             self._caught_up_at = holds
         return text
 
@@ -257,6 +261,17 @@ class Tracker:
             return count
 
 
+# The fields of an action that check_action_fields reads (conditions only for being given).
+_CHECKED = ("kind", "effective", "announced", "rate_percent", "until")
+
+
+def _checked_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    kept = {name: fields[name] for name in _CHECKED if name in fields}
+    if fields.get("conditions") is not None:
+        kept["conditions"] = ()
+    return kept
+
+
 # Events per transaction when importing or rebuilding. A page touches index pages all over the
 # read model (its rows are keyed by rule), so larger pages write each index page fewer times.
 IMPORT_PAGE = 10_000
@@ -296,7 +311,8 @@ def check_export(records: Iterable[dict[str, Any]]) -> None:
     rule_schema, action_schema = RuleSchema(), ActionSchema()
     retraction_schema, correction_schema = RetractionSchema(), CorrectionSchema()
     versions: dict[str, int] = {}
-    # Each rule's actions as the export has them so far: corrections applied, None if retracted.
+    # Each rule's actions as the export has them so far: corrections applied, None if retracted;
+    # only the fields check_action_fields reads, so that a large file fits in memory.
     actions: dict[str, dict[str, dict[str, Any] | None]] = {}
     last = ""
     for line, record in enumerate(records, start=1):
@@ -355,7 +371,7 @@ def check_export(records: Iterable[dict[str, Any]]) -> None:
             valid(action_schema, data)
             if "id" not in data or data["id"] in known:
                 raise refuse(f"action {data.get('id')!r} has no id or is recorded twice.")
-            known[data["id"]] = dict(data)
+            known[data["id"]] = _checked_fields(data)
             continue
         current = known.get(data["action_id"]) if isinstance(data["action_id"], str) else None
         if current is None:
@@ -374,4 +390,4 @@ def check_export(records: Iterable[dict[str, Any]]) -> None:
             check_action_fields({k: v for k, v in corrected.items() if v is not None})
         except TimelineError as exc:
             raise refuse(exc.detail, exc.errors) from None
-        known[data["action_id"]] = corrected
+        known[data["action_id"]] = _checked_fields(corrected)

@@ -75,7 +75,7 @@ class _ReentrantLock:
             finally:
                 self._depth -= 1
 
-    def pass_writers(self) -> None:
+    def pass_writers(self, then: str | None = None) -> int | None:
         """Return once no writer, in this process or another, holds the store-wide lock.
 
         Writers take their record time and commit inside the lock, so when this returns every
@@ -83,10 +83,14 @@ class _ReentrantLock:
         lock for a moment, on a file or session of their own: they wait for a writer, never for
         each other. A thread that holds the lock itself is the only writer: it passes at once
         (asking for a shared lock behind its own exclusive one would wait for ever).
+
+        ``then``, a query of one number on the store's database, runs right after on PostgreSQL,
+        in the same round trip and with a snapshot taken after passing; its value is returned.
+        Elsewhere (and for the lock's holder) the answer is None: the caller asks itself.
         """
         if self._owner == threading.get_ident():
-            return
-        self._pass()
+            return None
+        return self._pass(then)
 
     def holds(self) -> int | None:
         """A number that changes whenever a writer takes the lock, or None if not kept here.
@@ -101,7 +105,7 @@ class _ReentrantLock:
     def _acquire(self):  # pragma: no cover - overridden
         raise NotImplementedError
 
-    def _pass(self) -> None:  # pragma: no cover - overridden
+    def _pass(self, then: str | None) -> int | None:  # pragma: no cover - overridden
         raise NotImplementedError
 
     def close(self) -> None:
@@ -154,7 +158,7 @@ class FileWriteLock(_ReentrantLock):
         fd = self._read_fd
         return None if fd is None else self._read_holds(fd)
 
-    def _pass(self) -> None:
+    def _pass(self, then: str | None) -> None:
         fd = self._read_fd
         if fd is None:
             with self._read_open:
@@ -241,18 +245,26 @@ class PostgresWriteLock(_ReentrantLock):
                 # The session is gone, and PostgreSQL released its locks with it.
                 self._conn = None
 
-    def _pass(self) -> None:
+    def _pass(self, then: str | None) -> int | None:
         import psycopg
 
+        # One simple-protocol message: each statement takes its snapshot when it starts, so
+        # ``then`` sees every write that was committed before the shared lock was granted.
+        sql = self._pass_sql if then is None else f"{self._pass_sql}; {then}"
         reader = self._reader
         if reader is None or reader.closed or reader.broken:
             reader = self._reader = psycopg.connect(autocommit=True, **self.conninfo)
         try:
-            reader.execute(self._pass_sql)
+            cursor = reader.execute(sql)
         except psycopg.OperationalError:
             # A dropped connection (its locks went with it): once more on a fresh one.
             reader = self._reader = psycopg.connect(autocommit=True, **self.conninfo)
-            reader.execute(self._pass_sql)
+            cursor = reader.execute(sql)
+        if then is None:
+            return None
+        cursor.nextset()
+        cursor.nextset()
+        return cursor.fetchone()[0] or 0
 
     def close(self) -> None:
         for name in ("_conn", "_reader"):

@@ -17,7 +17,7 @@ class InvalidDate(ValueError):
     """A string that is not a real ``YYYY``, ``YYYY-MM`` or ``YYYY-MM-DD`` date."""
 
 
-@dataclass(frozen=True, order=False)
+@dataclass(frozen=True, order=False, slots=True)
 class PolicyDate:
     """A date as reported: a whole year, a month or a day, covering a period of days."""
 

@@ -18,7 +18,7 @@ STATUSES = ("none", "proposed", "restricted", "banned", "eased", "in_force", "pa
 _SETS_STATUS = {"ban": "banned", "restrict": "restricted", "ease": "eased"}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Action:
     """One action as the fold needs it: corrections already applied, retractions dropped."""
 
@@ -35,7 +35,7 @@ class Action:
         return (self.effective.start, self.order)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class State:
     status: str = "none"
     rate_percent: float | None = None
@@ -207,7 +207,7 @@ def boundaries(actions: Iterable[Action]) -> list[date]:
     return sorted(days)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Segment:
     """A stretch of valid time, ``[valid_from, valid_to)``, over which the state is constant."""
 

@@ -30,9 +30,10 @@ from timeline.readmodel.store import END_OF_RECORD, END_OF_TIME, START_OF_TIME, 
 # row by row (about four times cheaper per action).
 BULK_EVENTS = 5_000
 
-# How many rules' histories stay in memory, in units of one action (about 450 bytes each, by
-# tracemalloc): most rules of a million-action history, and a rebuild still well under a GiB.
-CACHE_UNITS = 800_000
+# How many rules' histories stay in memory, in units of one action (about 1.2 KiB each, by
+# tracemalloc: the action, its boundary days, points and segments): a busy stretch of history,
+# and a rebuild of a million actions still well under a GiB.
+CACHE_UNITS = 300_000
 
 
 def _day(value: date) -> str:
