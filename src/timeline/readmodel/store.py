@@ -17,7 +17,7 @@ END_OF_RECORD = "9999-12-31T23:59:59.999999Z"
 START_OF_TIME = "0001-01-01"
 
 # Bumped whenever tables or indexes change: a read model of another version is rebuilt.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS tracking (
@@ -47,7 +47,8 @@ CREATE TABLE IF NOT EXISTS rule_events (
     action_id TEXT,
     recorded_at TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS rule_events_by_rule ON rule_events (rule_id, recorded_at);
+-- With the version in it, a rule's version at any known_at is read from the index alone.
+CREATE INDEX IF NOT EXISTS rule_events_by_rule ON rule_events (rule_id, recorded_at, version);
 -- Bitemporal state rows: the state a rule enters on valid_from, as known over
 -- [known_from, known_to) in record time. A row holds until the next row of the rule known then
 -- (a rule has a row from the first day of the calendar), so its end is not stored: a new action
