@@ -60,16 +60,20 @@ SELECT json_group_array(action_id) FROM (
     ORDER BY effective_start, ord)
 """
 
-# Each rule's one row that holds on :as_of as known at :known_at, found by walking back from
-# :as_of along the rule's rows (the states key), what it rests on, and the rule's version: the
-# newest event recorded by :known_at. All index lookups, however long the rule's history.
-_RULE_STATE_SQL = f"""
+# A rule r and its state row s: the state, what it rests on, and the rule's version (the newest
+# event recorded by :known_at, read from the index of its events).
+_STATE_SELECT = f"""
 SELECT r.*, s.status, s.rate_percent, s.conditions, s.since, s.until, s.certain,
        s.uncertain_because,
        ({_BASED_ON_SQL.format(rule="r.id", day="s.valid_from")}) AS based_on,
        (SELECT e.version FROM rule_events e
         WHERE e.rule_id = r.id AND e.recorded_at <= :known_at
         ORDER BY e.recorded_at DESC LIMIT 1) AS version
+"""
+
+# Each rule's one row that holds on :as_of as known at :known_at, found by walking back from
+# :as_of along the rule's rows (the states key). All index lookups, however long the history.
+_RULE_STATE_SQL = _STATE_SELECT + """
 FROM rules r
 JOIN states s ON s.rule_id = r.id AND s.valid_from = (
     SELECT valid_from FROM states
@@ -82,13 +86,7 @@ WHERE r.registered_at <= :known_at
 
 
 # The same for one rule: a walk back along its rows from :as_of, one index descent fewer.
-_ONE_RULE_STATE_SQL = f"""
-SELECT r.*, s.status, s.rate_percent, s.conditions, s.since, s.until, s.certain,
-       s.uncertain_because,
-       ({_BASED_ON_SQL.format(rule="r.id", day="s.valid_from")}) AS based_on,
-       (SELECT e.version FROM rule_events e
-        WHERE e.rule_id = r.id AND e.recorded_at <= :known_at
-        ORDER BY e.recorded_at DESC LIMIT 1) AS version
+_ONE_RULE_STATE_SQL = _STATE_SELECT + """
 FROM rules r JOIN states s ON s.rule_id = r.id
 WHERE r.id = :rule_id AND r.registered_at <= :known_at AND s.valid_from <= :as_of
   AND s.known_from <= :known_at AND s.known_to > :known_at
