@@ -12,7 +12,7 @@ from typing import Iterator
 import sqlite_utils
 
 # Sentinels for open-ended intervals: they sort after every real value, as text.
-END_OF_TIME = "9999-12-31~"  # after every real day, 9999-12-31 included (valid_to is exclusive)
+END_OF_TIME = "9999-12-31~"  # after every real day, 9999-12-31 included: an open, exclusive end
 END_OF_RECORD = "9999-12-31T23:59:59.999999Z"
 START_OF_TIME = "0001-01-01"
 
