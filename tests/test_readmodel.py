@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 from datetime import date
 
@@ -100,6 +101,36 @@ def test_a_read_model_from_another_store_is_started_again(settings: Settings, lo
         assert fresh.readmodel.position() == 0
     finally:
         fresh.close()
+
+
+def test_a_read_model_of_an_earlier_layout_is_rebuilt_on_first_use(settings: Settings, loaded: Tracker):
+    """An upgrade meets the read model of an earlier release: it is made again from the events."""
+    expected = loaded.states(DAY)
+    history = loaded.history(H200)[1]
+    loaded.close()
+    conn = sqlite3.connect(settings.readmodel_path)
+    conn.executescript("""
+        DROP TABLE states; DROP TABLE action_starts; DROP TABLE rule_events;
+        CREATE TABLE rule_events (position INTEGER PRIMARY KEY, rule_id TEXT, version INTEGER,
+            type TEXT, action_id TEXT, recorded_at TEXT, known_to TEXT, data TEXT);
+        CREATE INDEX rule_events_by_rule ON rule_events (rule_id, recorded_at);
+        CREATE TABLE states (rule_id TEXT, valid_from TEXT, valid_to TEXT, known_from TEXT,
+            known_to TEXT, status TEXT, rate_percent REAL, conditions TEXT, since TEXT,
+            until TEXT, certain INTEGER, uncertain_because TEXT, based_on TEXT);
+        UPDATE tracking SET position = 2 WHERE name = 'schema';
+    """)
+    conn.close()
+    upgraded = Tracker(settings)
+    try:
+        assert without_known_at(upgraded.states(DAY)) == without_known_at(expected)
+        assert upgraded.history(H200)[1] == history
+        assert upgraded.readmodel.position() == upgraded.app.head()
+    finally:
+        upgraded.close()
+
+
+def without_known_at(states: list[dict]) -> list[dict]:
+    return [{k: v for k, v in state.items() if k != "known_at"} for state in states]
 
 
 # The timeline of actions -------------------------------------------------------------------
