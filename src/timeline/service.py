@@ -261,17 +261,6 @@ class Tracker:
             return count
 
 
-# The fields of an action that check_action_fields reads (conditions only for being given).
-_CHECKED = ("kind", "effective", "announced", "rate_percent", "until")
-
-
-def _checked_fields(fields: dict[str, Any]) -> dict[str, Any]:
-    kept = {name: fields[name] for name in _CHECKED if name in fields}
-    if fields.get("conditions") is not None:
-        kept["conditions"] = ()
-    return kept
-
-
 # Events per transaction when importing or rebuilding. A page touches index pages all over the
 # read model (its rows are keyed by rule), so larger pages write each index page fewer times.
 IMPORT_PAGE = 10_000
@@ -293,7 +282,7 @@ def _page_first(
 def check_export(records: Iterable[dict[str, Any]]) -> None:
     """Replay an export's events on their aggregates, without storing, to find what is wrong."""
     from timeline.domain.errors import TimelineError
-    from timeline.domain.model import CORRECTABLE, check_action_fields
+    from timeline.domain.model import CORRECTABLE, check_action_fields, checked_fields
     from timeline.events import (
         ACTION_CORRECTED, ACTION_RECORDED, ACTION_RETRACTED, EVENT_TYPES, RULE_REGISTERED,
     )
@@ -371,7 +360,7 @@ def check_export(records: Iterable[dict[str, Any]]) -> None:
             valid(action_schema, data)
             if "id" not in data or data["id"] in known:
                 raise refuse(f"action {data.get('id')!r} has no id or is recorded twice.")
-            known[data["id"]] = _checked_fields(data)
+            known[data["id"]] = checked_fields(data)
             continue
         current = known.get(data["action_id"]) if isinstance(data["action_id"], str) else None
         if current is None:
@@ -390,4 +379,4 @@ def check_export(records: Iterable[dict[str, Any]]) -> None:
             check_action_fields({k: v for k, v in corrected.items() if v is not None})
         except TimelineError as exc:
             raise refuse(exc.detail, exc.errors) from None
-        known[data["action_id"]] = _checked_fields(corrected)
+        known[data["action_id"]] = checked_fields(corrected)

@@ -65,6 +65,16 @@ def check_action_fields(fields: dict[str, Any]) -> None:
         raise InvalidInput("The action is not valid.", errors)
 
 
+def checked_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """What :func:`check_action_fields` reads of an action (conditions only for being given):
+    enough to check a later correction of it, without keeping the whole action."""
+    kept = {name: fields[name] for name in ("kind", "effective", "announced", "rate_percent",
+                                            "until") if name in fields}
+    if fields.get("conditions") is not None:
+        kept["conditions"] = ()
+    return kept
+
+
 def to_fold_action(fields: dict[str, Any], order: int) -> Action:
     conditions = fields.get("conditions")
     return Action(
