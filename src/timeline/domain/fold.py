@@ -326,7 +326,8 @@ class SegmentBuilder:
         """:meth:`change`, answering with the segments it replaced and those that replace them
         (without copying the unchanged ones)."""
         unchanged = self.change(removed, added)
-        return self._old_tail, self._segments[unchanged:]
+        replaced, self._old_tail = self._old_tail, []  # not kept past the answer
+        return replaced, self._segments[unchanged:]
 
     def _update(self, start: date, was_extreme: bool) -> int:
         if self._extreme:
