@@ -31,8 +31,9 @@ def _rule(row: sqlite3.Row) -> dict[str, Any]:
     }
 
 
-def _state_fields(row: sqlite3.Row) -> dict[str, Any]:
-    """A stored state row's fields, as the contract names them."""
+def _state_fields(row: sqlite3.Row, based_on: list[str] | None = None) -> dict[str, Any]:
+    """A stored state row's fields, as the contract names them; what the state rests on from
+    the row's ``based_on`` column unless given."""
     return {
         "status": row["status"],
         "rate_percent": row["rate_percent"],
@@ -41,7 +42,7 @@ def _state_fields(row: sqlite3.Row) -> dict[str, Any]:
         "until": row["until"],
         "certain": bool(row["certain"]),
         "uncertain_because": json.loads(row["uncertain_because"]),
-        "based_on": json.loads(row["based_on"]),
+        "based_on": json.loads(row["based_on"]) if based_on is None else based_on,
     }
 
 
@@ -177,9 +178,8 @@ def state_segments(conn: sqlite3.Connection, rule_id: str, known_at: str) -> lis
         raise NotFound(f"No rule {rule_id!r} was registered at {known_at}.")
     rows = conn.execute(
         "SELECT valid_from, lead(valid_from, 1, ?) OVER (ORDER BY valid_from) AS valid_to, "
-        "status, rate_percent, conditions, since, until, certain, uncertain_because, "
-        "'[]' AS based_on FROM states WHERE rule_id = ? AND known_from <= ? AND known_to > ? "
-        "ORDER BY valid_from",
+        "status, rate_percent, conditions, since, until, certain, uncertain_because "
+        "FROM states WHERE rule_id = ? AND known_from <= ? AND known_to > ? ORDER BY valid_from",
         (OPEN_END, rule_id, known_at, known_at),
     ).fetchall()
     # What each segment rests on is a prefix of the rule's actions in the fold's order.
@@ -191,8 +191,8 @@ def state_segments(conn: sqlite3.Connection, rule_id: str, known_at: str) -> lis
     days = [start for start, _ in starts]
     ids = [action_id for _, action_id in starts]
     return [
-        {"valid_from": row["valid_from"], "valid_to": row["valid_to"], **_state_fields(row),
-         "based_on": ids[:bisect.bisect_right(days, row["valid_from"])]}
+        {"valid_from": row["valid_from"], "valid_to": row["valid_to"],
+         **_state_fields(row, ids[:bisect.bisect_right(days, row["valid_from"])])}
         for row in rows
     ]
 
