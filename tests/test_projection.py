@@ -184,3 +184,112 @@ def test_a_forked_child_does_not_share_the_parents_write_lock(tmp_path: Path):
             os.close(fd)
         tracker.close()
     assert blocked
+
+
+def test_events_by_rule_are_each_rules_events_together_in_version_order(tracker: Tracker):
+    """The order a whole read model is built in, on SQLite and PostgreSQL, across pages."""
+    records = list(HistoryGenerator(actions=120, rules=6, seed=3).records())
+    tracker.import_records(lambda: iter(records))
+    head = tracker.app.head()
+    up_to = head - 10
+    in_order = [(p, e) for p, e in tracker.app.events_after(0, head) if p <= up_to]
+    by_rule = list(tracker.app.events_by_rule(up_to, page=7))
+
+    assert sorted(p for p, _ in by_rule) == [p for p, _ in in_order]
+    keys = [(e.originator_id, e.originator_version) for _, e in by_rule]
+    assert keys == sorted(keys)
+    decoded = {p: (e.originator_id, e.originator_version, type(e), e.timestamp) for p, e in by_rule}
+    assert decoded == {p: (e.originator_id, e.originator_version, type(e), e.timestamp)
+                       for p, e in in_order}
+
+
+@pytest.mark.parametrize("separate_writer", [False, True], ids=["one process", "two processes"])
+def test_a_build_writes_the_reference_rows(imported, tmp_path: Path, separate_writer: bool,
+                                          monkeypatch: pytest.MonkeyPatch):
+    """Over many pages: no rule's rows are split between two of them."""
+    from timeline.readmodel import projector
+
+    monkeypatch.setattr(projector, "BUILD_PAGE", 50)
+    tracker, expected, _ = imported
+    readmodel = ReadModel(tmp_path / "built.sqlite")
+    head = tracker.app.head()
+    Projector(readmodel).build(tracker.app.events_by_rule(head), head,
+                               separate_writer=separate_writer)
+    assert readmodel.position() == head
+    assert tables(readmodel) == expected
+    readmodel.close()
+
+
+@pytest.mark.parametrize("separate_writer", [False, True], ids=["one process", "two processes"])
+def test_a_build_that_fails_midway_leaves_nothing_and_catching_up_makes_it(
+        imported, tmp_path: Path, separate_writer: bool):
+    """A build is one transaction: cut short, the read model is as empty as before."""
+    tracker, expected, _ = imported
+    readmodel = ReadModel(tmp_path / "cut.sqlite")
+    head = tracker.app.head()
+
+    def cut_short():
+        for n, item in enumerate(tracker.app.events_by_rule(head)):
+            if n == head // 2:
+                raise OSError("the store went away")
+            yield item
+
+    with pytest.raises(OSError):
+        Projector(readmodel).build(cut_short(), head, separate_writer=separate_writer)
+    assert readmodel.position() == 0
+    assert all(rows == [] for rows in tables(readmodel).values())
+
+    Projector(readmodel).catch_up(tracker.app.events_after)
+    assert tables(readmodel) == expected
+    readmodel.close()
+
+
+@pytest.mark.parametrize("separate_writer", [False, True], ids=["one process", "two processes"])
+def test_a_build_refuses_a_read_model_that_holds_rows(imported, tmp_path: Path,
+                                                      separate_writer: bool):
+    tracker, expected, _ = imported
+    readmodel = ReadModel(tmp_path / "held.sqlite")
+    first_five = tracker.app.events_after(0, 5)
+    Projector(readmodel).catch_up(lambda after, limit: first_five if after == 0 else [])
+    assert readmodel.position() == 5
+    head = tracker.app.head()
+    with pytest.raises(RuntimeError, match="only into empty tables"):
+        Projector(readmodel).build(tracker.app.events_by_rule(head), head,
+                                   separate_writer=separate_writer)
+    assert readmodel.position() == 5
+    Projector(readmodel).catch_up(tracker.app.events_after)
+    assert tables(readmodel) == expected
+    readmodel.close()
+
+
+def test_a_writer_process_that_dies_loses_the_build_not_the_read_model(
+        imported, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The writer killed mid-build: the build fails, its rows are gone, the next catch-up works."""
+    import os
+    import signal
+
+    from timeline.readmodel import projector
+    from timeline.readmodel import writer as writer_module
+
+    tracker, expected, _ = imported
+    readmodel = ReadModel(tmp_path / "killed.sqlite")
+    head = tracker.app.head()
+    written = []
+    original = writer_module.WriterProcess.write
+
+    def write_then_kill(self, page):
+        original(self, page)
+        written.append(page)
+        os.kill(self._process.pid, signal.SIGKILL)
+        self._process.join()
+
+    monkeypatch.setattr(writer_module.WriterProcess, "write", write_then_kill)
+    monkeypatch.setattr(projector, "BUILD_PAGE", 50)
+    with pytest.raises(writer_module.WriterFailed):
+        Projector(readmodel).build(tracker.app.events_by_rule(head), head, separate_writer=True)
+    assert written
+    assert readmodel.position() == 0
+    assert all(rows == [] for rows in tables(readmodel).values())
+    Projector(readmodel).catch_up(tracker.app.events_after)
+    assert tables(readmodel) == expected
+    readmodel.close()

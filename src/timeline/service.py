@@ -16,7 +16,7 @@ from timeline.domain.dates import format_instant
 from timeline.domain.errors import InvalidInput, StoreNotEmpty
 from timeline.events import from_record, to_record
 from timeline.readmodel import ReadModel, queries
-from timeline.readmodel.projector import Projector, collector_paused
+from timeline.readmodel.projector import Projector
 from timeline.store import (
     ONE_MICROSECOND,
     FileWriteLock,
@@ -126,8 +126,8 @@ class Tracker:
     def rebuild(self, progress: Callable[[int, int], None] | None = None) -> int:
         with self.lock.hold():
             self.readmodel.drop()
-            return self.projector.catch_up(self.app.events_after, batch=IMPORT_PAGE,
-                                           progress=progress, head=self.app.head())
+            head = self.app.head()
+            return self.projector.build(self.app.events_by_rule(head), head, progress=progress)
 
     # Writes ------------------------------------------------------------------------------
 
@@ -246,37 +246,17 @@ class Tracker:
             if self.app.head():
                 raise StoreNotEmpty("The store already holds events; import needs an empty store.")
             check_export(records())
-            count = 0
-            after = self.readmodel.position()
-            # Each stored page is projected from the events in hand, not read back and decoded.
-            # The collector stays paused throughout: reading the file between pages, it would
-            # otherwise walk every rule the projector keeps, again and again.
-            with collector_paused(), self.projector.bulk():
-                for page in self.app.store_pages((from_record(r) for r in records()), IMPORT_PAGE):
-                    self.projector.catch_up(_page_first(after, page, self.app.events_after),
-                                            batch=IMPORT_PAGE)
-                    after = page[-1][0]
-                    count += len(page)
-                self.catch_up()
+            count = self.app.store_batches((from_record(r) for r in records()), IMPORT_PAGE)
+            # Projected once every event is stored, rule by rule (see Projector.build).
+            head = self.app.head()
+            if self.readmodel.position() == 0:
+                self.projector.build(self.app.events_by_rule(head), head)
+            self.catch_up()
             return count
 
 
-# Events per transaction when importing or rebuilding. A page touches index pages all over the
-# read model (its rows are keyed by rule), so larger pages write each index page fewer times.
+# Events per transaction when importing.
 IMPORT_PAGE = 10_000
-
-
-def _page_first(
-    after: int,
-    page: list[tuple[int, Any]],
-    fetch: Callable[[int, int], list[tuple[int, Any]]],
-) -> Callable[[int, int], list[tuple[int, Any]]]:
-    """A fetch that answers with ``page`` when asked for what follows ``after``, else reads."""
-    def fetch_page(position: int, limit: int) -> list[tuple[int, Any]]:
-        if position == after and page and len(page) <= limit:
-            return page
-        return fetch(position, limit)
-    return fetch_page
 
 
 def check_export(records: Iterable[dict[str, Any]]) -> None:

@@ -18,13 +18,14 @@ from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from timeline.domain.dates import PolicyDate, format_instant
 from timeline.domain.fold import Action, Segment, SegmentBuilder, State
 from timeline.domain.model import Rule, to_fold_action
 from timeline.events import RULE_REGISTERED, event_data, event_type
 from timeline.readmodel.store import END_OF_RECORD, END_OF_TIME, START_OF_TIME, ReadModel
+from timeline.readmodel.writer import PageRows, WriterProcess, check_empty, write_rows
 
 # Catching up this many events or more writes the full-text indexes once at the end instead of
 # row by row (about four times cheaper per action).
@@ -34,6 +35,12 @@ BULK_EVENTS = 5_000
 # tracemalloc: the action, its boundary days, points and segments): a busy stretch of history,
 # and a rebuild of a million actions still well under a GiB.
 CACHE_UNITS = 300_000
+
+# Events per statement batch when a read model is built rule by rule (see Projector.build).
+BUILD_PAGE = 10_000
+
+# From this many events on, a build folds in this process and writes in another (see build).
+SEPARATE_WRITER_EVENTS = 20_000
 
 
 def _day(value: date) -> str:
@@ -74,8 +81,6 @@ def _state_columns(state: State) -> tuple:
         _dumps_texts(state.uncertain_because),
     )
 
-
-_STATE_FIELDS = "status, rate_percent, conditions, since, until, certain, uncertain_because"
 
 
 @dataclass(slots=True)
@@ -213,6 +218,70 @@ class Projector:
                 self._evict()
                 if progress is not None:
                     progress(page[-1][0], len(page))
+
+    def build(
+        self,
+        events_by_rule: Iterable[tuple[int, Rule.Event]],
+        head: int,
+        progress: Callable[[int, int], None] | None = None,
+        separate_writer: bool | None = None,
+    ) -> int:
+        """Make an empty read model from every event up to ``head``, in one transaction.
+
+        ``events_by_rule`` gives each rule's events together, in version order
+        (:meth:`~timeline.application.PolicyApplication.events_by_rule`). A rule is folded from
+        its first event to its last with nothing else in between, so no rule is ever put
+        aside and read back, its rows close one another in memory (no row is written twice),
+        and they reach the indexes in key order. Until the transaction commits, readers see
+        the read model as it was (empty), and a crash leaves it so.
+
+        With ``separate_writer`` (by default, from ``SEPARATE_WRITER_EVENTS`` events on), a
+        second process writes the rows while this one folds the events into them.
+        """
+        if separate_writer is None:
+            separate_writer = head >= SEPARATE_WRITER_EVENTS
+        with self.bulk(), self._mutex, collector_paused():
+            self._forget()
+            self._synced = None
+            try:
+                if separate_writer:
+                    writer = WriterProcess(self.readmodel.path)
+                    try:
+                        self._build(self.readmodel.connection(), events_by_rule, writer.write,
+                                    progress)
+                        writer.commit(head)
+                    finally:
+                        writer.close()
+                else:
+                    with self.readmodel.write() as conn:
+                        check_empty(conn)
+                        self._build(conn, events_by_rule, lambda page: write_rows(conn, page),
+                                    progress)
+                        self.readmodel.set_position(conn, head)
+            finally:
+                self._forget()
+        self._synced = (self.readmodel.generation(), head)
+        return head
+
+    def _build(self, conn: sqlite3.Connection, events: Iterable[tuple[int, Rule.Event]],
+               write: Callable[[PageRows], None],
+               progress: Callable[[int, int], None] | None) -> None:
+        rows = self._rows = _Page()
+        rule_id = None
+        for position, event in events:
+            if event.originator_id != rule_id:
+                # Pages end between rules: every row of a rule is closed before it is written.
+                if len(rows.events) >= BUILD_PAGE:
+                    write(self._page_rows(rows))
+                    self._forget()
+                    if progress is not None:
+                        progress(position, len(rows.events))
+                    rows = self._rows = _Page()
+                rule_id = event.originator_id
+            self.apply(conn, position, event)
+        write(self._page_rows(rows))
+        if progress is not None and rows.events:
+            progress(rows.events[-1][0], len(rows.events))
 
     def _forget(self) -> None:
         self._views.clear()
@@ -392,53 +461,14 @@ class Projector:
     # Writing a page -----------------------------------------------------------------------------
 
     def _write(self, conn: sqlite3.Connection, rows: _Page) -> None:
-        conn.executemany(
-            "INSERT INTO rules (id, title, jurisdiction, instrument, targets, subjects, tags, "
-            "links, subjects_text, registered_at, position) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            rows.rules,
-        )
-        conn.executemany(
-            "INSERT INTO rule_events (position, rule_id, version, type, action_id, recorded_at) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            rows.events,
-        )
-        # Rows opened before this page close first, so that their key finds only them.
-        conn.executemany(
-            f"UPDATE states SET known_to = ? WHERE rule_id = ? AND valid_from = ? "
-            f"AND known_to = '{END_OF_RECORD}'",
-            rows.closed_states,
-        )
-        conn.executemany(
-            f"INSERT INTO states (rule_id, valid_from, known_from, known_to, {_STATE_FIELDS}) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            rows.states,
-        )
-        conn.executemany(
-            f"UPDATE action_starts SET known_to = ? WHERE rule_id = ? AND effective_start = ? "
-            f"AND ord = ? AND known_to = '{END_OF_RECORD}'",
-            rows.closed_starts,
-        )
-        conn.executemany(
-            "INSERT INTO action_starts (rule_id, effective_start, ord, known_from, known_to, "
-            "action_id) VALUES (?, ?, ?, ?, ?, ?)",
+        write_rows(conn, self._page_rows(rows))
+
+    def _page_rows(self, rows: _Page) -> PageRows:
+        return PageRows(
+            rows.rules, rows.events, rows.closed_states, rows.states, rows.closed_starts,
             rows.starts,
-        )
-        # An upsert, not INSERT OR REPLACE: a replace deletes the old row without its delete
-        # trigger, which would leave the old summary in the full-text index.
-        conn.executemany(
-            "INSERT INTO actions (rule_id, id, kind, effective, effective_start, "
-            "effective_end, summary, data, jurisdiction, instrument, recorded_at, position, "
-            "corrected, retracted) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (rule_id, id) DO UPDATE SET kind = excluded.kind, "
-            "effective = excluded.effective, effective_start = excluded.effective_start, "
-            "effective_end = excluded.effective_end, summary = excluded.summary, "
-            "data = excluded.data, corrected = excluded.corrected, retracted = excluded.retracted",
             [self._action_row(rule_id, view, known)
              for (rule_id, _), (view, known) in rows.actions.items()],
-        )
-        conn.executemany(
-            "INSERT OR IGNORE INTO requests (key, fingerprint, rule_id, position, type, "
-            "object_id) VALUES (?, ?, ?, ?, ?, ?)",
             rows.requests,
         )
 

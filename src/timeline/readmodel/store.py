@@ -116,6 +116,19 @@ CREATE TABLE IF NOT EXISTS requests (
 _SEARCH = {"rules": ["title", "subjects_text"], "actions": ["summary"]}
 
 
+def connect(path: Path) -> sqlite3.Connection:
+    """A connection to a read-model file, as every reader and writer of it opens one."""
+    conn = sqlite3.connect(path, isolation_level=None, timeout=60, check_same_thread=False)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA busy_timeout=60000")
+    # Rows of one rule land all over the indexes: a larger page cache than the default
+    # 2 MiB keeps a bulk load from reading the same index pages again and again.
+    conn.execute("PRAGMA cache_size=-65536")
+    return conn
+
+
 class ReadModel:
     """One SQLite file of read models; safe to share between threads and processes."""
 
@@ -134,15 +147,7 @@ class ReadModel:
     def connection(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, isolation_level=None, timeout=60, check_same_thread=False)
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA busy_timeout=60000")
-            # Rows of one rule land all over the indexes: a larger page cache than the default
-            # 2 MiB keeps a bulk load from reading the same index pages again and again.
-            conn.execute("PRAGMA cache_size=-65536")
-            self._local.conn = conn
+            conn = self._local.conn = connect(self.path)
         return conn
 
     @property
@@ -221,10 +226,12 @@ class ReadModel:
             conn.execute("ROLLBACK")
 
     def position(self, conn: sqlite3.Connection | None = None) -> int:
-        row = (conn or self.connection()).execute(
-            "SELECT position FROM tracking WHERE name = ?", (self.TRACKING_NAME,)
-        ).fetchone()
-        return row[0] if row else 0
+        return self.position_in(conn or self.connection())
+
+    @classmethod
+    def position_in(cls, conn: sqlite3.Connection) -> int:
+        """The position the read model on ``conn`` has projected up to (0: nothing yet)."""
+        return cls._tracked(conn, cls.TRACKING_NAME) or 0
 
     @staticmethod
     def set_position(conn: sqlite3.Connection, position: int) -> None:

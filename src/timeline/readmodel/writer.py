@@ -1,0 +1,170 @@
+"""Writing the projector's rows: the statements, and a process that writes while another folds.
+
+A page of rows is plain tuples and lists (:class:`PageRows`), so it can be written here in the
+projecting process, or sent to a writer process (:class:`WriterProcess`): building a whole read
+model, one process folds the events into rows while the other writes them, one core each.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from timeline.readmodel.store import END_OF_RECORD, ReadModel, connect
+
+_STATE_FIELDS = "status, rate_percent, conditions, since, until, certain, uncertain_because"
+
+
+class PageRows(NamedTuple):
+    """The rows one page of events adds to each table, and the rows it closes."""
+
+    rules: list[tuple]
+    events: list[tuple]
+    closed_states: list[tuple]  # (known_to, rule_id, valid_from) of rows of earlier pages
+    states: list[list]
+    closed_starts: list[tuple]  # (known_to, rule_id, effective_start, ord), as closed_states
+    starts: list[list]
+    actions: list[tuple]
+    requests: list[tuple]
+
+
+def write_rows(conn: sqlite3.Connection, page: PageRows) -> None:
+    """Write one page of rows, inside the caller's transaction."""
+    conn.executemany(
+        "INSERT INTO rules (id, title, jurisdiction, instrument, targets, subjects, tags, "
+        "links, subjects_text, registered_at, position) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        page.rules,
+    )
+    conn.executemany(
+        "INSERT INTO rule_events (position, rule_id, version, type, action_id, recorded_at) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        page.events,
+    )
+    # Rows opened before this page close first, so that their key finds only them.
+    conn.executemany(
+        f"UPDATE states SET known_to = ? WHERE rule_id = ? AND valid_from = ? "
+        f"AND known_to = '{END_OF_RECORD}'",
+        page.closed_states,
+    )
+    conn.executemany(
+        f"INSERT INTO states (rule_id, valid_from, known_from, known_to, {_STATE_FIELDS}) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        page.states,
+    )
+    conn.executemany(
+        f"UPDATE action_starts SET known_to = ? WHERE rule_id = ? AND effective_start = ? "
+        f"AND ord = ? AND known_to = '{END_OF_RECORD}'",
+        page.closed_starts,
+    )
+    conn.executemany(
+        "INSERT INTO action_starts (rule_id, effective_start, ord, known_from, known_to, "
+        "action_id) VALUES (?, ?, ?, ?, ?, ?)",
+        page.starts,
+    )
+    # An upsert, not INSERT OR REPLACE: a replace deletes the old row without its delete
+    # trigger, which would leave the old summary in the full-text index.
+    conn.executemany(
+        "INSERT INTO actions (rule_id, id, kind, effective, effective_start, "
+        "effective_end, summary, data, jurisdiction, instrument, recorded_at, position, "
+        "corrected, retracted) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (rule_id, id) DO UPDATE SET kind = excluded.kind, "
+        "effective = excluded.effective, effective_start = excluded.effective_start, "
+        "effective_end = excluded.effective_end, summary = excluded.summary, "
+        "data = excluded.data, corrected = excluded.corrected, retracted = excluded.retracted",
+        page.actions,
+    )
+    conn.executemany(
+        "INSERT OR IGNORE INTO requests (key, fingerprint, rule_id, position, type, "
+        "object_id) VALUES (?, ?, ?, ?, ?, ?)",
+        page.requests,
+    )
+
+
+def check_empty(conn: sqlite3.Connection) -> None:
+    """A whole read model is built only into empty tables (see Projector.build)."""
+    if ReadModel.position_in(conn) or conn.execute("SELECT 1 FROM rule_events LIMIT 1").fetchone():
+        raise RuntimeError("a read model is built only into empty tables")
+
+
+class WriterFailed(RuntimeError):
+    """The writer process stopped before committing: nothing it wrote is kept."""
+
+
+class WriterProcess:
+    """A process writing pages of rows into one read-model file, all in one transaction.
+
+    ``write(page)`` hands a page over (and waits only while the writer is a few pages behind:
+    the pipe's buffer); ``commit(position)`` sets the tracking position, commits and waits for
+    it. If this side stops first (an exception, a crash), the writer sees its pipe close and
+    rolls back; if the writer fails, the next call here raises :class:`WriterFailed`.
+    """
+
+    def __init__(self, path: Path):
+        # spawn, not fork: the projecting process may have threads and open connections.
+        context = multiprocessing.get_context("spawn")
+        self._pipe, theirs = context.Pipe()
+        self._process = context.Process(target=_write_all, args=(str(path), theirs),
+                                        name="timeline-readmodel-writer", daemon=True)
+        self._process.start()
+        theirs.close()
+        self._expect("begun")
+
+    def write(self, page: PageRows) -> None:
+        self._send(("rows", tuple(page)))
+
+    def commit(self, position: int) -> None:
+        self._send(("commit", position))
+        self._expect("committed")
+        self.close()
+
+    def close(self) -> None:
+        """Stop the writer; uncommitted, its transaction rolls back."""
+        self._pipe.close()
+        self._process.join()
+
+    def _send(self, message: tuple) -> None:
+        try:
+            self._pipe.send(message)
+        except (BrokenPipeError, ConnectionResetError, EOFError, OSError):
+            self._expect("never")  # the writer stopped: raise what it said
+
+    def _expect(self, word: str) -> None:
+        try:
+            answer, detail = self._pipe.recv()
+        except (EOFError, ConnectionResetError, OSError):
+            self._process.join()
+            raise WriterFailed(
+                f"the read-model writer stopped (exit code {self._process.exitcode})") from None
+        if answer != word:
+            self.close()
+            raise WriterFailed(f"the read-model writer failed: {detail}")
+
+
+def _write_all(path: str, pipe: Any) -> None:
+    """The writer process: one transaction, a page per message, until commit or the pipe closes."""
+    conn = connect(Path(path))
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        check_empty(conn)
+        pipe.send(("begun", None))
+        while True:
+            kind, body = pipe.recv()
+            if kind == "commit":
+                ReadModel.set_position(conn, body)
+                conn.execute("COMMIT")
+                pipe.send(("committed", None))
+                return
+            write_rows(conn, PageRows(*body))
+    except EOFError:
+        pass  # the projecting process stopped: roll back
+    except Exception as exc:  # reported to the projecting process, which raises it
+        try:
+            pipe.send(("failed", f"{type(exc).__name__}: {exc}"))
+        except OSError:
+            pass
+    finally:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        conn.close()
