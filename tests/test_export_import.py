@@ -182,3 +182,86 @@ def test_a_broken_export_is_refused_naming_the_line_and_stores_nothing(
     assert empty.states(date(2025, 12, 9)) == []
     # The store is still empty and usable: the good export goes in afterwards.
     assert empty.import_records(lambda: iter(exported)) == len(exported)
+
+
+@pytest.fixture
+def history(tmp_path: Path) -> list[dict[str, Any]]:
+    """An export written by a SQLite store of its own, to import into the store under test."""
+    source = Tracker(Settings(home=tmp_path / "source"))
+    write_history(source)
+    records = [json.loads(line) for line in source.export()]
+    source.close()
+    return records
+
+
+def test_an_import_whose_storing_fails_midway_stores_nothing(
+    tracker: Tracker, history: list[dict], monkeypatch: pytest.MonkeyPatch,
+):
+    """Pages already written go with the rest: the store is one transaction (both stores)."""
+    from timeline import service
+
+    calls = []
+
+    def fails_at_the_seventh(record):
+        calls.append(record)
+        if len(calls) == 7:
+            raise OSError("the disk went away")
+        return service.from_record.__wrapped__(record)
+
+    fails_at_the_seventh.__wrapped__ = service.from_record
+    monkeypatch.setattr(service, "IMPORT_PAGE", 2)
+    monkeypatch.setattr(service, "from_record", fails_at_the_seventh)
+    with pytest.raises(OSError, match="the disk went away"):
+        tracker.import_records(lambda: iter(history))
+    assert tracker.app.head() == 0
+    assert tracker.states(date(2025, 12, 9)) == []
+
+    monkeypatch.undo()
+    assert tracker.import_records(lambda: iter(history)) == len(history)
+    assert len(list(tracker.export())) == len(history)  # PostgreSQL may leave a gap before them
+
+
+def slow_check(seconds: float) -> Callable:
+    from timeline import imports
+
+    check = imports.check_export
+
+    def slowly(records):
+        import time
+
+        time.sleep(seconds)
+        check(records)
+    return slowly
+
+
+@pytest.mark.postgres
+def test_a_check_slower_than_the_store_keeps_the_postgres_transaction_open(
+    tmp_path: Path, history: list[dict], monkeypatch: pytest.MonkeyPatch,
+):
+    """The events wait, uncommitted, for the check: longer than the server lets a session idle
+    in a transaction (5 s), and still committed."""
+    from pg import postgres_settings
+
+    from timeline import imports
+
+    monkeypatch.setattr(imports, "check_export", slow_check(6))
+    for settings in postgres_settings(tmp_path / "pg"):
+        tracker = Tracker(settings)
+        try:
+            assert tracker.import_records(lambda: iter(history)) == len(history)
+            assert tracker.app.head() == len(history)
+        finally:
+            tracker.close()
+
+
+def test_a_finding_after_every_event_is_written_still_stores_nothing(
+    tracker: Tracker, history: list[dict], monkeypatch: pytest.MonkeyPatch,
+):
+    """The check ends after the store pass has written every page: it rolls them back."""
+    from timeline import imports
+
+    monkeypatch.setattr(imports, "check_export", slow_check(1))
+    records = history[:-1] + [{**history[-1], "recorded_at": history[0]["recorded_at"]}]
+    with pytest.raises(InvalidInput, match=f"line {len(history)}: record times must increase"):
+        tracker.import_records(lambda: iter(records))
+    assert tracker.app.head() == 0

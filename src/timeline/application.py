@@ -9,9 +9,10 @@ from __future__ import annotations
 import sqlite3
 import threading
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError, StoredEvent
@@ -210,11 +211,13 @@ class PolicyApplication(Application[str]):
             yield from page
             after = page[-1][0]
 
-    def events_by_rule(self, up_to: int, page: int = 10_000) -> Iterator[tuple[int, Rule.Event]]:
+    def events_by_rule(self, up_to: int, page: int = 10_000,
+                       cursor: Any = None) -> Iterator[tuple[int, Rule.Event]]:
         """Every event up to position ``up_to`` with its position, each rule's events together
         in version order (rules in id order): how a whole read model is made in one pass.
 
-        Read along the store's own key (originator id, version), a page at a time.
+        Read along the store's own key (originator id, version), a page at a time; on
+        ``cursor`` when given (inside an open transaction: see :meth:`import_transaction`).
         """
         recorder = self.recorder
         if isinstance(recorder, SQLiteApplicationRecorder):
@@ -224,10 +227,6 @@ class PolicyApplication(Application[str]):
                 "AND (originator_id, originator_version) > (?, ?) "
                 "ORDER BY originator_id, originator_version LIMIT ?")
 
-            def fetch(params: tuple) -> list[tuple]:
-                with recorder.datastore.transaction(commit=False) as cursor:
-                    cursor.execute(statement, params)
-                    return [tuple(row) for row in cursor.fetchall()]
         else:
             from psycopg import sql
 
@@ -239,10 +238,12 @@ class PolicyApplication(Application[str]):
             ).format(sql.Identifier(recorder.datastore.schema),
                      sql.Identifier(recorder.events_table_name))
 
-            def fetch(params: tuple) -> list[tuple]:
-                with recorder.datastore.transaction(commit=False) as cursor:
-                    cursor.execute(statement, params)
-                    return [tuple(row.values()) for row in cursor.fetchall()]
+
+        def fetch(params: tuple) -> list[tuple]:
+            if cursor is not None:
+                return _fetch(cursor, statement, params)
+            with recorder.datastore.transaction(commit=False) as own:
+                return _fetch(own, statement, params)
 
         decode = self.mapper.to_domain_event
         after: tuple[str, int] = ("", 0)
@@ -273,6 +274,13 @@ class PolicyApplication(Application[str]):
         page = self.recorder.select_notifications(start=head, limit=1)
         return self.mapper.to_domain_event(page[0]).timestamp if page else None
 
+    @contextmanager
+    def import_transaction(self) -> Iterator[ImportTransaction]:
+        """One transaction of the store for a whole import: nothing is seen, or kept after a
+        crash, until all of it commits as the block ends (an exception rolls it back)."""
+        with self.recorder.datastore.transaction(commit=True) as cursor:
+            yield ImportTransaction(self, cursor)
+
     def store_events(self, events: Sequence[Rule.Event]) -> list[tuple[int, Rule.Event]]:
         """Append ready-made events (an import) in one atomic write; returns them with positions."""
         if not events:
@@ -295,3 +303,68 @@ class PolicyApplication(Application[str]):
 
     def store_batches(self, events: Iterable[Rule.Event], size: int = 500) -> int:
         return sum(len(page) for page in self.store_pages(events, size))
+
+
+class ImportTransaction:
+    """What an import does inside its one transaction of the store (see import_transaction)."""
+
+    def __init__(self, app: PolicyApplication, cursor: Any):
+        self.app = app
+        self.cursor = cursor
+
+    def insert(self, events: Iterable[Rule.Event], between_pages: Callable[[], None],
+               page: int = 10_000) -> int:
+        """Insert ready-made events a page at a time, with the recorder's own insert; the count.
+
+        ``between_pages()`` runs before each page and may raise to stop (and roll back).
+        """
+        recorder = self.app.recorder
+        if isinstance(recorder, SQLiteApplicationRecorder):
+            insert = recorder._insert_events
+        else:
+            insert = recorder._insert_stored_events  # locks the table first, as a save does
+        to_stored = self.app.mapper.to_stored_event
+        count = 0
+        batch: list[StoredEvent] = []
+        for event in events:
+            batch.append(to_stored(event))
+            if len(batch) >= page:
+                between_pages()
+                insert(self.cursor, batch)
+                count += len(batch)
+                batch = []
+        if batch:
+            between_pages()
+            insert(self.cursor, batch)
+            count += len(batch)
+        return count
+
+    def head(self) -> int:
+        """The newest position, as this transaction sees it."""
+        recorder = self.app.recorder
+        if isinstance(recorder, SQLiteApplicationRecorder):
+            statement: Any = f"SELECT max(rowid) FROM {recorder.events_table_name}"
+        else:
+            from psycopg import sql
+
+            statement = sql.SQL("SELECT max(notification_id) FROM {}.{}").format(
+                sql.Identifier(recorder.datastore.schema),
+                sql.Identifier(recorder.events_table_name))
+        rows = _fetch(self.cursor, statement, ())
+        return rows[0][0] or 0
+
+    def events_by_rule(self, up_to: int) -> Iterator[tuple[int, Rule.Event]]:
+        """The events of this transaction, uncommitted ones included, rule by rule."""
+        return self.app.events_by_rule(up_to, cursor=self.cursor)
+
+    def keep_alive(self) -> None:
+        """A statement, so that a server does not end the session as idle in a transaction."""
+        self.cursor.execute("SELECT 1")
+        self.cursor.fetchall()
+
+
+def _fetch(cursor: Any, statement: Any, params: tuple) -> list[tuple]:
+    """Rows as tuples from either store's cursor (PostgreSQL's give dictionaries)."""
+    cursor.execute(statement, params)
+    return [tuple(row.values()) if isinstance(row, dict) else tuple(row)
+            for row in cursor.fetchall()]

@@ -15,6 +15,7 @@ from timeline.config import Settings
 from timeline.domain.dates import format_instant
 from timeline.domain.errors import InvalidInput, StoreNotEmpty
 from timeline.events import from_record, to_record
+from timeline.imports import CheckInParallel
 from timeline.readmodel import ReadModel, queries
 from timeline.readmodel.projector import Projector
 from timeline.store import (
@@ -245,118 +246,28 @@ class Tracker:
         with self.lock.hold():
             if self.app.head():
                 raise StoreNotEmpty("The store already holds events; import needs an empty store.")
-            check_export(records())
-            count = self.app.store_batches((from_record(r) for r in records()), IMPORT_PAGE)
-            # Projected once every event is stored, rule by rule (see Projector.build).
-            head = self.app.head()
-            if self.readmodel.position() == 0:
-                self.projector.build(self.app.events_by_rule(head), head)
+            if self.readmodel.position():
+                self.readmodel.drop()  # a read model of another store
+            with CheckInParallel(records) as check:
+                try:
+                    with self.app.import_transaction() as store:
+                        count = store.insert((from_record(r) for r in records()),
+                                             between_pages=check.poll, page=IMPORT_PAGE)
+                        # The read model is made from the uncommitted events, rule by rule,
+                        # while the check reads on; it commits once the check has passed, and
+                        # the events right after it.
+                        head = store.head()
+                        self.projector.build(store.events_by_rule(head), head,
+                                             progress=lambda _position, _count: check.poll(),
+                                             before_commit=lambda: check.wait(store.keep_alive))
+                except Exception:
+                    if self.readmodel.position() > self.app.head():
+                        self.readmodel.drop()  # the events did not commit after all
+                    check.wait()  # what the check found comes first: it reads the file in order
+                    raise
             self.catch_up()
             return count
 
 
 # Events per transaction when importing.
 IMPORT_PAGE = 10_000
-
-
-def check_export(records: Iterable[dict[str, Any]]) -> None:
-    """Replay an export's events on their aggregates, without storing, to find what is wrong."""
-    from timeline.domain.errors import TimelineError
-    from timeline.domain.model import CORRECTABLE, check_action_fields, checked_fields
-    from timeline.events import (
-        ACTION_CORRECTED, ACTION_RECORDED, ACTION_RETRACTED, EVENT_TYPES, RULE_REGISTERED,
-    )
-    from timeline.schemas import (
-        ActionSchema, CorrectionSchema, RetractionSchema, RuleSchema, errors_by_field,
-    )
-
-    record_keys = {"type", "rule_id", "version", "recorded_at", "data", "request"}
-    data_keys = {
-        ACTION_CORRECTED: {"id", "action_id", "reason", "changes"},
-        ACTION_RETRACTED: {"id", "action_id", "reason"},
-    }
-    # One instance of each schema for the whole file: making one per line cost more than the
-    # validation itself (each instance deep-copies its fields, nested schemas included).
-    rule_schema, action_schema = RuleSchema(), ActionSchema()
-    retraction_schema, correction_schema = RetractionSchema(), CorrectionSchema()
-    versions: dict[str, int] = {}
-    # Each rule's actions as the export has them so far: corrections applied, None if retracted;
-    # only the fields check_action_fields reads, so that a large file fits in memory.
-    actions: dict[str, dict[str, dict[str, Any] | None]] = {}
-    last = ""
-    for line, record in enumerate(records, start=1):
-        where = f"line {line}"
-
-        def refuse(detail: str, errors: dict[str, Any] | None = None) -> InvalidInput:
-            return InvalidInput(f"{where}: {detail}", errors or {where: detail})
-
-        def valid(schema: Any, data: dict[str, Any]) -> None:
-            # The same schemas as the API: an import may hold nothing a request could not.
-            problems = schema.validate(data)
-            if problems:
-                flat = errors_by_field(problems)
-                raise refuse("; ".join(f"{k}: {v}" for k, v in flat.items()), flat)
-
-        unknown = sorted(set(record) - record_keys)
-        if unknown or record.get("type") not in EVENT_TYPES or not isinstance(
-            record.get("data"), dict
-        ):
-            raise refuse("not an exported event (type, rule_id, version, recorded_at and a "
-                         "data object, and nothing else).")
-        request = record.get("request")
-        if request is not None and not (
-            isinstance(request, dict) and all(isinstance(v, str) for v in request.values())
-        ):
-            raise refuse("request must be an object of strings.")
-        kind, data = record["type"], record["data"]
-        if kind in data_keys and set(data) != data_keys[kind]:
-            raise refuse(f"data must have exactly {', '.join(sorted(data_keys[kind]))}.")
-        try:
-            event = from_record(record)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise refuse(f"not an exported event ({exc}).") from None
-        rule_id = event.originator_id
-        version = event.originator_version
-        expected = versions.get(rule_id, 0) + 1
-        if type(version) is not int or version != expected:
-            raise refuse(f"rule {rule_id!r} version {version!r}, expected {expected}.",
-                         {where: "events of a rule must follow each other"})
-        if record["recorded_at"] <= last:
-            raise refuse("record times must increase.", {where: "recorded_at out of order"})
-        last = record["recorded_at"]
-        versions[rule_id] = expected
-        known = actions.setdefault(rule_id, {})
-        if kind == RULE_REGISTERED:
-            valid(rule_schema, data)
-            if version != 1 or data["id"] != rule_id:
-                raise refuse(f"rule {rule_id!r} registered twice or under another id.")
-            for link in data.get("links", []):
-                if link["rule"] not in versions:
-                    raise refuse(f"a link names rule {link['rule']!r}, not registered before it.")
-            continue
-        if version == 1:
-            raise refuse(f"rule {rule_id!r} has events before its registration.")
-        if kind == ACTION_RECORDED:
-            valid(action_schema, data)
-            if "id" not in data or data["id"] in known:
-                raise refuse(f"action {data.get('id')!r} has no id or is recorded twice.")
-            known[data["id"]] = checked_fields(data)
-            continue
-        current = known.get(data["action_id"]) if isinstance(data["action_id"], str) else None
-        if current is None:
-            raise refuse(f"no live action {data['action_id']!r} before it.",
-                         {where: "names an unknown or retracted action"})
-        if kind == ACTION_RETRACTED:
-            valid(retraction_schema, {"reason": data["reason"]})
-            known[data["action_id"]] = None
-            continue
-        changes = data["changes"]
-        if not isinstance(changes, dict) or not changes or not set(changes) <= set(CORRECTABLE):
-            raise refuse(f"a correction changes one or more of {', '.join(CORRECTABLE)}.")
-        valid(correction_schema, {"reason": data["reason"], **changes})
-        corrected = {**current, **changes}
-        try:
-            check_action_fields({k: v for k, v in corrected.items() if v is not None})
-        except TimelineError as exc:
-            raise refuse(exc.detail, exc.errors) from None
-        known[data["action_id"]] = checked_fields(corrected)

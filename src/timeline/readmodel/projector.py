@@ -225,6 +225,7 @@ class Projector:
         head: int,
         progress: Callable[[int, int], None] | None = None,
         separate_writer: bool | None = None,
+        before_commit: Callable[[], None] | None = None,
     ) -> int:
         """Make an empty read model from every event up to ``head``, in one transaction.
 
@@ -237,6 +238,7 @@ class Projector:
 
         With ``separate_writer`` (by default, from ``SEPARATE_WRITER_EVENTS`` events on), a
         second process writes the rows while this one folds the events into them.
+        ``before_commit()`` runs once every row is written; if it raises, nothing is kept.
         """
         if separate_writer is None:
             separate_writer = head >= SEPARATE_WRITER_EVENTS
@@ -249,6 +251,8 @@ class Projector:
                     try:
                         self._build(self.readmodel.connection(), events_by_rule, writer.write,
                                     progress)
+                        if before_commit is not None:
+                            before_commit()
                         writer.commit(head)
                     finally:
                         writer.close()
@@ -258,6 +262,8 @@ class Projector:
                         self._build(conn, events_by_rule, lambda page: write_rows(conn, page),
                                     progress)
                         self.readmodel.set_position(conn, head)
+                        if before_commit is not None:
+                            before_commit()
             finally:
                 self._forget()
         self._synced = (self.readmodel.generation(), head)
