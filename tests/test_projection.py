@@ -293,3 +293,84 @@ def test_a_writer_process_that_dies_loses_the_build_not_the_read_model(
     Projector(readmodel).catch_up(tracker.app.events_after)
     assert tables(readmodel) == expected
     readmodel.close()
+
+
+def test_a_rebuild_in_three_processes_writes_what_the_import_wrote(
+        tracker: Tracker, monkeypatch: pytest.MonkeyPatch):
+    """Two processes fold half the rules each (the second reads the store on its own
+    connections, SQLite or PostgreSQL), a third writes: the same rows as before."""
+    from timeline import service
+    from timeline.readmodel import projector
+
+    records = list(HistoryGenerator(actions=300, rules=12, seed=5).records())
+    tracker.import_records(lambda: iter(records))
+    before = tables(tracker.readmodel)
+    monkeypatch.setattr(service, "SEPARATE_WRITER_EVENTS", 0)
+    monkeypatch.setattr(projector, "BUILD_PAGE", 40)
+    counted = []
+    assert tracker.rebuild(progress=lambda _position, count: counted.append(count)) \
+        == tracker.app.head()
+    assert tables(tracker.readmodel) == before
+    assert sum(counted) == len(records)  # the helper's events are counted too
+
+
+def test_a_helper_that_fails_loses_the_build(imported, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch):
+    from timeline.readmodel import projector
+    from timeline.readmodel.writer import WriterFailed
+
+    monkeypatch.setattr(projector, "BUILD_PAGE", 40)
+    tracker, expected, _ = imported
+    readmodel = ReadModel(tmp_path / "helped.sqlite")
+    head = tracker.app.head()
+    middle = tracker.app.middle_rule(head)
+
+    def breaks_midway():
+        for n, item in enumerate(tracker.app.events_by_rule(head, first_rule=middle)):
+            if n == 100:
+                raise ValueError("a page that cannot be decoded")
+            yield item
+
+    with pytest.raises(WriterFailed, match="a page that cannot be decoded"):
+        Projector(readmodel).build(tracker.app.events_by_rule(head, stop_rule=middle), head,
+                                   separate_writer=True, helper_events=breaks_midway)
+    assert readmodel.position() == 0
+    assert all(rows == [] for rows in tables(readmodel).values())
+    Projector(readmodel).catch_up(tracker.app.events_after)
+    assert tables(readmodel) == expected
+    readmodel.close()
+
+
+def test_a_build_whose_process_dies_leaves_the_read_model_free_and_empty(imported,
+                                                                        tmp_path: Path):
+    """The writer notices the process it writes for is gone, rolls back and leaves: the read
+    model's write lock is free again at once."""
+    import os
+    import sqlite3
+
+    tracker, _, _ = imported
+    path = tmp_path / "orphan.sqlite"
+    ReadModel(path).close()
+    head = tracker.app.head()
+    pid = os.fork()
+    if pid == 0:  # builds, and dies without a word after handing over some pages
+        try:
+            from timeline.readmodel import projector
+
+            projector.BUILD_PAGE = 40
+
+            def dies_midway():
+                for n, item in enumerate(tracker.app.events_by_rule(head)):
+                    if n == 300:
+                        os._exit(3)
+                    yield item
+            Projector(ReadModel(path)).build(dies_midway(), head, separate_writer=True)
+        finally:
+            os._exit(4)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 3
+    conn = sqlite3.connect(path, timeout=10)
+    conn.execute("BEGIN IMMEDIATE")  # waits for the writer to roll back, then gets the lock
+    assert conn.execute("SELECT count(*) FROM rule_events").fetchone()[0] == 0
+    conn.execute("ROLLBACK")
+    conn.close()

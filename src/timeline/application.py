@@ -211,22 +211,25 @@ class PolicyApplication(Application[str]):
             yield from page
             after = page[-1][0]
 
-    def events_by_rule(self, up_to: int, page: int = 10_000,
-                       cursor: Any = None) -> Iterator[tuple[int, Rule.Event]]:
+    def events_by_rule(self, up_to: int, page: int = 10_000, cursor: Any = None,
+                       first_rule: str = "", stop_rule: str | None = None,
+                       ) -> Iterator[tuple[int, Rule.Event]]:
         """Every event up to position ``up_to`` with its position, each rule's events together
         in version order (rules in id order): how a whole read model is made in one pass.
 
         Read along the store's own key (originator id, version), a page at a time; on
         ``cursor`` when given (inside an open transaction: see :meth:`import_transaction`).
+        Only rules from ``first_rule`` on, and before ``stop_rule`` when given.
         """
         recorder = self.recorder
+        stop_clause = "" if stop_rule is None else "AND originator_id < {stop} "
         if isinstance(recorder, SQLiteApplicationRecorder):
             statement: Any = (
                 f"SELECT rowid, originator_id, originator_version, topic, state "
                 f"FROM {recorder.events_table_name} WHERE rowid <= ? "
                 "AND (originator_id, originator_version) > (?, ?) "
-                "ORDER BY originator_id, originator_version LIMIT ?")
-
+                + stop_clause.format(stop="?")
+                + "ORDER BY originator_id, originator_version LIMIT ?")
         else:
             from psycopg import sql
 
@@ -234,9 +237,11 @@ class PolicyApplication(Application[str]):
                 "SELECT notification_id, originator_id, originator_version, topic, state "
                 "FROM {}.{} WHERE notification_id <= %s "
                 "AND (originator_id, originator_version) > (%s, %s) "
-                "ORDER BY originator_id, originator_version LIMIT %s",
+                + stop_clause.format(stop="%s")
+                + "ORDER BY originator_id, originator_version LIMIT %s",
             ).format(sql.Identifier(recorder.datastore.schema),
                      sql.Identifier(recorder.events_table_name))
+        bounds = () if stop_rule is None else (stop_rule,)
 
 
         def fetch(params: tuple) -> list[tuple]:
@@ -246,9 +251,9 @@ class PolicyApplication(Application[str]):
                 return _fetch(own, statement, params)
 
         decode = self.mapper.to_domain_event
-        after: tuple[str, int] = ("", 0)
+        after: tuple[str, int] = (first_rule, 0)
         while True:
-            rows = fetch((up_to, *after, page))
+            rows = fetch((up_to, *after, *bounds, page))
             for position, originator_id, version, topic, state in rows:
                 yield position, decode(StoredEvent(originator_id=originator_id,
                                                    originator_version=version, topic=topic,
@@ -256,6 +261,26 @@ class PolicyApplication(Application[str]):
             if len(rows) < page:
                 return
             after = (rows[-1][1], rows[-1][2])
+
+    def middle_rule(self, up_to: int) -> str | None:
+        """The rule whose events start the second half of the events up to ``up_to``, in the
+        order of :meth:`events_by_rule` (None if there is no such rule)."""
+        recorder = self.recorder
+        if isinstance(recorder, SQLiteApplicationRecorder):
+            statement: Any = (
+                f"SELECT originator_id FROM {recorder.events_table_name} WHERE rowid <= ? "
+                "ORDER BY originator_id, originator_version LIMIT 1 OFFSET ?")
+        else:
+            from psycopg import sql
+
+            statement = sql.SQL(
+                "SELECT originator_id FROM {}.{} WHERE notification_id <= %s "
+                "ORDER BY originator_id, originator_version LIMIT 1 OFFSET %s",
+            ).format(sql.Identifier(recorder.datastore.schema),
+                     sql.Identifier(recorder.events_table_name))
+        with recorder.datastore.transaction(commit=False) as cursor:
+            rows = _fetch(cursor, statement, (up_to, up_to // 2))
+        return rows[0][0] if rows else None
 
     def rule_event_data(self, rule_id: str, up_to: int) -> dict[int, dict[str, Any]]:
         """The data of a rule's events up to version ``up_to``, by version, in the public shape.

@@ -5,6 +5,7 @@ The CLI and the web layer call this and nothing below it.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -17,7 +18,8 @@ from timeline.domain.errors import InvalidInput, StoreNotEmpty
 from timeline.events import from_record, to_record
 from timeline.imports import CheckInParallel
 from timeline.readmodel import ReadModel, queries
-from timeline.readmodel.projector import Projector
+from timeline.readmodel.projector import SEPARATE_WRITER_EVENTS, Projector
+from timeline.readmodel.writer import can_fork
 from timeline.store import (
     ONE_MICROSECOND,
     FileWriteLock,
@@ -128,7 +130,17 @@ class Tracker:
         with self.lock.hold():
             self.readmodel.drop()
             head = self.app.head()
-            return self.projector.build(self.app.events_by_rule(head), head, progress=progress)
+            middle = self.app.middle_rule(head) \
+                if head >= SEPARATE_WRITER_EVENTS and can_fork() else None
+            if middle is None:
+                return self.projector.build(self.app.events_by_rule(head), head,
+                                            progress=progress)
+            # Three processes: this one folds the first half of the rules, a helper the other
+            # half (reading the store on a connection of its own), a third writes the rows.
+            return self.projector.build(
+                self.app.events_by_rule(head, stop_rule=middle), head, progress=progress,
+                separate_writer=True,
+                helper_events=functools.partial(_events_by_rule_of, self.settings, head, middle))
 
     # Writes ------------------------------------------------------------------------------
 
@@ -267,6 +279,17 @@ class Tracker:
                     raise
             self.catch_up()
             return count
+
+
+def _events_by_rule_of(settings: Settings, head: int, first_rule: str,
+                       ) -> Iterator[tuple[int, Any]]:
+    """In a helper process: the events of the rules from ``first_rule`` on, up to ``head``,
+    read from the store on connections of its own."""
+    app = PolicyApplication(env=settings.eventsourcing_env())
+    try:
+        yield from app.events_by_rule(head, first_rule=first_rule)
+    finally:
+        app.close()
 
 
 # Events per transaction when importing.

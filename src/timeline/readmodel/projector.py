@@ -25,7 +25,7 @@ from timeline.domain.fold import Action, Segment, SegmentBuilder, State
 from timeline.domain.model import Rule, to_fold_action
 from timeline.events import RULE_REGISTERED, event_data, event_type
 from timeline.readmodel.store import END_OF_RECORD, END_OF_TIME, START_OF_TIME, ReadModel
-from timeline.readmodel.writer import PageRows, WriterProcess, check_empty, write_rows
+from timeline.readmodel.writer import PageRows, WriterProcess, can_fork, check_empty, write_rows
 
 # Catching up this many events or more writes the full-text indexes once at the end instead of
 # row by row (about four times cheaper per action).
@@ -226,6 +226,7 @@ class Projector:
         progress: Callable[[int, int], None] | None = None,
         separate_writer: bool | None = None,
         before_commit: Callable[[], None] | None = None,
+        helper_events: Callable[[], Iterable[tuple[int, Rule.Event]]] | None = None,
     ) -> int:
         """Make an empty read model from every event up to ``head``, in one transaction.
 
@@ -239,23 +240,35 @@ class Projector:
         With ``separate_writer`` (by default, from ``SEPARATE_WRITER_EVENTS`` events on), a
         second process writes the rows while this one folds the events into them.
         ``before_commit()`` runs once every row is written; if it raises, nothing is kept.
+
+        With a separate writer, ``helper_events`` shares the folding: called in a third
+        process, it gives the events of the rules ``events_by_rule`` leaves out (opening a
+        store of its own), and that process folds them and hands its rows to the same writer.
         """
         if separate_writer is None:
-            separate_writer = head >= SEPARATE_WRITER_EVENTS
+            separate_writer = head >= SEPARATE_WRITER_EVENTS and can_fork()
         with self.bulk(), self._mutex, collector_paused():
             self._forget()
             self._synced = None
             try:
                 if separate_writer:
-                    writer = WriterProcess(self.readmodel.path)
+                    writer = WriterProcess(self.readmodel.path,
+                                           helpers=0 if helper_events is None else 1)
+                    helper = None
                     try:
+                        if helper_events is not None:
+                            helper = _start_helper(helper_events, writer)
                         self._build(self.readmodel.connection(), events_by_rule, writer.write,
                                     progress)
                         if before_commit is not None:
                             before_commit()
                         writer.commit(head)
+                        if progress is not None and writer.helper_events:
+                            progress(head, writer.helper_events)
                     finally:
                         writer.close()
+                        if helper is not None:
+                            helper.join()
                 else:
                     with self.readmodel.write() as conn:
                         check_empty(conn)
@@ -269,12 +282,15 @@ class Projector:
         self._synced = (self.readmodel.generation(), head)
         return head
 
-    def _build(self, conn: sqlite3.Connection, events: Iterable[tuple[int, Rule.Event]],
+    def _build(self, conn: sqlite3.Connection | None, events: Iterable[tuple[int, Rule.Event]],
                write: Callable[[PageRows], None],
-               progress: Callable[[int, int], None] | None) -> None:
+               progress: Callable[[int, int], None] | None) -> int:
+        """Fold ``events`` (whole rules, one after another) into pages of rows for ``write``;
+        the count of events."""
         rows = self._rows = _Page()
         rule_id = None
-        for position, event in events:
+        count = 0
+        for count, (position, event) in enumerate(events, start=1):
             if event.originator_id != rule_id:
                 # Pages end between rules: every row of a rule is closed before it is written.
                 if len(rows.events) >= BUILD_PAGE:
@@ -288,6 +304,7 @@ class Projector:
         write(self._page_rows(rows))
         if progress is not None and rows.events:
             progress(rows.events[-1][0], len(rows.events))
+        return count
 
     def _forget(self) -> None:
         self._views.clear()
@@ -486,3 +503,36 @@ class Projector:
                 effective.start.isoformat(), effective.end.isoformat(), fields.get("summary", ""),
                 _dumps(fields), view.jurisdiction, view.instrument, known.recorded_at,
                 known.position, int(known.corrected), int(known.retracted))
+
+
+def _start_helper(events: Callable[[], Iterable[tuple[int, Rule.Event]]],
+                  writer: WriterProcess) -> Any:
+    """Fork the process that folds ``events()`` into rows for ``writer`` (see Projector.build)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    pipe = writer.helper_pipes[0]
+    process = context.Process(target=_fold_for_writer, args=(events, pipe, writer.own_pipes()),
+                              name="timeline-readmodel-folder", daemon=True)
+    process.start()
+    pipe.close()  # the helper's alone now: the writer sees it close if the helper stops
+    return process
+
+
+def _fold_for_writer(events: Callable[[], Iterable[tuple[int, Rule.Event]]], pipe: Any,
+                     others: list[Any]) -> None:
+    """The helper process: fold its rules, send each page of rows, then ("done", events)."""
+    for end in others:
+        end.close()
+    try:
+        with collector_paused():
+            count = Projector(None)._build(  # type: ignore[arg-type]
+                None, events(), lambda page: pipe.send(("rows", tuple(page))), None)
+        pipe.send(("done", count))
+    except Exception as exc:  # the writer rolls back and tells the projecting process
+        try:
+            pipe.send(("failed", f"{type(exc).__name__}: {exc}"))
+        except OSError:
+            pass
+    finally:
+        pipe.close()

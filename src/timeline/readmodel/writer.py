@@ -8,6 +8,7 @@ model, one process folds the events into rows while the other writes them, one c
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.connection
 import sqlite3
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -92,6 +93,11 @@ class WriterFailed(RuntimeError):
     """The writer process stopped before committing: nothing it wrote is kept."""
 
 
+def can_fork() -> bool:
+    """Whether a writer process can be started here (where it cannot, the build writes itself)."""
+    return "fork" in multiprocessing.get_all_start_methods()
+
+
 class WriterProcess:
     """A process writing pages of rows into one read-model file, all in one transaction.
 
@@ -99,29 +105,49 @@ class WriterProcess:
     the pipe's buffer); ``commit(position)`` sets the tracking position, commits and waits for
     it. If this side stops first (an exception, a crash), the writer sees its pipe close and
     rolls back; if the writer fails, the next call here raises :class:`WriterFailed`.
+
+    With ``helpers``, the writer also takes pages from that many other processes, each on a
+    pipe of its own (``helper_pipes``), each ending with ``("done", events)``; it commits only
+    once every helper is done, and rolls back if one fails or stops without saying so.
     """
 
-    def __init__(self, path: Path):
-        # spawn, not fork: the projecting process may have threads and open connections.
-        context = multiprocessing.get_context("spawn")
+    def __init__(self, path: Path, helpers: int = 0):
+        # fork: the writer starts at once and needs nothing from the main module. It opens
+        # its own connection and never touches those it inherits (see _write_all).
+        context = multiprocessing.get_context("fork")
         self._pipe, theirs = context.Pipe()
-        self._process = context.Process(target=_write_all, args=(str(path), theirs),
-                                        name="timeline-readmodel-writer", daemon=True)
+        ends = [context.Pipe(duplex=False) for _ in range(helpers)]
+        self.helper_pipes = [send for _, send in ends]
+        # The writer closes its copies of the other ends, or it would never see them close.
+        self._process = context.Process(
+            target=_write_all,
+            args=(str(path), theirs, [receive for receive, _ in ends],
+                  [self._pipe, *self.helper_pipes]),
+            name="timeline-readmodel-writer", daemon=True)
         self._process.start()
         theirs.close()
+        for receive, _ in ends:
+            receive.close()
+        self.helper_events = 0  # what the helpers folded, once committed
         self._expect("begun")
+
+    def own_pipes(self) -> list[Any]:
+        """This side's ends, which a process forked from here must close (see __init__)."""
+        return [self._pipe]
 
     def write(self, page: PageRows) -> None:
         self._send(("rows", tuple(page)))
 
     def commit(self, position: int) -> None:
         self._send(("commit", position))
-        self._expect("committed")
+        self.helper_events = self._expect("committed") or 0
         self.close()
 
     def close(self) -> None:
         """Stop the writer; uncommitted, its transaction rolls back."""
         self._pipe.close()
+        for pipe in self.helper_pipes:
+            pipe.close()
         self._process.join()
 
     def _send(self, message: tuple) -> None:
@@ -130,7 +156,7 @@ class WriterProcess:
         except (BrokenPipeError, ConnectionResetError, EOFError, OSError):
             self._expect("never")  # the writer stopped: raise what it said
 
-    def _expect(self, word: str) -> None:
+    def _expect(self, word: str) -> Any:
         try:
             answer, detail = self._pipe.recv()
         except (EOFError, ConnectionResetError, OSError):
@@ -140,25 +166,42 @@ class WriterProcess:
         if answer != word:
             self.close()
             raise WriterFailed(f"the read-model writer failed: {detail}")
+        return detail
 
 
-def _write_all(path: str, pipe: Any) -> None:
-    """The writer process: one transaction, a page per message, until commit or the pipe closes."""
+def _write_all(path: str, pipe: Any, helpers: list[Any], others: list[Any]) -> None:
+    """The writer process: one transaction, a page per message, until commit or a pipe closes."""
+    for end in others:
+        end.close()
     conn = connect(Path(path))
     try:
         conn.execute("BEGIN IMMEDIATE")
         check_empty(conn)
         pipe.send(("begun", None))
-        while True:
-            kind, body = pipe.recv()
-            if kind == "commit":
-                ReadModel.set_position(conn, body)
-                conn.execute("COMMIT")
-                pipe.send(("committed", None))
-                return
-            write_rows(conn, PageRows(*body))
-    except EOFError:
-        pass  # the projecting process stopped: roll back
+        waiting = [pipe, *helpers]  # each leaves once it has said all it will send
+        commit_at = 0
+        helper_events = 0
+        while waiting:
+            for source in multiprocessing.connection.wait(waiting):
+                try:
+                    kind, body = source.recv()
+                except EOFError:
+                    if source is pipe:
+                        return  # the projecting process stopped: roll back
+                    raise RuntimeError("a folding process stopped before it was done") from None
+                if kind == "rows":
+                    write_rows(conn, PageRows(*body))
+                elif kind == "done":  # a helper's last word
+                    helper_events += body
+                    waiting.remove(source)
+                elif kind == "commit":  # the projecting process's last word
+                    commit_at = body
+                    waiting.remove(source)
+                else:
+                    raise RuntimeError(f"a folding process failed: {body}")
+        ReadModel.set_position(conn, commit_at)
+        conn.execute("COMMIT")
+        pipe.send(("committed", helper_events))
     except Exception as exc:  # reported to the projecting process, which raises it
         try:
             pipe.send(("failed", f"{type(exc).__name__}: {exc}"))
