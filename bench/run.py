@@ -70,10 +70,11 @@ class Run:
 def run_child(args: list[str], env: dict[str, str] | None = None, log: Path | None = None) -> Run:
     """Run a process to its end; its wall time, its CPU time and peak RSS, helpers included.
 
-    CPU time is from wait4, which counts the helper processes it waited for (an import's check
-    and a build's writer). Peak RSS is the largest of: the process's own peak (wait4, which
-    also takes the largest of its helpers'), and the sum over the process and its helpers,
-    sampled every 20 ms while they run.
+    CPU time is from wait4, which counts the helper processes it waited for (an import's check,
+    a build's writer and second folder). Peak memory is the larger of the process's own peak
+    RSS (wait4) and the largest sum, sampled every 20 ms, of the proportional set sizes (PSS)
+    of the process and its helpers: forked helpers share pages with the process, which a sum
+    of RSS would count more than once.
     """
     environment = {**os.environ, **(env or {})}
     out = open(log, "a") if log else subprocess.DEVNULL
@@ -98,21 +99,28 @@ def run_child(args: list[str], env: dict[str, str] | None = None, log: Path | No
     return Run(seconds, usage.ru_utime + usage.ru_stime, peak_kib / 1024, output)
 
 
+def read_through(path: Path) -> None:
+    """Read a file from start to end, leaving it in the operating system's page cache."""
+    with open(path, "rb", buffering=0) as stream:
+        while stream.read(1 << 20):
+            pass
+
+
 def _sample_tree_rss(pid: int, done: threading.Event, peak: list[int]) -> None:
-    """The largest sum of resident KiB over ``pid`` and its descendants, until ``done``."""
+    """The largest sum of proportional resident KiB over ``pid`` and its descendants."""
     while not done.wait(0.02):
-        peak[0] = max(peak[0], _tree_rss_kib(pid))
+        peak[0] = max(peak[0], _tree_pss_kib(pid))
 
 
-def _tree_rss_kib(pid: int) -> int:
+def _tree_pss_kib(pid: int) -> int:
     total = 0
     pending = [pid]
     while pending:
         current = pending.pop()
         try:
-            with open(f"/proc/{current}/status") as status:
-                for line in status:
-                    if line.startswith("VmRSS:"):
+            with open(f"/proc/{current}/smaps_rollup") as rollup:
+                for line in rollup:
+                    if line.startswith("Pss:"):
                         total += int(line.split()[1])
                         break
             with open(f"/proc/{current}/task/{current}/children") as children:
@@ -448,6 +456,13 @@ def measure_size(actions: int, out: Path, seed: int, lookups: int, http_requests
     from timeline.domain.dates import parse_day
     from timeline.readmodel import queries
 
+    # The files written last (the hand-rolled table, just built) are in the OS page cache and
+    # those written earlier may not be: this machine's page cache holds a few GB, and the
+    # rebuild and the storage-floor run wrote more than that since. Both files are read through
+    # once, so that each path starts from the same state (its own SQLite cache empty, the
+    # operating system's warm) and the lookups time the queries rather than the disk.
+    for path in (tracker.settings.readmodel_path, hand_path):
+        read_through(path)
     known_at = tracker.known_at()
     ours, alone, theirs = [], [], []
     mismatches = 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import uuid
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -303,8 +303,18 @@ class PolicyApplication(Application[str]):
     def import_transaction(self) -> Iterator[ImportTransaction]:
         """One transaction of the store for a whole import: nothing is seen, or kept after a
         crash, until all of it commits as the block ends (an exception rolls it back)."""
-        with self.recorder.datastore.transaction(commit=True) as cursor:
+        recorder = self.recorder
+        with recorder.datastore.transaction(commit=True) as cursor:
+            if not isinstance(recorder, SQLiteApplicationRecorder):
+                # The transaction waits between statements while the read model is built
+                # and the import checked: PostgreSQL must not end it as idle meanwhile.
+                cursor.execute("SET LOCAL idle_in_transaction_session_timeout = 0")
             yield ImportTransaction(self, cursor)
+        if isinstance(recorder, SQLiteApplicationRecorder) and not \
+                recorder.datastore.pool.is_sqlite_memory_mode:
+            # The whole import went through the write-ahead log: empty it (see the writer's).
+            with closing(sqlite3.connect(recorder.datastore.pool.db_name, timeout=30)) as conn:
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
     def store_events(self, events: Sequence[Rule.Event]) -> list[tuple[int, Rule.Event]]:
         """Append ready-made events (an import) in one atomic write; returns them with positions."""
@@ -381,11 +391,6 @@ class ImportTransaction:
     def events_by_rule(self, up_to: int) -> Iterator[tuple[int, Rule.Event]]:
         """The events of this transaction, uncommitted ones included, rule by rule."""
         return self.app.events_by_rule(up_to, cursor=self.cursor)
-
-    def keep_alive(self) -> None:
-        """A statement, so that a server does not end the session as idle in a transaction."""
-        self.cursor.execute("SELECT 1")
-        self.cursor.fetchall()
 
 
 def _fetch(cursor: Any, statement: Any, params: tuple) -> list[tuple]:

@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterable
 
 from timeline.domain.errors import InvalidInput
 from timeline.events import from_record
+from timeline.readmodel.writer import HelperFailed
 
 
 class CheckInParallel:
@@ -44,14 +45,10 @@ class CheckInParallel:
         if self._verdict is not None:
             raise self._verdict
 
-    def wait(self, keep_alive: Callable[[], None] | None = None, every: float = 1.0) -> None:
-        """Wait for the check; ``keep_alive`` runs every ``every`` seconds meanwhile (an open
-        transaction's session must not look idle to its server)."""
-        while not self._done:
-            if self._pipe.poll(every):
-                self._receive()
-            elif keep_alive is not None:
-                keep_alive()
+    def wait(self) -> None:
+        """Wait for the check to finish, and raise what it found."""
+        if not self._done:
+            self._receive()
         if self._verdict is not None:
             raise self._verdict
 
@@ -74,7 +71,7 @@ class CheckInParallel:
             self._verdict = self._pipe.recv()
         except EOFError:
             self._process.join()
-            self._verdict = RuntimeError(
+            self._verdict = HelperFailed(
                 f"the import check stopped (exit code {self._process.exitcode})")
         self._done = True
 
@@ -88,7 +85,7 @@ def _check_in_child(records: Callable[[], Iterable[dict[str, Any]]], pipe: Any) 
     try:
         pipe.send(verdict)
     except Exception:  # an exception that does not pickle: its text still does
-        pipe.send(RuntimeError(f"the import check failed: {verdict!r}"))
+        pipe.send(HelperFailed(f"the import check failed: {verdict!r}"))
     pipe.close()
 
 

@@ -271,7 +271,7 @@ class Tracker:
                         head = store.head()
                         self.projector.build(store.events_by_rule(head), head,
                                              progress=lambda _position, _count: check.poll(),
-                                             before_commit=lambda: check.wait(store.keep_alive))
+                                             before_commit=check.wait)
                 except Exception:
                     if self.readmodel.position() > self.app.head():
                         self.readmodel.drop()  # the events did not commit after all

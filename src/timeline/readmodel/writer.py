@@ -89,7 +89,12 @@ def check_empty(conn: sqlite3.Connection) -> None:
         raise RuntimeError("a read model is built only into empty tables")
 
 
-class WriterFailed(RuntimeError):
+class HelperFailed(RuntimeError):
+    """A helper process (a writer, a folder, an import's check) failed or died: the work it
+    was part of is not kept."""
+
+
+class WriterFailed(HelperFailed):
     """The writer process stopped before committing: nothing it wrote is kept."""
 
 
@@ -201,6 +206,9 @@ def _write_all(path: str, pipe: Any, helpers: list[Any], others: list[Any]) -> N
                     raise RuntimeError(f"a folding process failed: {body}")
         ReadModel.set_position(conn, commit_at)
         conn.execute("COMMIT")
+        # The transaction went through the write-ahead log, as large as the read model: empty
+        # it now, or every reader looks pages up in its index until some later write resets it.
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         pipe.send(("committed", helper_events))
     except Exception as exc:  # reported to the projecting process, which raises it
         try:
