@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable
 
 from timeline.domain.errors import InvalidInput
 from timeline.events import from_record
-from timeline.readmodel.writer import HelperFailed
+from timeline.readmodel.writer import HelperFailed, can_fork
 
 
 class CheckInParallel:
@@ -27,7 +27,7 @@ class CheckInParallel:
     def __init__(self, records: Callable[[], Iterable[dict[str, Any]]]):
         self._verdict: BaseException | None = None
         self._done = False
-        if "fork" not in multiprocessing.get_all_start_methods():
+        if not can_fork():
             check_export(records())
             self._done = True
             return

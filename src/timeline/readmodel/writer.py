@@ -99,7 +99,7 @@ class WriterFailed(HelperFailed):
 
 
 def can_fork() -> bool:
-    """Whether a writer process can be started here (where it cannot, the build writes itself)."""
+    """Whether helper processes can be forked here (where not, their work is done in process)."""
     return "fork" in multiprocessing.get_all_start_methods()
 
 
