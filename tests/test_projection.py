@@ -280,8 +280,9 @@ def test_a_writer_process_that_dies_loses_the_build_not_the_read_model(
     def write_then_kill(self, page):
         original(self, page)
         written.append(page)
-        os.kill(self._process.pid, signal.SIGKILL)
-        self._process.join()
+        if self._process.is_alive():
+            os.kill(self._process.pid, signal.SIGKILL)
+            self._process.join()
 
     monkeypatch.setattr(writer_module.WriterProcess, "write", write_then_kill)
     monkeypatch.setattr(projector, "BUILD_PAGE", 50)
@@ -374,3 +375,43 @@ def test_a_build_whose_process_dies_leaves_the_read_model_free_and_empty(importe
     assert conn.execute("SELECT count(*) FROM rule_events").fetchone()[0] == 0
     conn.execute("ROLLBACK")
     conn.close()
+
+
+@pytest.mark.parametrize("separate_from", [0, 10**9], ids=["three processes", "one process"])
+def test_readers_see_the_old_read_model_until_a_rebuild_commits(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, separate_from: int):
+    """The new read model replaces the old in one transaction: halfway through a rebuild,
+    another connection still reads every row of the old one, search included."""
+    import sqlite3
+
+    from timeline import service
+    from timeline.readmodel import projector
+
+    tracker = Tracker(Settings(home=tmp_path / "store"))
+    records = list(HistoryGenerator(actions=300, rules=12, seed=5).records())
+    tracker.import_records(lambda: iter(records))
+    before = tables(tracker.readmodel)
+    other = ReadModel(tracker.settings.readmodel_path)
+    summary = other.connection().execute(
+        "SELECT summary FROM actions WHERE summary != '' LIMIT 1").fetchone()[0]
+    word = "".join(ch for ch in summary.split()[0] if ch.isalnum())
+    search = f"SELECT count(*) FROM actions_fts WHERE actions_fts MATCH '{word}'"
+    searched = other.connection().execute(search).fetchone()[0]
+    monkeypatch.setattr(service, "SEPARATE_WRITER_EVENTS", separate_from)
+    monkeypatch.setattr(projector, "BUILD_PAGE", 40)
+    seen = []
+
+    def look(_position, _count):
+        try:
+            found = other.connection().execute(search).fetchone()[0]
+        except sqlite3.OperationalError:  # committed, and the index not made again yet
+            found = None
+        seen.append((tables(other), other.position(), found))
+
+    tracker.rebuild(progress=look)
+    assert len(seen) > 2 and searched > 0
+    assert all(seen_tables == before and position == tracker.app.head() and found == searched
+               for seen_tables, position, found in seen[:-1])
+    assert tables(other) == before
+    other.close()
+    tracker.close()

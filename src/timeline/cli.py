@@ -369,8 +369,7 @@ def rebuild() -> None:
                 position = t.rebuild(progress=lambda _pos, count: bar.update(count))
             except HelperFailed as exc:
                 raise click.ClickException(
-                    f"Rebuild stopped ({exc}); the read models are made again from the events "
-                    "when next used, or by running timeline rebuild again.") from None
+                    f"Rebuild stopped ({exc}); the read models are as they were.") from None
     click.echo(f"Rebuilt read models up to position {position}.")
 
 

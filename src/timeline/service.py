@@ -128,18 +128,19 @@ class Tracker:
 
     def rebuild(self, progress: Callable[[int, int], None] | None = None) -> int:
         with self.lock.hold():
-            self.readmodel.drop()
             head = self.app.head()
             middle = self.app.middle_rule(head) \
                 if head >= SEPARATE_WRITER_EVENTS and can_fork() else None
+            # The new read model replaces the old in one transaction: readers see the old one
+            # until it commits, and keep it if the rebuild fails.
             if middle is None:
                 return self.projector.build(self.app.events_by_rule(head), head,
-                                            progress=progress)
+                                            progress=progress, replace=True)
             # Three processes: this one folds the first half of the rules, a helper the other
             # half (reading the store on a connection of its own), a third writes the rows.
             return self.projector.build(
                 self.app.events_by_rule(head, stop_rule=middle), head, progress=progress,
-                separate_writer=True,
+                separate_writer=True, replace=True,
                 helper_events=functools.partial(_events_by_rule_of, self.settings, head, middle))
 
     # Writes ------------------------------------------------------------------------------
@@ -258,8 +259,6 @@ class Tracker:
         with self.lock.hold():
             if self.app.head():
                 raise StoreNotEmpty("The store already holds events; import needs an empty store.")
-            if self.readmodel.position():
-                self.readmodel.drop()  # a read model of another store
             with CheckInParallel(records) as check:
                 try:
                     with self.app.import_transaction() as store:
@@ -271,7 +270,8 @@ class Tracker:
                         head = store.head()
                         self.projector.build(store.events_by_rule(head), head,
                                              progress=lambda _position, _count: check.poll(),
-                                             before_commit=check.wait)
+                                             before_commit=check.wait,
+                                             replace=True)  # a read model of another store
                 except Exception:
                     if self.readmodel.position() > self.app.head():
                         self.readmodel.drop()  # the events did not commit after all

@@ -25,7 +25,9 @@ from timeline.domain.fold import Action, Segment, SegmentBuilder, State
 from timeline.domain.model import Rule, to_fold_action
 from timeline.events import RULE_REGISTERED, event_data, event_type
 from timeline.readmodel.store import END_OF_RECORD, END_OF_TIME, START_OF_TIME, ReadModel
-from timeline.readmodel.writer import PageRows, WriterProcess, can_fork, check_empty, write_rows
+from timeline.readmodel.writer import (
+    PageRows, PageSender, WriterProcess, can_fork, check_empty, write_rows,
+)
 
 # Catching up this many events or more writes the full-text indexes once at the end instead of
 # row by row (about four times cheaper per action).
@@ -179,10 +181,12 @@ class Projector:
         return self._catch_up(fetch, batch, progress)
 
     @contextmanager
-    def bulk(self) -> Iterator[None]:
-        """Leave the full-text indexes out while many events are projected, then build them."""
-        with self._mutex:
-            self.readmodel.drop_search()
+    def bulk(self, drop: bool = True) -> Iterator[None]:
+        """Leave the full-text indexes out while many events are projected, then build them
+        (``drop=False``: the caller drops them itself)."""
+        if drop:
+            with self._mutex:
+                self.readmodel.drop_search()
         try:
             yield
         finally:
@@ -227,15 +231,17 @@ class Projector:
         separate_writer: bool | None = None,
         before_commit: Callable[[], None] | None = None,
         helper_events: Callable[[], Iterable[tuple[int, Rule.Event]]] | None = None,
+        replace: bool = False,
     ) -> int:
-        """Make an empty read model from every event up to ``head``, in one transaction.
+        """Make the read model from every event up to ``head``, in one transaction: into
+        empty tables, or with ``replace``, in place of the read model there is.
 
         ``events_by_rule`` gives each rule's events together, in version order
         (:meth:`~timeline.application.PolicyApplication.events_by_rule`). A rule is folded from
         its first event to its last with nothing else in between, so no rule is ever put
         aside and read back, its rows close one another in memory (no row is written twice),
         and they reach the indexes in key order. Until the transaction commits, readers see
-        the read model as it was (empty), and a crash leaves it so.
+        the read model as it was, and a crash leaves it so.
 
         With ``separate_writer`` (by default, from ``SEPARATE_WRITER_EVENTS`` events on), a
         second process writes the rows while this one folds the events into them.
@@ -247,13 +253,14 @@ class Projector:
         """
         if separate_writer is None:
             separate_writer = head >= SEPARATE_WRITER_EVENTS and can_fork()
-        with self.bulk(), self._mutex, collector_paused():
+        with self.bulk(drop=not replace), self._mutex, collector_paused():
             self._forget()
             self._synced = None
             try:
                 if separate_writer:
                     writer = WriterProcess(self.readmodel.path,
-                                           helpers=0 if helper_events is None else 1)
+                                           helpers=0 if helper_events is None else 1,
+                                           replace=replace)
                     helper = None
                     try:
                         if helper_events is not None:
@@ -271,7 +278,10 @@ class Projector:
                             helper.join()
                 else:
                     with self.readmodel.write() as conn:
-                        check_empty(conn)
+                        if replace:
+                            ReadModel.replace_tables(conn)
+                        else:
+                            check_empty(conn)
                         self._build(conn, events_by_rule, lambda page: write_rows(conn, page),
                                     progress)
                         self.readmodel.set_position(conn, head)
@@ -524,15 +534,17 @@ def _fold_for_writer(events: Callable[[], Iterable[tuple[int, Rule.Event]]], pip
     """The helper process: fold its rules, send each page of rows, then ("done", events)."""
     for end in others:
         end.close()
+    sender = PageSender(pipe)
     try:
         with collector_paused():
             count = Projector(None)._build(  # type: ignore[arg-type]
-                None, events(), lambda page: pipe.send(("rows", tuple(page))), None)
-        pipe.send(("done", count))
+                None, events(), lambda page: sender.send(("rows", tuple(page))), None)
+        sender.send(("done", count))
     except Exception as exc:  # the writer rolls back and tells the projecting process
         try:
-            pipe.send(("failed", f"{type(exc).__name__}: {exc}"))
+            sender.send(("failed", f"{type(exc).__name__}: {exc}"))
         except OSError:
             pass
     finally:
+        sender.flush_quietly()  # every message written (one thread writes the pipe)
         pipe.close()

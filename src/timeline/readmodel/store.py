@@ -112,6 +112,19 @@ CREATE TABLE IF NOT EXISTS requests (
 """
 
 
+
+def _statements(script: str) -> list[str]:
+    statements, pending = [], ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            statements.append(pending.strip())
+            pending = ""
+    return statements
+
+
+_TABLE_STATEMENTS = _statements(_TABLES)
+
 # The columns searched by full text, by table.
 _SEARCH = {"rules": ["title", "subjects_text"], "actions": ["summary"]}
 
@@ -244,10 +257,22 @@ class ReadModel:
     def drop(self) -> None:
         """Remove every read model and its position, in one transaction (for a rebuild)."""
         with self.write() as conn:
-            for table in ("rules_fts", "actions_fts", "tracking", "rules", "rule_events", "states",
-                          "action_starts", "actions", "requests"):
-                conn.execute(f"DROP TABLE IF EXISTS {table}")
+            self.replace_tables(conn)
         self._create()
+
+    @classmethod
+    def replace_tables(cls, conn: sqlite3.Connection) -> None:
+        """Drop every read model and make its tables again, empty, inside the caller's write
+        transaction (the full-text indexes are left to :meth:`create_search`), with a new
+        generation: other processes see the old tables until it commits."""
+        for table in ("rules_fts", "actions_fts", "tracking", "rules", "rule_events", "states",
+                      "action_starts", "actions", "requests"):
+            conn.execute(f"DROP TABLE IF EXISTS {table}")
+        for statement in _TABLE_STATEMENTS:  # executescript would commit first
+            conn.execute(statement)
+        for name, value in ((cls.SCHEMA_NAME, SCHEMA_VERSION),
+                            (cls.GENERATION_NAME, secrets.randbits(62))):
+            conn.execute("INSERT INTO tracking (name, position) VALUES (?, ?)", (name, value))
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import multiprocessing
 import multiprocessing.connection
+import queue
 import sqlite3
+import threading
+from multiprocessing.reduction import ForkingPickler
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -103,6 +106,55 @@ def can_fork() -> bool:
     return "fork" in multiprocessing.get_all_start_methods()
 
 
+# Pages a folding process may have handed over that the writer has not taken yet: enough to
+# keep folding while the writer drops the old read model at the start of a rebuild.
+PAGES_AHEAD = 16
+
+
+class PageSender:
+    """Sends messages on a pipe from a thread of its own, up to ``PAGES_AHEAD`` behind.
+
+    A message is pickled by the caller and written by the thread, so folding goes on while the
+    writer is busy. After a failed write the thread drops what is left (``send`` then raises).
+    """
+
+    def __init__(self, pipe: Any):
+        self._pipe = pipe
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=PAGES_AHEAD)
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="timeline-page-sender",
+                                         daemon=True)
+        self._thread.start()
+
+    def send(self, message: Any) -> None:
+        if self.error is not None:
+            raise self.error
+        self._queue.put(bytes(ForkingPickler.dumps(message)))
+
+    def flush(self) -> None:
+        """Wait until every message is written (or dropped); raise what stopped the writes."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        if self.error is not None:
+            raise self.error
+
+    def flush_quietly(self) -> None:
+        """Stop the thread, whatever became of the writes."""
+        try:
+            self.flush()
+        except OSError:
+            pass
+
+    def _run(self) -> None:
+        while (data := self._queue.get()) is not None:
+            if self.error is None:
+                try:
+                    self._pipe.send_bytes(data)
+                except OSError as exc:  # the reader is gone
+                    self.error = exc
+
+
 class WriterProcess:
     """A process writing pages of rows into one read-model file, all in one transaction.
 
@@ -116,7 +168,7 @@ class WriterProcess:
     once every helper is done, and rolls back if one fails or stops without saying so.
     """
 
-    def __init__(self, path: Path, helpers: int = 0):
+    def __init__(self, path: Path, helpers: int = 0, replace: bool = False):
         # fork: the writer starts at once and needs nothing from the main module. It opens
         # its own connection and never touches those it inherits (see _write_all).
         context = multiprocessing.get_context("fork")
@@ -127,13 +179,14 @@ class WriterProcess:
         self._process = context.Process(
             target=_write_all,
             args=(str(path), theirs, [receive for receive, _ in ends],
-                  [self._pipe, *self.helper_pipes]),
+                  [self._pipe, *self.helper_pipes], replace),
             name="timeline-readmodel-writer", daemon=True)
         self._process.start()
         theirs.close()
         for receive, _ in ends:
             receive.close()
         self.helper_events = 0  # what the helpers folded, once committed
+        self._sender = PageSender(self._pipe)
         self._expect("begun")
 
     def own_pipes(self) -> list[Any]:
@@ -141,25 +194,31 @@ class WriterProcess:
         return [self._pipe]
 
     def write(self, page: PageRows) -> None:
-        self._send(("rows", tuple(page)))
+        try:
+            self._sender.send(("rows", tuple(page)))
+        except OSError:
+            self._expect("never")  # the writer stopped: raise what it said
 
     def commit(self, position: int) -> None:
-        self._send(("commit", position))
+        try:
+            self._sender.flush()
+            self._pipe.send(("commit", position))
+        except OSError:
+            self._expect("never")
         self.helper_events = self._expect("committed") or 0
+        self._process.join()
         self.close()
 
     def close(self) -> None:
         """Stop the writer; uncommitted, its transaction rolls back."""
+        if self._process.is_alive() and self._process.exitcode is None:
+            # Not committed (or failing): stopping it rolls back, and frees a send it blocks.
+            self._process.terminate()
+        self._process.join()
+        self._sender.flush_quietly()
         self._pipe.close()
         for pipe in self.helper_pipes:
             pipe.close()
-        self._process.join()
-
-    def _send(self, message: tuple) -> None:
-        try:
-            self._pipe.send(message)
-        except (BrokenPipeError, ConnectionResetError, EOFError, OSError):
-            self._expect("never")  # the writer stopped: raise what it said
 
     def _expect(self, word: str) -> Any:
         try:
@@ -174,15 +233,23 @@ class WriterProcess:
         return detail
 
 
-def _write_all(path: str, pipe: Any, helpers: list[Any], others: list[Any]) -> None:
-    """The writer process: one transaction, a page per message, until commit or a pipe closes."""
+def _write_all(path: str, pipe: Any, helpers: list[Any], others: list[Any],
+               replace: bool) -> None:
+    """The writer process: one transaction, a page per message, until commit or a pipe closes.
+
+    With ``replace``, the transaction first drops the read model there is and makes its tables
+    again (while the folding processes start: their first pages wait in the pipes).
+    """
     for end in others:
         end.close()
     conn = connect(Path(path))
     try:
         conn.execute("BEGIN IMMEDIATE")
-        check_empty(conn)
+        if not replace:
+            check_empty(conn)
         pipe.send(("begun", None))
+        if replace:
+            ReadModel.replace_tables(conn)
         waiting = [pipe, *helpers]  # each leaves once it has said all it will send
         commit_at = 0
         helper_events = 0
