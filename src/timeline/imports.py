@@ -9,6 +9,7 @@ transaction of the event store, committed only once the check has found nothing 
 from __future__ import annotations
 
 import multiprocessing
+import os
 from typing import Any, Callable, Iterable
 
 from timeline.domain.errors import InvalidInput
@@ -77,6 +78,9 @@ class CheckInParallel:
 
 
 def _check_in_child(records: Callable[[], Iterable[dict[str, Any]]], pipe: Any) -> None:
+    # The importing process is the longer path (store, then fold): on a busy machine it goes
+    # first, and the check takes the time it leaves. It ends before the commit all the same.
+    os.nice(10)
     try:
         check_export(records())
         verdict: BaseException | None = None
