@@ -158,9 +158,8 @@ class PageSender:
 class WriterProcess:
     """A process writing pages of rows into one read-model file, all in one transaction.
 
-    ``write(page)`` hands a page over (and waits only while the writer is a few pages behind:
-    the pipe's buffer); ``commit(position)`` sets the tracking position, commits and waits for
-    it. If this side stops first (an exception, a crash), the writer sees its pipe close and
+    ``write(page)`` hands a page over (and waits only while the writer is ``PAGES_AHEAD``
+    pages behind); ``commit(position)`` sets the tracking position, commits and waits for it. If this side stops first (an exception, a crash), the writer sees its pipe close and
     rolls back; if the writer fails, the next call here raises :class:`WriterFailed`.
 
     With ``helpers``, the writer also takes pages from that many other processes, each on a
