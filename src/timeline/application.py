@@ -162,14 +162,22 @@ class PolicyApplication(Application[str]):
     def head_query(self) -> str | None:
         """The statement giving the store's head, for a reader to run on a session of its own
         (PostgreSQL); None where :meth:`head` has a faster way (SQLite)."""
+        if isinstance(self.recorder, SQLiteApplicationRecorder):
+            return None
+        return self.events_statement(_HEAD).as_string(None)
+
+    def events_statement(self, template: str) -> Any:
+        """A statement on the store's events table, for this store: ``template`` names the table
+        ``{table}`` and the position column ``{position}``, and takes parameters as ``?``."""
         recorder = self.recorder
         if isinstance(recorder, SQLiteApplicationRecorder):
-            return None
+            return template.format(table=recorder.events_table_name, position="rowid")
         from psycopg import sql
 
-        statement = sql.SQL("SELECT max(notification_id) FROM {}.{}").format(
-            sql.Identifier(recorder.datastore.schema), sql.Identifier(recorder.events_table_name))
-        return statement.as_string(None)
+        return sql.SQL(
+            template.replace("?", "%s").format(table="{}.{}", position="notification_id")
+        ).format(sql.Identifier(recorder.datastore.schema),
+                 sql.Identifier(recorder.events_table_name))
 
     def close(self) -> None:
         local = self.__dict__.get("_head_local")
@@ -189,7 +197,7 @@ class PolicyApplication(Application[str]):
             pool = recorder.datastore.pool
             if pool.is_sqlite_memory_mode:
                 return None
-            self._head_sql = f"SELECT max(rowid) FROM {recorder.events_table_name}"
+            self._head_sql = self.events_statement(_HEAD)
             conn = local.conn = sqlite3.connect(f"file:{pool.db_name}?mode=ro", uri=True,
                                                 check_same_thread=False)
         return conn
@@ -222,27 +230,12 @@ class PolicyApplication(Application[str]):
         Only rules from ``first_rule`` on, and before ``stop_rule`` when given.
         """
         recorder = self.recorder
-        stop_clause = "" if stop_rule is None else "AND originator_id < {stop} "
-        if isinstance(recorder, SQLiteApplicationRecorder):
-            statement: Any = (
-                f"SELECT rowid, originator_id, originator_version, topic, state "
-                f"FROM {recorder.events_table_name} WHERE rowid <= ? "
-                "AND (originator_id, originator_version) > (?, ?) "
-                + stop_clause.format(stop="?")
-                + "ORDER BY originator_id, originator_version LIMIT ?")
-        else:
-            from psycopg import sql
-
-            statement = sql.SQL(
-                "SELECT notification_id, originator_id, originator_version, topic, state "
-                "FROM {}.{} WHERE notification_id <= %s "
-                "AND (originator_id, originator_version) > (%s, %s) "
-                + stop_clause.format(stop="%s")
-                + "ORDER BY originator_id, originator_version LIMIT %s",
-            ).format(sql.Identifier(recorder.datastore.schema),
-                     sql.Identifier(recorder.events_table_name))
+        statement = self.events_statement(
+            "SELECT {position}, originator_id, originator_version, topic, state FROM {table} "
+            "WHERE {position} <= ? AND (originator_id, originator_version) > (?, ?) "
+            + ("" if stop_rule is None else "AND originator_id < ? ")
+            + "ORDER BY originator_id, originator_version LIMIT ?")
         bounds = () if stop_rule is None else (stop_rule,)
-
 
         def fetch(params: tuple) -> list[tuple]:
             if cursor is not None:
@@ -265,20 +258,10 @@ class PolicyApplication(Application[str]):
     def middle_rule(self, up_to: int) -> str | None:
         """The rule whose events start the second half of the events up to ``up_to``, in the
         order of :meth:`events_by_rule` (None if there is no such rule)."""
-        recorder = self.recorder
-        if isinstance(recorder, SQLiteApplicationRecorder):
-            statement: Any = (
-                f"SELECT originator_id FROM {recorder.events_table_name} WHERE rowid <= ? "
-                "ORDER BY originator_id, originator_version LIMIT 1 OFFSET ?")
-        else:
-            from psycopg import sql
-
-            statement = sql.SQL(
-                "SELECT originator_id FROM {}.{} WHERE notification_id <= %s "
-                "ORDER BY originator_id, originator_version LIMIT 1 OFFSET %s",
-            ).format(sql.Identifier(recorder.datastore.schema),
-                     sql.Identifier(recorder.events_table_name))
-        with recorder.datastore.transaction(commit=False) as cursor:
+        statement = self.events_statement(
+            "SELECT originator_id FROM {table} WHERE {position} <= ? "
+            "ORDER BY originator_id, originator_version LIMIT 1 OFFSET ?")
+        with self.recorder.datastore.transaction(commit=False) as cursor:
             rows = _fetch(cursor, statement, (up_to, up_to // 2))
         return rows[0][0] if rows else None
 
@@ -376,21 +359,16 @@ class ImportTransaction:
 
     def head(self) -> int:
         """The newest position, as this transaction sees it."""
-        recorder = self.app.recorder
-        if isinstance(recorder, SQLiteApplicationRecorder):
-            statement: Any = f"SELECT max(rowid) FROM {recorder.events_table_name}"
-        else:
-            from psycopg import sql
-
-            statement = sql.SQL("SELECT max(notification_id) FROM {}.{}").format(
-                sql.Identifier(recorder.datastore.schema),
-                sql.Identifier(recorder.events_table_name))
-        rows = _fetch(self.cursor, statement, ())
+        rows = _fetch(self.cursor, self.app.events_statement(_HEAD), ())
         return rows[0][0] or 0
 
     def events_by_rule(self, up_to: int) -> Iterator[tuple[int, Rule.Event]]:
         """The events of this transaction, uncommitted ones included, rule by rule."""
         return self.app.events_by_rule(up_to, cursor=self.cursor)
+
+
+# The store's head: its newest position (see PolicyApplication.events_statement).
+_HEAD = "SELECT max({position}) FROM {table}"
 
 
 def _fetch(cursor: Any, statement: Any, params: tuple) -> list[tuple]:
