@@ -292,5 +292,5 @@ def _events_by_rule_of(settings: Settings, head: int, first_rule: str,
         app.close()
 
 
-# Events per transaction when importing.
+# Events per insert when importing (all in one transaction: see import_transaction).
 IMPORT_PAGE = 10_000

@@ -84,7 +84,6 @@ def _state_columns(state: State) -> tuple:
     )
 
 
-
 @dataclass(slots=True)
 class _Known:
     """One action as currently known: corrections applied.

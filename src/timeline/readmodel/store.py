@@ -112,7 +112,6 @@ CREATE TABLE IF NOT EXISTS requests (
 """
 
 
-
 def _statements(script: str) -> list[str]:
     statements, pending = [], ""
     for line in script.splitlines(keepends=True):

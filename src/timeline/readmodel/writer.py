@@ -2,7 +2,7 @@
 
 A page of rows is plain tuples and lists (:class:`PageRows`), so it can be written here in the
 projecting process, or sent to a writer process (:class:`WriterProcess`): building a whole read
-model, one process folds the events into rows while the other writes them, one core each.
+model, one process (or two, for a rebuild) folds the events into rows while another writes them.
 """
 
 from __future__ import annotations
