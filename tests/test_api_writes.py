@@ -81,6 +81,7 @@ def test_a_link_must_name_a_registered_rule(client, auth, tracker):
     "bad, field",
     [
         ({"id": "X"}, "id"),
+        ({"id": "us-chips\n"}, "id"),  # a pattern's $ alone would let the newline through
         ({"jurisdiction": "XX"}, "jurisdiction"),
         ({"targets": ["CN", "ZZ"]}, "targets.1"),
         ({"instrument": "tariff"}, "instrument"),
@@ -273,6 +274,7 @@ def test_a_malformed_idempotency_key_is_400(h200, auth, loaded):
         ({"summary": "s" * 5001}, "summary"),
         ({"conditions": ["c"] * 51}, "conditions"),
         ({"id": "has space"}, "id"),
+        ({"id": "a-1\n"}, "id"),
         ({"recorded_at": "2020-01-01T00:00:00Z"}, "recorded_at"),
     ],
 )

@@ -49,6 +49,16 @@ class Number(fields.Float):
         return super()._deserialize(value, attr, data, **kwargs)
 
 
+class Pattern(validate.Regexp):
+    """A regular expression the whole value must match: ``$`` alone would also let through a
+    value ending in a newline (Python's ``$`` matches before one; JSON Schema's does not)."""
+
+    def __call__(self, value: str) -> str:
+        if self.regex.fullmatch(value) is None:
+            raise ValidationError(self._format_error(value))
+        return value
+
+
 def _code(value: str) -> None:
     if value not in JURISDICTIONS:
         raise ValidationError(f"{value!r} is not an ISO 3166-1 alpha-2 code or EU")
@@ -61,14 +71,14 @@ class StrictSchema(Schema):
 
 
 class LinkSchema(StrictSchema):
-    rule = fields.String(required=True, validate=validate.Regexp(RULE_ID, error="is not a rule id"))
+    rule = fields.String(required=True, validate=Pattern(RULE_ID, error="is not a rule id"))
     relation = fields.String(required=True, validate=validate.OneOf(RELATIONS))
 
 
 class RuleSchema(StrictSchema):
     id = fields.String(
         required=True,
-        validate=validate.Regexp(RULE_ID, error="must match ^[a-z0-9][a-z0-9-]{{2,79}}$"),
+        validate=Pattern(RULE_ID, error="must match ^[a-z0-9][a-z0-9-]{{2,79}}$"),
     )
     title = fields.String(required=True, validate=validate.Length(min=1, max=300))
     jurisdiction = fields.String(required=True, validate=_code)
@@ -94,7 +104,7 @@ _sources = fields.List(fields.Nested(SourceSchema), validate=validate.Length(min
 
 
 class ActionSchema(StrictSchema):
-    id = fields.String(validate=validate.Regexp(ACTION_ID, error="letters, digits and . _ : - only"))
+    id = fields.String(validate=Pattern(ACTION_ID, error="letters, digits and . _ : - only"))
     kind = fields.String(required=True, validate=validate.OneOf(KINDS))
     effective = PolicyDateField(required=True)
     announced = PolicyDateField()
@@ -254,7 +264,7 @@ class TimelineQuerySchema(StrictSchema):
                        "YYYY, YYYY-MM or YYYY-MM-DD."})
     jurisdiction = _jurisdiction_filter()
     instrument = _instrument_filter()
-    rule = fields.String(validate=validate.Regexp(RULE_ID, error="is not a rule id"),
+    rule = fields.String(validate=Pattern(RULE_ID, error="is not a rule id"),
                          metadata={"description": "Only this rule's actions."})
     kind = fields.String(validate=validate.OneOf(KINDS), metadata={"description": "Only this kind."})
     q = _text_filter()
@@ -279,7 +289,7 @@ class IdempotencyHeaderSchema(Schema):
 
     idempotency_key = fields.String(
         data_key="Idempotency-Key",
-        validate=validate.Regexp(r"^[\x21-\x7e]{1,255}$",
+        validate=Pattern(r"^[\x21-\x7e]{1,255}$",
                                  error="must be 1 to 255 visible ASCII characters"),
         metadata={"description": "Makes a retried write safe: a repeat with the same body answers "
                                  "the first status and body and stores nothing; with another body, 422."},
