@@ -1,0 +1,142 @@
+"""The import's quick check never lets through what the API's marshmallow schemas refuse.
+
+Every example is checked both ways: the quick check may only say "valid" where the schema
+(and, for actions, the rules that tie fields to kinds) finds nothing. Where it says "cannot
+tell" for valid data, the import asks marshmallow and loses only time; a test counts those,
+so that a change making the quick check useless shows.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from timeline.domain.errors import TimelineError
+from timeline.domain.model import check_action_fields
+from timeline.quickcheck import QuickCheck
+from timeline.schemas import ActionSchema, CorrectionSchema, RetractionSchema, RuleSchema
+
+SOURCE = {"title": "Asia Times, December 2025", "url": "https://asiatimes.com/2025/12/x/",
+          "publisher": "Asia Times", "published": "2025-12-09", "quote": "allowed"}
+GOOD = {
+    "rule": [
+        {"id": "us-h200-export-licensing-cn", "title": "H200 exports", "jurisdiction": "US",
+         "instrument": "export_control", "targets": ["CN", "EU"], "subjects": ["chips"],
+         "tags": ["ai"], "links": [{"rule": "us-ai-chips", "relation": "amends"}]},
+        {"id": "cn-soy", "title": "Soybeans", "jurisdiction": "CN", "instrument": "other"},
+    ],
+    "action": [
+        {"id": "a-1", "kind": "fee", "effective": "2025-12-08", "announced": "2025-12",
+         "rate_percent": 25, "conditions": ["approved customers"], "summary": "A fee.",
+         "sources": [SOURCE]},
+        {"kind": "pause", "effective": "2025-11", "until": "2026-11-10",
+         "sources": [{"title": "Reuters"}, SOURCE]},
+        {"kind": "resume", "effective": "2026", "sources": [{"title": "x"}]},
+        {"kind": "fee", "effective": "2025-10-01", "rate_percent": 12.5,
+         "sources": [{"title": "x", "published": "2024"}]},
+    ],
+    "correction": [
+        {"reason": "a typo", "effective": "2025-12-09", "rate_percent": 0, "announced": None,
+         "until": None, "conditions": [], "summary": "", "sources": [SOURCE]},
+        {"reason": "x"},
+    ],
+    "retraction": [{"reason": "never happened"}],
+}
+SCHEMAS = {"rule": RuleSchema(), "action": ActionSchema(), "correction": CorrectionSchema(),
+           "retraction": RetractionSchema()}
+THEN = {"action": check_action_fields}
+QUICK = {name: QuickCheck(schema, then=THEN.get(name)) for name, schema in SCHEMAS.items()}
+
+TRICKY: list[Any] = [
+    None, "", " ", "x", "x" * 101, "x" * 301, "x" * 501, "x" * 5001, 0, -1, 5, 12.5, 1000,
+    1000.5, 10**30, -0.0, math.nan, math.inf, -math.inf, True, False, [], [""], ["x"], ["x", 5],
+    [None], ["x"] * 51, {}, {"title": "x"}, [{"title": "x"}], [{"title": ""}], [{}],
+    [{"title": "x", "url": "ftp://example.com/"}], [{"title": "x", "url": "https://localhost/"}],
+    [{"title": "x", "url": "not a url"}], [{"title": "x", "published": "2025-13"}],
+    [{"title": "x", "published": "2025-02-30"}], [{"title": "x", "extra": 1}],
+    [{"title": "x"}] * 21, "2025", "2025-02", "2025-02-29", "2024-02-29", "2025-13",
+    "2025-00", "0000", "2025-1-01", "2025-12-09\n", "\u0662\u0660\u0662\u0665", "US", "EU",
+    "XX", "us", "CN\n", "ban", "fee", "pause", "embargo", "amends", "abc", "abc\n", "ab",
+    "a" * 81, "a-1", "-a", "a b", "\ud800", "export_control",
+    [{"rule": "us-x", "relation": "amends"}], [{"rule": "u", "relation": "amends"}],
+    [{"rule": "us-x", "relation": "likes"}],
+]
+
+
+def marshmallow_passes(name: str, data: Any) -> bool:
+    if SCHEMAS[name].validate(data):
+        return False
+    if name in THEN:
+        try:
+            THEN[name](data)
+        except TimelineError:
+            return False
+    return True
+
+
+def single_changes() -> list[tuple[str, dict[str, Any]]]:
+    """Every good example with one field set to each tricky value, dropped, or added."""
+    cases = []
+    for name, examples in GOOD.items():
+        keys = sorted({key for example in examples for key in example} | {"colour"})
+        for example in examples:
+            cases.append((name, example))
+            for key in keys:
+                if key in example:
+                    cases.append((name, {k: v for k, v in example.items() if k != key}))
+                for value in TRICKY:
+                    cases.append((name, {**example, key: copy.deepcopy(value)}))
+    return cases
+
+
+CASES = single_changes()
+
+
+def test_the_quick_check_passes_nothing_marshmallow_refuses():
+    for name, data in CASES:
+        if QUICK[name](data):
+            assert marshmallow_passes(name, data), (name, data)
+
+
+def test_the_quick_check_passes_all_valid_data():
+    valid = [(name, data) for name, data in CASES if marshmallow_passes(name, data)]
+    assert len(valid) > 200
+    assert [(name, data) for name, data in valid if not QUICK[name](data)] == []
+
+
+@st.composite
+def changed(draw: st.DrawFn) -> tuple[str, Any]:
+    """A good example with several changes, nested ones included."""
+    name = draw(st.sampled_from(sorted(GOOD)))
+    data = copy.deepcopy(draw(st.sampled_from(GOOD[name])))
+    value = st.sampled_from(TRICKY).map(copy.deepcopy)
+    for _ in range(draw(st.integers(1, 4))):
+        target = data
+        if draw(st.booleans()) and isinstance(data.get("sources"), list) and data["sources"]:
+            target = data["sources"][0] = dict(data["sources"][0])
+        key = draw(st.sampled_from(sorted(set(target) | {"colour", "title", "url"})))
+        if draw(st.booleans()):
+            target[key] = draw(value)
+        else:
+            target.pop(key, None)
+    return name, data
+
+
+@settings(max_examples=600, deadline=None, derandomize=True)
+@given(changed())
+def test_the_quick_check_passes_nothing_marshmallow_refuses_after_several_changes(
+    case: tuple[str, Any],
+):
+    name, data = case
+    if QUICK[name](data):
+        assert marshmallow_passes(name, data)
+
+
+@pytest.mark.parametrize("name", sorted(GOOD))
+def test_the_quick_check_says_valid_to_the_good_examples(name: str):
+    assert all(QUICK[name](example) for example in GOOD[name])
