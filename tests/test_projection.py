@@ -14,12 +14,14 @@ from pathlib import Path
 import pytest
 from reference_projector import ReferenceProjector
 
+from timeline.application import ImportTransaction
 from timeline.config import Settings
 from timeline.domain.fold import segments, state_on
 from timeline.events import RULE_REGISTERED
 from timeline.readmodel.actions import known_actions, live_fold_actions
 from timeline.readmodel import ReadModel, queries
 from timeline.readmodel.projector import Projector
+from timeline.readmodel.writer import HelperEvents
 from timeline.service import Tracker
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
@@ -315,6 +317,61 @@ def test_a_rebuild_in_three_processes_writes_what_the_import_wrote(
     assert sum(counted) == len(records)  # the helper's events are counted too
 
 
+def test_an_import_in_three_processes_writes_the_reference_rows(
+        tracker: Tracker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """This process folds half the rules and reads the other half, uncommitted, for a helper
+    that folds them; a third writes (SQLite or PostgreSQL): the reference's rows."""
+    from timeline import service
+    from timeline.readmodel import projector
+
+    records = list(HistoryGenerator(actions=300, rules=12, seed=5).records())
+    monkeypatch.setattr(service, "SEPARATE_WRITER_EVENTS", 0)
+    monkeypatch.setattr(projector, "BUILD_PAGE", 40)
+    fed = []
+    rows_by_rule = ImportTransaction.rows_by_rule
+
+    def counted(self, up_to, first_rule):
+        for rows in rows_by_rule(self, up_to, first_rule):
+            fed.extend(row[0] for row in rows)
+            yield rows
+
+    monkeypatch.setattr(ImportTransaction, "rows_by_rule", counted)
+    monkeypatch.setattr("timeline.application.EVENTS_PAGE", 50)
+    assert tracker.import_records(lambda: iter(records)) == len(records)
+    reference = ReadModel(tmp_path / "reference.sqlite")
+    ReferenceProjector(reference).catch_up(tracker.app.events_after)
+    assert tables(tracker.readmodel) == tables(reference)
+    assert 0 < len(fed) < len(records)  # the helper folded some of the rules, not all
+    reference.close()
+
+
+def test_an_import_whose_helper_is_not_fed_stores_nothing(
+        tracker: Tracker, monkeypatch: pytest.MonkeyPatch):
+    """Reading the helper's events fails midway: the import keeps nothing, and says so."""
+    from timeline import service
+    from timeline.readmodel import projector
+    from timeline.readmodel.writer import HelperFailed
+
+    records = list(HistoryGenerator(actions=300, rules=12, seed=5).records())
+    monkeypatch.setattr(service, "SEPARATE_WRITER_EVENTS", 0)
+    monkeypatch.setattr(projector, "BUILD_PAGE", 40)
+    monkeypatch.setattr("timeline.application.EVENTS_PAGE", 50)
+    rows_by_rule = ImportTransaction.rows_by_rule
+
+    def breaks(self, up_to, first_rule):
+        pages = rows_by_rule(self, up_to, first_rule)
+        yield next(pages)
+        raise OSError("the disk went away")
+
+    monkeypatch.setattr(ImportTransaction, "rows_by_rule", breaks)
+    with pytest.raises(HelperFailed, match="stopped sending events"):
+        tracker.import_records(lambda: iter(records))
+    assert tracker.app.head() == 0
+    assert tracker.readmodel.position() == 0
+    monkeypatch.undo()
+    assert tracker.import_records(lambda: iter(records)) == len(records)
+
+
 def test_a_helper_that_fails_loses_the_build(imported, tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch):
     from timeline.readmodel import projector
@@ -334,7 +391,8 @@ def test_a_helper_that_fails_loses_the_build(imported, tmp_path: Path,
 
     with pytest.raises(WriterFailed, match="a page that cannot be decoded"):
         Projector(readmodel).build(tracker.app.events_by_rule(head, stop_rule=middle), head,
-                                   separate_writer=True, helper_events=breaks_midway)
+                                   separate_writer=True,
+                                   helper_events=HelperEvents(breaks_midway))
     assert readmodel.position() == 0
     assert all(rows == [] for rows in tables(readmodel).values())
     Projector(readmodel).catch_up(tracker.app.events_after)

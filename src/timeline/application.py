@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError, StoredEvent
-from eventsourcing.sqlite import SQLiteApplicationRecorder
+from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
 
 from timeline.domain.errors import Conflict, InvalidInput, NotFound
 from timeline.domain.model import RULE_FIELDS, Rule, check_action_fields, fingerprint
@@ -219,7 +219,7 @@ class PolicyApplication(Application[str]):
             yield from page
             after = page[-1][0]
 
-    def events_by_rule(self, up_to: int, page: int = 10_000, cursor: Any = None,
+    def events_by_rule(self, up_to: int, page: int | None = None, cursor: Any = None,
                        first_rule: str = "", stop_rule: str | None = None,
                        ) -> Iterator[tuple[int, Rule.Event]]:
         """Every event up to position ``up_to`` with its position, each rule's events together
@@ -229,6 +229,16 @@ class PolicyApplication(Application[str]):
         ``cursor`` when given (inside an open transaction: see :meth:`import_transaction`).
         Only rules from ``first_rule`` on, and before ``stop_rule`` when given.
         """
+        decode = self.decode_row
+        for rows in self.rows_by_rule(up_to, page, cursor, first_rule, stop_rule):
+            for row in rows:
+                yield decode(row)
+
+    def rows_by_rule(self, up_to: int, page: int | None = None, cursor: Any = None,
+                     first_rule: str = "", stop_rule: str | None = None,
+                     ) -> Iterator[list[tuple]]:
+        """:meth:`events_by_rule` as pages of stored rows, not yet decoded (see decode_row)."""
+        page = EVENTS_PAGE if page is None else page
         recorder = self.recorder
         statement = self.events_statement(
             "SELECT {position}, originator_id, originator_version, topic, state FROM {table} "
@@ -243,26 +253,33 @@ class PolicyApplication(Application[str]):
             with recorder.datastore.transaction(commit=False) as own:
                 return _fetch(own, statement, params)
 
-        decode = self.mapper.to_domain_event
         after: tuple[str, int] = (first_rule, 0)
         while True:
             rows = fetch((up_to, *after, *bounds, page))
-            for position, originator_id, version, topic, state in rows:
-                yield position, decode(StoredEvent(originator_id=originator_id,
-                                                   originator_version=version, topic=topic,
-                                                   state=bytes(state)))
+            if rows:
+                yield rows
             if len(rows) < page:
                 return
             after = (rows[-1][1], rows[-1][2])
 
-    def middle_rule(self, up_to: int) -> str | None:
+    def decode_row(self, row: tuple) -> tuple[int, Rule.Event]:
+        """A row of :meth:`rows_by_rule` as (position, event)."""
+        position, originator_id, version, topic, state = row
+        return position, self.mapper.to_domain_event(StoredEvent(
+            originator_id=originator_id, originator_version=version, topic=topic,
+            state=bytes(state)))
+
+    def middle_rule(self, up_to: int, cursor: Any = None) -> str | None:
         """The rule whose events start the second half of the events up to ``up_to``, in the
-        order of :meth:`events_by_rule` (None if there is no such rule)."""
+        order of :meth:`events_by_rule` (None if there is no such rule); on ``cursor`` if given."""
         statement = self.events_statement(
             "SELECT originator_id FROM {table} WHERE {position} <= ? "
             "ORDER BY originator_id, originator_version LIMIT 1 OFFSET ?")
-        with self.recorder.datastore.transaction(commit=False) as cursor:
+        if cursor is not None:
             rows = _fetch(cursor, statement, (up_to, up_to // 2))
+        else:
+            with self.recorder.datastore.transaction(commit=False) as own:
+                rows = _fetch(own, statement, (up_to, up_to // 2))
         return rows[0][0] if rows else None
 
     def rule_event_data(self, rule_id: str, up_to: int) -> dict[int, dict[str, Any]]:
@@ -362,10 +379,29 @@ class ImportTransaction:
         rows = _fetch(self.cursor, self.app.events_statement(_HEAD), ())
         return rows[0][0] or 0
 
-    def events_by_rule(self, up_to: int) -> Iterator[tuple[int, Rule.Event]]:
+    def events_by_rule(self, up_to: int, stop_rule: str | None = None,
+                       ) -> Iterator[tuple[int, Rule.Event]]:
         """The events of this transaction, uncommitted ones included, rule by rule."""
-        return self.app.events_by_rule(up_to, cursor=self.cursor)
+        return self.app.events_by_rule(up_to, cursor=self.cursor, stop_rule=stop_rule)
 
+    def rows_by_rule(self, up_to: int, first_rule: str) -> Iterator[list[tuple]]:
+        """The stored rows of the rules from ``first_rule`` on, as :meth:`events_by_rule`
+        reads them, on a cursor of their own: another thread may read them meanwhile."""
+        cursor = self.cursor
+        if isinstance(cursor, SQLiteCursor):
+            own = SQLiteCursor(cursor.sqlite_cursor.connection.cursor())
+        else:
+            own = cursor.connection.cursor()
+        with own:
+            yield from self.app.rows_by_rule(up_to, cursor=own, first_rule=first_rule)
+
+    def middle_rule(self, up_to: int) -> str | None:
+        """:meth:`PolicyApplication.middle_rule`, uncommitted events included."""
+        return self.app.middle_rule(up_to, cursor=self.cursor)
+
+
+# Events read at a time, in the order of events_by_rule.
+EVENTS_PAGE = 10_000
 
 # The store's head: its newest position (see PolicyApplication.events_statement).
 _HEAD = "SELECT max({position}) FROM {table}"

@@ -19,7 +19,7 @@ from timeline.events import from_record, to_record
 from timeline.imports import CheckInParallel
 from timeline.readmodel import ReadModel, queries
 from timeline.readmodel.projector import SEPARATE_WRITER_EVENTS, Projector
-from timeline.readmodel.writer import can_fork
+from timeline.readmodel.writer import FedEvents, HelperEvents, can_fork
 from timeline.store import (
     ONE_MICROSECOND,
     FileWriteLock,
@@ -141,7 +141,8 @@ class Tracker:
             return self.projector.build(
                 self.app.events_by_rule(head, stop_rule=middle), head, progress=progress,
                 separate_writer=True, replace=True,
-                helper_events=functools.partial(_events_by_rule_of, self.settings, head, middle))
+                helper_events=HelperEvents(
+                    functools.partial(_events_by_rule_of, self.settings, head, middle)))
 
     # Writes ------------------------------------------------------------------------------
 
@@ -268,9 +269,17 @@ class Tracker:
                         # while the check reads on; it commits once the check has passed, and
                         # the events right after it.
                         head = store.head()
-                        self.projector.build(store.events_by_rule(head), head,
+                        # From SEPARATE_WRITER_EVENTS on, as a rebuild: a writer process, and
+                        # a helper folding the second half of the rules, which this process
+                        # reads for it (another could not see the uncommitted events).
+                        middle = store.middle_rule(head) \
+                            if head >= SEPARATE_WRITER_EVENTS and can_fork() else None
+                        helper = None if middle is None else FedEvents(
+                            functools.partial(store.rows_by_rule, head, middle),
+                            self.app.decode_row)
+                        self.projector.build(store.events_by_rule(head, stop_rule=middle), head,
                                              progress=lambda _position, _count: check.poll(),
-                                             before_commit=check.wait,
+                                             before_commit=check.wait, helper_events=helper,
                                              replace=True)  # a read model of another store
                 except Exception:
                     if self.readmodel.position() > self.app.head():

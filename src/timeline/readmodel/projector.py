@@ -26,7 +26,7 @@ from timeline.domain.model import Rule, to_fold_action
 from timeline.events import RULE_REGISTERED, event_data, event_type
 from timeline.readmodel.store import END_OF_RECORD, END_OF_TIME, START_OF_TIME, ReadModel
 from timeline.readmodel.writer import (
-    PageRows, PageSender, WriterProcess, can_fork, check_empty, write_rows,
+    HelperEvents, PageRows, PageSender, WriterProcess, can_fork, check_empty, write_rows,
 )
 
 # Catching up this many events or more writes the full-text indexes once at the end instead of
@@ -229,7 +229,7 @@ class Projector:
         progress: Callable[[int, int], None] | None = None,
         separate_writer: bool | None = None,
         before_commit: Callable[[], None] | None = None,
-        helper_events: Callable[[], Iterable[tuple[int, Rule.Event]]] | None = None,
+        helper_events: HelperEvents | None = None,
         replace: bool = False,
     ) -> int:
         """Make the read model from every event up to ``head``, in one transaction: into
@@ -246,12 +246,16 @@ class Projector:
         second process writes the rows while this one folds the events into them.
         ``before_commit()`` runs once every row is written; if it raises, nothing is kept.
 
-        With a separate writer, ``helper_events`` shares the folding: called in a third
-        process, it gives the events of the rules ``events_by_rule`` leaves out (opening a
-        store of its own), and that process folds them and hands its rows to the same writer.
+        With a separate writer, ``helper_events`` shares the folding: in a third process it
+        gives the events of the rules ``events_by_rule`` leaves out (read from a store of its
+        own, or sent from here), and that process folds them and hands its rows to the same
+        writer.
         """
         if separate_writer is None:
-            separate_writer = head >= SEPARATE_WRITER_EVENTS and can_fork()
+            separate_writer = helper_events is not None or (
+                head >= SEPARATE_WRITER_EVENTS and can_fork())
+        if helper_events is not None and not separate_writer:
+            raise ValueError("a helper hands its rows to a separate writer")
         with self.bulk(drop=not replace), self._mutex, collector_paused():
             self._forget()
             self._synced = None
@@ -275,6 +279,8 @@ class Projector:
                         writer.close()
                         if helper is not None:
                             helper.join()
+                        if helper_events is not None:
+                            helper_events.close()
                 else:
                     with self.readmodel.write() as conn:
                         if replace:
@@ -514,22 +520,23 @@ class Projector:
                 known.position, int(known.corrected), int(known.retracted))
 
 
-def _start_helper(events: Callable[[], Iterable[tuple[int, Rule.Event]]],
-                  writer: WriterProcess) -> Any:
-    """Fork the process that folds ``events()`` into rows for ``writer`` (see Projector.build)."""
+def _start_helper(events: HelperEvents, writer: WriterProcess) -> Any:
+    """Fork the process that folds ``events.events()`` into rows for ``writer`` (see
+    Projector.build)."""
     import multiprocessing
 
     context = multiprocessing.get_context("fork")
     pipe = writer.helper_pipes[0]
+    events.before_fork()
     process = context.Process(target=_fold_for_writer, args=(events, pipe, writer.own_pipes()),
                               name="timeline-readmodel-folder", daemon=True)
     process.start()
     pipe.close()  # the helper's alone now: the writer sees it close if the helper stops
+    events.after_fork()
     return process
 
 
-def _fold_for_writer(events: Callable[[], Iterable[tuple[int, Rule.Event]]], pipe: Any,
-                     others: list[Any]) -> None:
+def _fold_for_writer(events: HelperEvents, pipe: Any, others: list[Any]) -> None:
     """The helper process: fold its rules, send each page of rows, then ("done", events)."""
     for end in others:
         end.close()
@@ -537,7 +544,7 @@ def _fold_for_writer(events: Callable[[], Iterable[tuple[int, Rule.Event]]], pip
     try:
         with collector_paused():
             count = Projector(None)._build(  # type: ignore[arg-type]
-                None, events(), lambda page: sender.send(("rows", tuple(page))), None)
+                None, events.events(), lambda page: sender.send(("rows", tuple(page))), None)
         sender.send(("done", count))
     except Exception as exc:  # the writer rolls back and tells the projecting process
         try:

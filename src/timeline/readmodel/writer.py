@@ -14,7 +14,7 @@ import sqlite3
 import threading
 from multiprocessing.reduction import ForkingPickler
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 from timeline.readmodel.store import END_OF_RECORD, ReadModel, connect
 
@@ -153,6 +153,81 @@ class PageSender:
                     self._pipe.send_bytes(data)
                 except OSError as exc:  # the reader is gone
                     self.error = exc
+
+
+class HelperEvents:
+    """The events a helper process folds (see ``Projector.build``): ``events()`` is called
+    there, after the fork, and reads them (from a store of its own, say)."""
+
+    def __init__(self, events: Callable[[], Iterable[Any]]):
+        self._events = events
+
+    def before_fork(self) -> None:
+        """In the building process, just before the helper is forked."""
+
+    def events(self) -> Iterable[Any]:
+        """In the helper: the events to fold."""
+        return self._events()
+
+    def after_fork(self) -> None:
+        """In the building process, once the helper runs."""
+
+    def close(self) -> None:
+        """In the building process, once the helper has stopped (whatever became of it)."""
+
+
+class FedEvents(HelperEvents):
+    """Events read in the building process and sent to the helper to fold: where the helper
+    could not read them itself (an import's events, not yet committed).
+
+    ``pages()`` runs in a thread of the building process, page by page (lists of rows);
+    ``decode(row)``, in the helper, makes each row an event. If the thread fails, the helper
+    sees its pipe close before the end and fails too, so the build keeps nothing.
+    """
+
+    def __init__(self, pages: Callable[[], Iterable[list[Any]]], decode: Callable[[Any], Any]):
+        super().__init__(pages)
+        self._decode = decode
+        self._thread: threading.Thread | None = None
+        self._send: Any = None
+
+    def before_fork(self) -> None:
+        self._receive, self._send = multiprocessing.get_context("fork").Pipe(duplex=False)
+
+    def events(self) -> Iterator[Any]:
+        self._send.close()  # the building process's end: closed there, the pipe ends
+        decode = self._decode
+        while True:
+            try:
+                rows = self._receive.recv()
+            except EOFError:
+                raise RuntimeError("the building process stopped sending events") from None
+            if rows is None:
+                return
+            for row in rows:
+                yield decode(row)
+
+    def after_fork(self) -> None:
+        self._receive.close()
+        self._thread = threading.Thread(target=self._feed, name="timeline-helper-feed",
+                                        daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+        if self._send is not None:
+            self._send.close()
+
+    def _feed(self) -> None:
+        try:
+            for rows in self._events():
+                self._send.send(rows)
+            self._send.send(None)
+        except Exception:  # noqa: BLE001 - the helper sees the pipe close and fails the build
+            pass
+        finally:
+            self._send.close()
 
 
 class WriterProcess:
