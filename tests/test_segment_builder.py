@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import date, timedelta
 
 from hypothesis import given, settings
@@ -93,7 +92,7 @@ def test_every_change_gives_the_segments_of_a_fresh_fold(steps):
 
 
 def without_based_on(seg: Segment) -> Segment:
-    return replace(seg, state=replace(seg.state, based_on=()))
+    return seg._replace(state=seg.state._replace(based_on=()))
 
 
 @settings(max_examples=100, deadline=None)

@@ -7,7 +7,7 @@ these functions return; the tests check them against the contract's table row by
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Iterable, NamedTuple, Sequence
 
@@ -35,8 +35,9 @@ class Action:
         return (self.effective.start, self.order)
 
 
-@dataclass(frozen=True, slots=True)
-class State:
+class State(NamedTuple):
+    """A rule's state on a day (a named tuple: folding makes one for every boundary day)."""
+
     status: str = "none"
     rate_percent: float | None = None
     conditions: tuple[str, ...] = ()
@@ -207,8 +208,7 @@ def boundaries(actions: Iterable[Action]) -> list[date]:
     return sorted(days)
 
 
-@dataclass(frozen=True, slots=True)
-class Segment:
+class Segment(NamedTuple):
     """A stretch of valid time, ``[valid_from, valid_to)``, over which the state is constant."""
 
     valid_from: date
@@ -228,7 +228,7 @@ def segments(actions: Sequence[Action]) -> list[Segment]:
         # An action may take effect on date.min itself (year 0001): ask the fold, assume nothing.
         state = state_on(actions, start)
         if result and result[-1].state == state:
-            result[-1] = replace(result[-1], valid_to=end)
+            result[-1] = result[-1]._replace(valid_to=end)
         else:
             result.append(Segment(start, end, state))
     return result
@@ -283,6 +283,9 @@ class SegmentBuilder:
         self._actions: list[Action] = []  # effective order
         self._keys: list[tuple[date, int]] = []
         self._ids: list[str] = []
+        # The actions whose effective date is not a day, apart: only they make a state uncertain.
+        self._imprecise: list[Action] = []  # effective order
+        self._imprecise_keys: list[tuple[date, int]] = []
         self._day_counts: dict[date, int] = {}
         self._days: list[date] = [date.min]  # every boundary day, from date.min, ascending
         self._points: list[_Point] = []  # one per day in _days
@@ -335,7 +338,7 @@ class SegmentBuilder:
             self._old_tail = self._segments
             self._segments = segments(self._actions)
             if not self._based_on:
-                self._segments = [replace(seg, state=replace(seg.state, based_on=()))
+                self._segments = [seg._replace(state=seg.state._replace(based_on=()))
                                   for seg in self._segments]
             return 0
         return self._refold(date.min if was_extreme else start)
@@ -352,6 +355,10 @@ class SegmentBuilder:
         self._actions.insert(index, action)
         self._keys.insert(index, action.sort_key)
         self._ids.insert(index, action.id)
+        if not action.effective.is_precise:
+            index = bisect.bisect_left(self._imprecise_keys, action.sort_key)
+            self._imprecise.insert(index, action)
+            self._imprecise_keys.insert(index, action.sort_key)
         self._extreme += self._is_extreme(action)
         for day in _action_days(action):
             count = self._day_counts.get(day, 0)
@@ -364,6 +371,9 @@ class SegmentBuilder:
         if index >= len(self._keys) or self._ids[index] != action.id:
             raise KeyError(f"no action {action.id!r} to remove")
         del self._actions[index], self._keys[index], self._ids[index]
+        if not action.effective.is_precise:
+            index = bisect.bisect_left(self._imprecise_keys, action.sort_key)
+            del self._imprecise[index], self._imprecise_keys[index]
         self._extreme -= self._is_extreme(action)
         for day in _action_days(action):
             count = self._day_counts[day] - 1
@@ -421,13 +431,19 @@ class SegmentBuilder:
     def _state(self, fold: _Fold, day: date, applied: int, based_on: tuple[str, ...]) -> State:
         """What :func:`state_on` answers for ``day``, from the fold taken up to it."""
         uncertain: list[str] = []
-        # Only an action that started within the longest period before ``day`` can cover it.
-        first = bisect.bisect_left(self._keys, (day - _LONGEST_PERIOD, -1)) \
-            if day > date.min + _LONGEST_PERIOD else 0
-        for action in self._actions[first:applied]:
-            effective = action.effective
-            if not effective.is_precise and effective.start <= day <= effective.end:
-                uncertain.append(action.id)
+        imprecise = self._imprecise
+        if imprecise:
+            # Of the applied actions whose date is not a day, only one that started within the
+            # longest period before ``day`` can cover it.
+            keys = self._imprecise_keys
+            first = bisect.bisect_left(keys, (day - _LONGEST_PERIOD, -1)) \
+                if day > date.min + _LONGEST_PERIOD else 0
+            end = bisect.bisect_left(keys, self._keys[applied]) \
+                if applied < len(self._keys) else len(keys)
+            for index in range(first, end):
+                effective = imprecise[index].effective
+                if effective.start <= day <= effective.end:
+                    uncertain.append(imprecise[index].id)
         ended: list[str] = []
         # Pauses end in order of their until day: walk back only over the recent ones.
         for pause in reversed(self._expired):
