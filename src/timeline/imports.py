@@ -96,7 +96,7 @@ def _check_in_child(records: Callable[[], Iterable[dict[str, Any]]], pipe: Any) 
 def check_export(records: Iterable[dict[str, Any]]) -> None:
     """Replay an export's events on their aggregates, without storing, to find what is wrong."""
     from timeline.domain.errors import TimelineError
-    from timeline.domain.model import CORRECTABLE, check_action_fields, checked_fields
+    from timeline.domain.model import CORRECTABLE, check_action_fields, checked_fields, unchecked
     from timeline.events import (
         ACTION_CORRECTED, ACTION_RECORDED, ACTION_RETRACTED, EVENT_TYPES, RULE_REGISTERED,
     )
@@ -124,7 +124,13 @@ def check_export(records: Iterable[dict[str, Any]]) -> None:
     versions: dict[str, int] = {}
     # Each rule's actions as the export has them so far: corrections applied, None if retracted;
     # only the fields check_action_fields reads, so that a large file fits in memory.
-    actions: dict[str, dict[str, dict[str, Any] | None]] = {}
+    actions: dict[str, dict[str, tuple | None]] = {}
+    shared: dict[str, str] = {}  # one copy of each date and kind, however many actions have it
+
+    def kept(fields: dict[str, Any]) -> tuple:
+        return tuple(shared.setdefault(v, v) if type(v) is str else v
+                     for v in checked_fields(fields))
+
     last = ""
     for line, record in enumerate(records, start=1):
         where = f"line {line}"
@@ -184,7 +190,7 @@ def check_export(records: Iterable[dict[str, Any]]) -> None:
             valid(action_schema, data)
             if "id" not in data or data["id"] in known:
                 raise refuse(f"action {data.get('id')!r} has no id or is recorded twice.")
-            known[data["id"]] = checked_fields(data)
+            known[data["id"]] = kept(data)
             continue
         current = known.get(data["action_id"]) if isinstance(data["action_id"], str) else None
         if current is None:
@@ -198,9 +204,9 @@ def check_export(records: Iterable[dict[str, Any]]) -> None:
         if not isinstance(changes, dict) or not changes or not set(changes) <= set(CORRECTABLE):
             raise refuse(f"a correction changes one or more of {', '.join(CORRECTABLE)}.")
         valid(correction_schema, {"reason": data["reason"], **changes})
-        corrected = {**current, **changes}
+        corrected = {**unchecked(current), **changes}
         try:
             check_action_fields({k: v for k, v in corrected.items() if v is not None})
         except TimelineError as exc:
             raise refuse(exc.detail, exc.errors) from None
-        known[data["action_id"]] = checked_fields(corrected)
+        known[data["action_id"]] = kept(corrected)

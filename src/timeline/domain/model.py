@@ -65,14 +65,22 @@ def check_action_fields(fields: dict[str, Any]) -> None:
         raise InvalidInput("The action is not valid.", errors)
 
 
-def checked_fields(fields: dict[str, Any]) -> dict[str, Any]:
-    """What :func:`check_action_fields` reads of an action (conditions only for being given):
-    enough to check a later correction of it, without keeping the whole action."""
-    kept = {name: fields[name] for name in ("kind", "effective", "announced", "rate_percent",
-                                            "until") if name in fields}
-    if fields.get("conditions") is not None:
-        kept["conditions"] = ()
-    return kept
+# What check_action_fields reads of an action, in the order checked_fields keeps it.
+CHECKED_FIELDS = ("kind", "effective", "announced", "rate_percent", "until", "conditions")
+
+
+def checked_fields(fields: dict[str, Any]) -> tuple:
+    """What :func:`check_action_fields` reads of an action, enough to check a later correction
+    of it: a tuple in the order of ``CHECKED_FIELDS``, None where not given (and conditions
+    only for being given), small enough to keep for every action of a large import."""
+    conditions = fields.get("conditions")
+    return (fields.get("kind"), fields.get("effective"), fields.get("announced"),
+            fields.get("rate_percent"), fields.get("until"), None if conditions is None else ())
+
+
+def unchecked(kept: tuple) -> dict[str, Any]:
+    """The fields :func:`checked_fields` kept, as :func:`check_action_fields` takes them."""
+    return {name: value for name, value in zip(CHECKED_FIELDS, kept) if value is not None}
 
 
 def to_fold_action(fields: dict[str, Any], order: int) -> Action:
