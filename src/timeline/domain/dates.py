@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import calendar
+import functools
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
@@ -30,6 +31,12 @@ class PolicyDate:
     def parse(cls, text: str) -> PolicyDate:
         if not isinstance(text, str):
             raise InvalidDate("must be a date string: YYYY, YYYY-MM or YYYY-MM-DD")
+        if cls is PolicyDate:
+            return _parse(text)  # the same few thousand dates come back again and again
+        return cls._parse(text)
+
+    @classmethod
+    def _parse(cls, text: str) -> PolicyDate:
         match = _PATTERN.fullmatch(text)
         if not match:
             raise InvalidDate(f"{text!r} is not YYYY, YYYY-MM or YYYY-MM-DD")
@@ -58,6 +65,10 @@ class PolicyDate:
 
     def __str__(self) -> str:
         return self.text
+
+
+# PolicyDate is immutable: one parse of each text serves every action that has it.
+_parse = functools.lru_cache(maxsize=1 << 16)(PolicyDate._parse)
 
 
 def parse_day(text: str) -> date:
