@@ -430,8 +430,10 @@ class SegmentBuilder:
 
     def _state(self, fold: _Fold, day: date, applied: int, based_on: tuple[str, ...]) -> State:
         """What :func:`state_on` answers for ``day``, from the fold taken up to it."""
-        uncertain: list[str] = []
         imprecise = self._imprecise
+        if not imprecise and not self._expired:
+            return fold.state([], based_on)  # every date a day, and no pause ended by its until
+        uncertain: list[str] = []
         if imprecise:
             # Of the applied actions whose date is not a day, only one that started within the
             # longest period before ``day`` can cover it.
