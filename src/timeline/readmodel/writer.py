@@ -110,7 +110,7 @@ def can_fork() -> bool:
 # events by position, the actions by effective day): their pages are written all over, and
 # with a cache smaller than they are, SQLite writes them out to the log and reads them back
 # again and again. Most of it is only ever touched while the writer runs.
-WRITER_CACHE_KIB = 256 * 1024
+WRITER_CACHE_KIB = 128 * 1024
 
 # Pages a folding process may have handed over that the writer has not taken yet: enough to
 # keep folding while the writer drops the old read model at the start of a rebuild.
