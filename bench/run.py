@@ -164,14 +164,18 @@ def child_write_floor(readmodel: Path, dest: Path) -> None:
     """The storage floor of the read models: SQLite writing the same rows, with nothing to compute.
 
     Every row of a finished read model is written again into empty tables of the same schema,
-    in pages of the same size, with the full-text indexes built at the end as a rebuild does.
+    in one transaction with the build's page cache, pages of the same size, in the order of
+    each table's key, with the full-text indexes built at the end as a rebuild does.
     """
     from timeline.readmodel import ReadModel
+    from timeline.readmodel.writer import WRITER_CACHE_KIB
 
     target = ReadModel(dest)
     target.drop_search()
     conn = target.connection()
+    conn.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
     conn.execute("ATTACH DATABASE ? AS source", (f"file:{readmodel}?mode=ro",))
+    conn.execute("BEGIN IMMEDIATE")
     rows = 0
     for table in ("rules", "rule_events", "states", "action_starts", "actions", "requests"):
         columns = [row[1] for row in conn.execute(f"PRAGMA source.table_info({table})")]
@@ -182,10 +186,10 @@ def child_write_floor(readmodel: Path, dest: Path) -> None:
         insert = f"INSERT INTO main.{table} ({names}) VALUES ({', '.join('?' * len(columns))})"
         cursor = conn.execute(f"SELECT {names} FROM source.{table}")
         while page := cursor.fetchmany(PAGE):
-            conn.execute("BEGIN IMMEDIATE")
             conn.executemany(insert, page)
-            conn.execute("COMMIT")
             rows += len(page)
+    conn.execute("COMMIT")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()  # as the build's writer does
     conn.execute("DETACH DATABASE source")
     target.create_search()
     target.close()
