@@ -290,6 +290,8 @@ class Projector:
                         self._build(conn, events_by_rule, lambda page: write_rows(conn, page),
                                     progress)
                         self.readmodel.set_position(conn, head)
+                        if replace:  # as the writer process does: the new model searchable
+                            ReadModel.create_search_in(conn)
                         if before_commit is not None:
                             before_commit()
             finally:

@@ -128,6 +128,35 @@ _TABLE_STATEMENTS = _statements(_TABLES)
 _SEARCH = {"rules": ["title", "subjects_text"], "actions": ["summary"]}
 
 
+def _create_search(db: sqlite_utils.Database) -> None:
+    """The full-text indexes missing from ``db``, with their triggers, filled from the rows."""
+    tables = set(db.table_names())
+    for table, columns in _SEARCH.items():
+        if f"{table}_fts" in tables:
+            continue
+        try:
+            db[table].enable_fts(columns, create_triggers=True, tokenize="porter")
+        except sqlite3.OperationalError as exc:
+            # Another process starting on the same file made it first.
+            if "already exists" not in str(exc):
+                raise
+
+
+class _InTransaction:
+    """A connection for sqlite-utils that runs its scripts a statement at a time, inside the
+    caller's transaction (sqlite3's executescript commits first)."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self._conn = conn
+
+    def executescript(self, script: str) -> None:
+        for statement in _statements(script):
+            self._conn.execute(statement)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._conn, name)
+
+
 def connect(path: Path) -> sqlite3.Connection:
     """A connection to a read-model file, as every reader and writer of it opens one."""
     conn = sqlite3.connect(path, isolation_level=None, timeout=60, check_same_thread=False)
@@ -195,17 +224,12 @@ class ReadModel:
 
         sqlite-utils commits as it goes (executescript), so this runs outside ``write()``.
         """
-        db = sqlite_utils.Database(self.connection())
-        tables = set(db.table_names())
-        for table, columns in _SEARCH.items():
-            if f"{table}_fts" in tables:
-                continue
-            try:
-                db[table].enable_fts(columns, create_triggers=True, tokenize="porter")
-            except sqlite3.OperationalError as exc:
-                # Another process starting on the same file made it first.
-                if "already exists" not in str(exc):
-                    raise
+        _create_search(sqlite_utils.Database(self.connection()))
+
+    @staticmethod
+    def create_search_in(conn: sqlite3.Connection) -> None:
+        """:meth:`create_search` inside the caller's write transaction."""
+        _create_search(sqlite_utils.Database(_InTransaction(conn)))
 
     def drop_search(self) -> None:
         """Drop the full-text indexes and their triggers (for a bulk load; see create_search)."""
@@ -266,7 +290,7 @@ class ReadModel:
     @classmethod
     def replace_tables(cls, conn: sqlite3.Connection) -> None:
         """Drop every read model and make its tables again, empty, inside the caller's write
-        transaction (the full-text indexes are left to :meth:`create_search`), with a new
+        transaction (the full-text indexes are left to :meth:`create_search_in`), with a new
         generation: other processes see the old tables until it commits."""
         for table in ("rules_fts", "actions_fts", "tracking", "rules", "rule_events", "states",
                       "action_starts", "actions", "requests"):

@@ -353,6 +353,8 @@ def _write_all(path: str, pipe: Any, helpers: list[Any], others: list[Any],
                 else:
                     raise RuntimeError(f"a folding process failed: {body}")
         ReadModel.set_position(conn, commit_at)
+        if replace:  # the new model commits searchable: readers never see it without its index
+            ReadModel.create_search_in(conn)
         conn.execute("COMMIT")
         # The transaction went through the write-ahead log, as large as the read model: empty
         # it now, or every reader looks pages up in its index until some later write resets it.
