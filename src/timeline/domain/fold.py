@@ -151,16 +151,10 @@ class _Fold:
 
     def state(self, uncertain: list[str], based_on: tuple[str, ...]) -> State:
         """The answer: where the fold stands, with what makes it uncertain and what it rests on."""
-        return State(
-            status=self.status,
-            rate_percent=self.rate_percent,
-            conditions=self.conditions,
-            since=self.since,
-            until=self.until.text if self.until is not None else None,
-            certain=not uncertain,
-            uncertain_because=tuple(uncertain),
-            based_on=based_on,
-        )
+        # status, rate_percent, conditions, since, until, certain, uncertain_because, based_on
+        return State(self.status, self.rate_percent, self.conditions, self.since,
+                     self.until.text if self.until is not None else None, not uncertain,
+                     tuple(uncertain), based_on)
 
     def expire_pause_before(self, day: date) -> None:
         """A pause whose ``until`` day has come ends on that day."""
@@ -466,18 +460,25 @@ class SegmentBuilder:
         if first > 0:
             first -= 1
         start = self._first_points[first] if first < len(self._first_points) else 0
-        self._old_tail = self._segments[first:]
-        del self._segments[first:], self._first_points[first:]
+        segments, first_points = self._segments, self._first_points
+        self._old_tail = segments[first:]
+        del segments[first:], first_points[first:]
+        # Point ``start`` began a segment before the change and neither it nor the segment
+        # before it changed: it still begins one.
         points = self._points
-        for index in range(start, len(points)):
+        count = len(points)
+        index = start
+        while index < count:
             point = points[index]
-            end = points[index + 1].day if index + 1 < len(points) else date.max
+            state, applied = point.state, point.applied
             # Equal states on either side of an action's first day still make two segments,
             # since they rest on different actions (also when states leave based_on empty).
-            if (self._segments and self._segments[-1].state == point.state
-                    and points[self._first_points[-1]].applied == point.applied):
-                self._segments[-1] = Segment(self._segments[-1].valid_from, end, point.state)
-            else:
-                self._segments.append(Segment(point.day, end, point.state))
-                self._first_points.append(index)
+            after = index + 1
+            while after < count and points[after].applied == applied \
+                    and points[after].state == state:
+                after += 1
+            segments.append(Segment(point.day, points[after].day if after < count else date.max,
+                                    state))
+            first_points.append(index)
+            index = after
         return first
