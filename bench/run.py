@@ -72,7 +72,7 @@ def run_child(args: list[str], env: dict[str, str] | None = None, log: Path | No
 
     CPU time is from wait4, which counts the helper processes it waited for (an import's check,
     a build's writer and second folder). Peak memory is the larger of the process's own peak
-    RSS (wait4) and the largest sum, sampled every 20 ms, of the proportional set sizes (PSS)
+    RSS (wait4) and the largest sum, sampled every 250 ms, of the proportional set sizes (PSS)
     of the process and its helpers: forked helpers share pages with the process, which a sum
     of RSS would count more than once.
     """
@@ -106,9 +106,14 @@ def read_through(path: Path) -> None:
             pass
 
 
+SAMPLE_SECONDS = 0.25
+
+
 def _sample_tree_rss(pid: int, done: threading.Event, peak: list[int]) -> None:
     """The largest sum of proportional resident KiB over ``pid`` and its descendants."""
-    while not done.wait(0.02):
+    # Not more often: reading a large process's smaps_rollup takes the kernel 1 to 3 ms, so
+    # sampling four processes every 20 ms took a third of a core from the run it measured.
+    while not done.wait(SAMPLE_SECONDS):
         peak[0] = max(peak[0], _tree_pss_kib(pid))
 
 
