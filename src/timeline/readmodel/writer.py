@@ -109,7 +109,7 @@ def can_fork() -> bool:
 # The writer's page cache. Rows come rule by rule, but two tables are keyed otherwise (the
 # events by position, the actions by effective day): their pages are written all over, and
 # with a cache smaller than they are, SQLite writes them out to the log and reads them back
-# again and again. Most of it is only ever touched while the writer runs.
+# again and again. The memory goes with the writer process.
 WRITER_CACHE_KIB = 128 * 1024
 
 # Pages a folding process may have handed over that the writer has not taken yet: enough to
@@ -230,7 +230,7 @@ class FedEvents(HelperEvents):
             for rows in self._events():
                 self._send.send(rows)
             self._send.send(None)
-        except Exception:  # noqa: BLE001 - the helper sees the pipe close and fails the build
+        except Exception:  # the helper sees the pipe close early, and fails the build
             pass
         finally:
             self._send.close()
