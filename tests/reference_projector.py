@@ -89,6 +89,8 @@ class ReferenceProjector:
             (position, rule_id, record["version"], kind, action_id, recorded_at),
         )
         if kind != RULE_REGISTERED:
+            conn.execute("UPDATE rules SET last_version = ?, last_recorded_at = ? WHERE id = ?",
+                         (record["version"], recorded_at, rule_id))
             self._events.setdefault(rule_id, []).append(
                 {"position": position, "type": kind, "recorded_at": recorded_at, "data": data})
         if kind == RULE_REGISTERED:
@@ -107,10 +109,12 @@ class ReferenceProjector:
     def _register(self, conn: sqlite3.Connection, position: int, recorded_at: str, data: dict) -> None:
         conn.execute(
             "INSERT INTO rules (id, title, jurisdiction, instrument, targets, subjects, tags, links, "
-            "subjects_text, registered_at, position) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "subjects_text, registered_at, position, last_version, last_recorded_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)",
             (data["id"], data["title"], data["jurisdiction"], data["instrument"],
              _dumps(data["targets"]), _dumps(data["subjects"]), _dumps(data["tags"]),
-             _dumps(data["links"]), " ".join(data["subjects"]), recorded_at, position),
+             _dumps(data["links"]), " ".join(data["subjects"]), recorded_at, position,
+             recorded_at),
         )
         self._replace_states(conn, data["id"], recorded_at, [Segment(date.min, date.max, State())])
 

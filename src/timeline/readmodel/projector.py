@@ -130,6 +130,7 @@ class _Page:
     closed_starts: list[tuple[str, str, str, int]] = field(default_factory=list)
     actions: dict[tuple[str, str], tuple[_RuleView, _Known]] = field(default_factory=dict)
     requests: list[tuple] = field(default_factory=list)
+    versions: dict[str, tuple[int, str]] = field(default_factory=dict)  # rule's newest event
 
 
 @contextmanager
@@ -353,8 +354,9 @@ class Projector:
         rows.events.append((position, rule_id, event.originator_version, kind, action_id,
                             recorded_at))
         if kind == RULE_REGISTERED:
-            self._register(rows, position, recorded_at, data)
+            self._register(rows, position, event.originator_version, recorded_at, data)
         else:
+            rows.versions[rule_id] = (event.originator_version, recorded_at)
             view = self._view(conn, rule_id)
             self._change_action(conn, rows, rule_id, view, position, recorded_at, event)
         request = event.request
@@ -362,11 +364,13 @@ class Projector:
             rows.requests.append((request["key"], request.get("fingerprint", ""), rule_id, position,
                                   kind, data["id"]))
 
-    def _register(self, rows: _Page, position: int, recorded_at: str, data: dict) -> None:
+    def _register(self, rows: _Page, position: int, version: int, recorded_at: str,
+                  data: dict) -> None:
         rows.rules.append((
             data["id"], data["title"], data["jurisdiction"], data["instrument"],
             _dumps(data["targets"]), _dumps(data["subjects"]), _dumps(data["tags"]),
             _dumps(data["links"]), " ".join(data["subjects"]), recorded_at, position,
+            version, recorded_at,
         ))
         view = _RuleView(data["jurisdiction"], data["instrument"])
         self._remember(data["id"], view)
@@ -504,12 +508,18 @@ class Projector:
         write_rows(conn, self._page_rows(rows))
 
     def _page_rows(self, rows: _Page) -> PageRows:
+        # A rule registered on this page goes in with its newest version; the others are updated.
+        versions = rows.versions
+        rules = [row[:-2] + versions[row[0]] if row[0] in versions else row for row in rows.rules]
+        registered = {row[0] for row in rows.rules}
         return PageRows(
-            rows.rules, rows.events, rows.closed_states, rows.states, rows.closed_starts,
+            rules, rows.events, rows.closed_states, rows.states, rows.closed_starts,
             rows.starts,
             [self._action_row(rule_id, view, known)
              for (rule_id, _), (view, known) in rows.actions.items()],
             rows.requests,
+            [(version, at, rule_id) for rule_id, (version, at) in versions.items()
+             if rule_id not in registered],
         )
 
     @staticmethod

@@ -67,9 +67,10 @@ _STATE_SELECT = f"""
 SELECT r.*, s.status, s.rate_percent, s.conditions, s.since, s.until, s.certain,
        s.uncertain_because,
        ({_BASED_ON_SQL.format(rule="r.id", day="s.valid_from")}) AS based_on,
+       CASE WHEN r.last_recorded_at <= :known_at THEN r.last_version ELSE
        (SELECT e.version FROM rule_events e
         WHERE e.rule_id = r.id AND e.recorded_at <= :known_at
-        ORDER BY e.recorded_at DESC LIMIT 1) AS version
+        ORDER BY e.recorded_at DESC LIMIT 1) END AS version
 """
 
 # Each rule's one row that holds on :as_of as known at :known_at, found by walking back from

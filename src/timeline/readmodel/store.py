@@ -17,7 +17,7 @@ END_OF_RECORD = "9999-12-31T23:59:59.999999Z"
 START_OF_TIME = "0001-01-01"
 
 # Bumped whenever tables or indexes change: a read model of another version is rebuilt.
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS tracking (
@@ -35,7 +35,11 @@ CREATE TABLE IF NOT EXISTS rules (
     links TEXT NOT NULL,
     subjects_text TEXT NOT NULL,
     registered_at TEXT NOT NULL,
-    position INTEGER NOT NULL
+    position INTEGER NOT NULL,
+    -- The rule's newest version and its record time: an answer as known now (most of them)
+    -- reads the version here instead of looking it up among the rule's events.
+    last_version INTEGER NOT NULL,
+    last_recorded_at TEXT NOT NULL
 );
 -- Every event of every rule: its place, version and record time (a rule's version and history
 -- at any known_at). Its data stays in the event store, read from there for a history.

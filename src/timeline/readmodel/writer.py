@@ -32,15 +32,19 @@ class PageRows(NamedTuple):
     starts: list[list]
     actions: list[tuple]
     requests: list[tuple]
+    versions: list[tuple]  # (last_version, last_recorded_at, rule_id), rules of earlier pages
 
 
 def write_rows(conn: sqlite3.Connection, page: PageRows) -> None:
     """Write one page of rows, inside the caller's transaction."""
     conn.executemany(
         "INSERT INTO rules (id, title, jurisdiction, instrument, targets, subjects, tags, "
-        "links, subjects_text, registered_at, position) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "links, subjects_text, registered_at, position, last_version, last_recorded_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         page.rules,
     )
+    conn.executemany("UPDATE rules SET last_version = ?, last_recorded_at = ? WHERE id = ?",
+                     page.versions)
     conn.executemany(
         "INSERT INTO rule_events (position, rule_id, version, type, action_id, recorded_at) "
         "VALUES (?, ?, ?, ?, ?, ?)",
