@@ -129,8 +129,7 @@ class Tracker:
     def rebuild(self, progress: Callable[[int, int], None] | None = None) -> int:
         with self.lock.hold():
             head = self.app.head()
-            middle = self.app.middle_rule(head) \
-                if head >= SEPARATE_WRITER_EVENTS and can_fork() else None
+            middle = _split(head, self.app.middle_rule)
             # The new read model replaces the old in one transaction: readers see the old one
             # until it commits, and keep it if the rebuild fails.
             if middle is None:
@@ -272,8 +271,7 @@ class Tracker:
                         # From SEPARATE_WRITER_EVENTS on, as a rebuild: a writer process, and
                         # a helper folding the second half of the rules, which this process
                         # reads for it (another could not see the uncommitted events).
-                        middle = store.middle_rule(head) \
-                            if head >= SEPARATE_WRITER_EVENTS and can_fork() else None
+                        middle = _split(head, store.middle_rule)
                         helper = None if middle is None else FedEvents(
                             functools.partial(store.rows_by_rule, head, middle),
                             self.app.decode_row)
@@ -288,6 +286,12 @@ class Tracker:
                     raise
             self.catch_up()
             return count
+
+
+def _split(head: int, middle_rule: Callable[[int], str | None]) -> str | None:
+    """The rule where a build of ``head`` events hands the rest to a second folding process,
+    or None to fold in one (fewer than SEPARATE_WRITER_EVENTS events, or no fork here)."""
+    return middle_rule(head) if head >= SEPARATE_WRITER_EVENTS and can_fork() else None
 
 
 def _events_by_rule_of(settings: Settings, head: int, first_rule: str,
