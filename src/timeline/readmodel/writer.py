@@ -7,12 +7,12 @@ model, one process (or two, for a rebuild) folds the events into rows while anot
 
 from __future__ import annotations
 
+import marshal
 import multiprocessing
 import multiprocessing.connection
 import queue
 import sqlite3
 import threading
-from multiprocessing.reduction import ForkingPickler
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
@@ -124,8 +124,12 @@ PAGES_AHEAD = 16
 class PageSender:
     """Sends messages on a pipe from a thread of its own, up to ``PAGES_AHEAD`` behind.
 
-    A message is pickled by the caller and written by the thread, so folding goes on while the
-    writer is busy. After a failed write the thread drops what is left (``send`` then raises).
+    A message is serialised by the caller and written by the thread, so folding goes on while
+    the writer is busy. After a failed write the thread drops what is left (``send`` then raises).
+
+    Messages between the build's processes are plain tuples, lists, strings, bytes and numbers,
+    serialised with :mod:`marshal` (both ends run the same Python): it reads a page of rows
+    about three times faster than pickle, and the writer reads every page.
     """
 
     def __init__(self, pipe: Any):
@@ -139,7 +143,7 @@ class PageSender:
     def send(self, message: Any) -> None:
         if self.error is not None:
             raise self.error
-        self._queue.put(bytes(ForkingPickler.dumps(message)))
+        self._queue.put(marshal.dumps(message))
 
     def flush(self) -> None:
         """Wait until every message is written (or dropped); raise what stopped the writes."""
@@ -209,7 +213,7 @@ class FedEvents(HelperEvents):
         decode = self._decode
         while True:
             try:
-                rows = self._receive.recv()
+                rows = marshal.loads(self._receive.recv_bytes())
             except EOFError:
                 raise RuntimeError("the building process stopped sending events") from None
             if rows is None:
@@ -232,8 +236,8 @@ class FedEvents(HelperEvents):
     def _feed(self) -> None:
         try:
             for rows in self._events():
-                self._send.send(rows)
-            self._send.send(None)
+                self._send.send_bytes(marshal.dumps(rows))
+            self._send.send_bytes(marshal.dumps(None))
         except Exception:  # the helper sees the pipe close early, and fails the build
             pass
         finally:
@@ -286,7 +290,7 @@ class WriterProcess:
     def commit(self, position: int) -> None:
         try:
             self._sender.flush()
-            self._pipe.send(("commit", position))
+            self._pipe.send_bytes(marshal.dumps(("commit", position)))
         except OSError:
             self._expect("never")
         self.helper_events = self._expect("committed") or 0
@@ -341,7 +345,7 @@ def _write_all(path: str, pipe: Any, helpers: list[Any], others: list[Any],
         while waiting:
             for source in multiprocessing.connection.wait(waiting):
                 try:
-                    kind, body = source.recv()
+                    kind, body = marshal.loads(source.recv_bytes())
                 except EOFError:
                     if source is pipe:
                         return  # the projecting process stopped: roll back
