@@ -101,9 +101,9 @@ class ReferenceProjector:
         if request and request.get("key"):
             conn.execute(
                 "INSERT OR IGNORE INTO requests (key, fingerprint, rule_id, position, type, "
-                "object_id) VALUES (?, ?, ?, ?, ?, ?)",
+                "object_id, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (request["key"], request.get("fingerprint", ""), rule_id, position, kind,
-                 data["id"]),
+                 data["id"], recorded_at),
             )
 
     def _register(self, conn: sqlite3.Connection, position: int, recorded_at: str, data: dict) -> None:

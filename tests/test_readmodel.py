@@ -114,6 +114,10 @@ def test_a_read_model_of_an_earlier_layout_is_rebuilt_on_first_use(settings: Set
         CREATE TABLE rule_events (position INTEGER PRIMARY KEY, rule_id TEXT, version INTEGER,
             type TEXT, action_id TEXT, recorded_at TEXT, known_to TEXT, data TEXT);
         CREATE INDEX rule_events_by_rule ON rule_events (rule_id, recorded_at);
+        DROP TABLE rules;
+        CREATE TABLE rules (id TEXT PRIMARY KEY, title TEXT, jurisdiction TEXT, instrument TEXT,
+            targets TEXT, subjects TEXT, tags TEXT, links TEXT, subjects_text TEXT,
+            registered_at TEXT, position INTEGER);
         CREATE TABLE states (rule_id TEXT, valid_from TEXT, valid_to TEXT, known_from TEXT,
             known_to TEXT, status TEXT, rate_percent REAL, conditions TEXT, since TEXT,
             until TEXT, certain INTEGER, uncertain_because TEXT, based_on TEXT);

@@ -362,7 +362,7 @@ class Projector:
         request = event.request
         if request and request.get("key"):
             rows.requests.append((request["key"], request.get("fingerprint", ""), rule_id, position,
-                                  kind, data["id"]))
+                                  kind, data["id"], recorded_at))
 
     def _register(self, rows: _Page, position: int, version: int, recorded_at: str,
                   data: dict) -> None:

@@ -62,7 +62,8 @@ SELECT json_group_array(action_id) FROM (
 """
 
 # A rule r and its state row s: the state, what it rests on, and the rule's version (the newest
-# event recorded by :known_at, read from the index of its events).
+# event recorded by :known_at: on the rule's row when that is the newest, else one step along the
+# key of its events).
 _STATE_SELECT = f"""
 SELECT r.*, s.status, s.rate_percent, s.conditions, s.since, s.until, s.certain,
        s.uncertain_because,
@@ -70,7 +71,7 @@ SELECT r.*, s.status, s.rate_percent, s.conditions, s.since, s.until, s.certain,
        CASE WHEN r.last_recorded_at <= :known_at THEN r.last_version ELSE
        (SELECT e.version FROM rule_events e
         WHERE e.rule_id = r.id AND e.recorded_at <= :known_at
-        ORDER BY e.recorded_at DESC LIMIT 1) END AS version
+        ORDER BY e.recorded_at DESC, e.version DESC LIMIT 1) END AS version
 """
 
 # Each rule's one row that holds on :as_of as known at :known_at, found by walking back from
@@ -334,12 +335,11 @@ def event_at(conn: sqlite3.Connection, rule_id: str, version: int) -> sqlite3.Ro
 
 def request_by_key(conn: sqlite3.Connection, key: str) -> sqlite3.Row | None:
     return conn.execute(
-        "SELECT r.*, e.recorded_at FROM requests r JOIN rule_events e ON e.position = r.position "
-        "WHERE r.key = ?",
+        "SELECT * FROM requests WHERE key = ?",
         (key,),
     ).fetchone()
 
 
 def last_recorded_at(conn: sqlite3.Connection) -> str | None:
-    row = conn.execute("SELECT recorded_at FROM rule_events ORDER BY position DESC LIMIT 1").fetchone()
+    row = conn.execute("SELECT max(last_recorded_at) FROM rules").fetchone()
     return row[0] if row else None

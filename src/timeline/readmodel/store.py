@@ -17,7 +17,7 @@ END_OF_RECORD = "9999-12-31T23:59:59.999999Z"
 START_OF_TIME = "0001-01-01"
 
 # Bumped whenever tables or indexes change: a read model of another version is rebuilt.
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS tracking (
@@ -41,18 +41,22 @@ CREATE TABLE IF NOT EXISTS rules (
     last_version INTEGER NOT NULL,
     last_recorded_at TEXT NOT NULL
 );
+-- The newest record time of all: whether the events an answer as known at some time needs are
+-- all projected already.
+CREATE INDEX IF NOT EXISTS rules_by_last_recorded ON rules (last_recorded_at);
 -- Every event of every rule: its place, version and record time (a rule's version and history
--- at any known_at). Its data stays in the event store, read from there for a history.
+-- at any known_at). Its data stays in the event store, read from there for a history. Keyed by
+-- rule and record time (a rule's versions follow its record times): a rule's version at any
+-- known_at is one step along the key, and a build writes the rows in key order.
 CREATE TABLE IF NOT EXISTS rule_events (
-    position INTEGER PRIMARY KEY,
     rule_id TEXT NOT NULL,
+    recorded_at TEXT NOT NULL,
     version INTEGER NOT NULL,
+    position INTEGER NOT NULL,
     type TEXT NOT NULL,
     action_id TEXT,
-    recorded_at TEXT NOT NULL
-);
--- With the version in it, a rule's version at any known_at is read from the index alone.
-CREATE INDEX IF NOT EXISTS rule_events_by_rule ON rule_events (rule_id, recorded_at, version);
+    PRIMARY KEY (rule_id, recorded_at, version)
+) WITHOUT ROWID;
 -- Bitemporal state rows: the state a rule enters on valid_from, as known over
 -- [known_from, known_to) in record time. A row holds until the next row of the rule known then
 -- (a rule has a row from the first day of the calendar), so its end is not stored: a new action
@@ -111,7 +115,8 @@ CREATE TABLE IF NOT EXISTS requests (
     rule_id TEXT NOT NULL,
     position INTEGER NOT NULL,
     type TEXT NOT NULL,
-    object_id TEXT NOT NULL
+    object_id TEXT NOT NULL,
+    recorded_at TEXT NOT NULL
 );
 """
 
@@ -204,19 +209,26 @@ class ReadModel:
         return sqlite_utils.Database(self.connection())
 
     def _create(self) -> None:
-        conn = self.connection()
+        # A read model of another layout goes before anything is made: this layout's statements
+        # may not apply to its tables (an index on a column they lack).
+        with self.write() as conn:
+            if self._outdated(conn):
+                self.replace_tables(conn)
         conn.executescript(_TABLES)
         self.create_search()
         with self.write() as conn:
-            schema = self._tracked(conn, self.SCHEMA_NAME)
-            outdated = schema != SCHEMA_VERSION and (schema is not None or self.position(conn))
-            if not outdated:
-                for name, value in ((self.SCHEMA_NAME, SCHEMA_VERSION),
-                                    (self.GENERATION_NAME, secrets.randbits(62))):
-                    conn.execute("INSERT OR IGNORE INTO tracking (name, position) VALUES (?, ?)",
-                                 (name, value))
-        if outdated:
-            self.drop()
+            for name, value in ((self.SCHEMA_NAME, SCHEMA_VERSION),
+                                (self.GENERATION_NAME, secrets.randbits(62))):
+                conn.execute("INSERT OR IGNORE INTO tracking (name, position) VALUES (?, ?)",
+                             (name, value))
+
+    @classmethod
+    def _outdated(cls, conn: sqlite3.Connection) -> bool:
+        """Whether ``conn``'s file holds a read model of another layout (or of none known)."""
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'tracking'").fetchone() is None:
+            return False
+        schema = cls._tracked(conn, cls.SCHEMA_NAME)
+        return schema != SCHEMA_VERSION and (schema is not None or bool(cls.position_in(conn)))
 
     @staticmethod
     def _tracked(conn: sqlite3.Connection, name: str) -> int | None:

@@ -85,7 +85,7 @@ def write_rows(conn: sqlite3.Connection, page: PageRows) -> None:
     )
     conn.executemany(
         "INSERT OR IGNORE INTO requests (key, fingerprint, rule_id, position, type, "
-        "object_id) VALUES (?, ?, ?, ?, ?, ?)",
+        "object_id, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
         page.requests,
     )
 
