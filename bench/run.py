@@ -153,11 +153,19 @@ def child_bare_save(export: Path, store: Path) -> None:
 
 
 def child_scan(home: Path) -> None:
-    """Baseline: read and decode the whole notification log, doing nothing with the events."""
+    """Baseline: read and decode the whole notification log, doing nothing with the events,
+    with eventsourcing's own transcoder (timeline's reads the same bytes faster; see
+    ``EventTranscoder``)."""
+    from eventsourcing.application import Application
+
     from timeline.application import PolicyApplication
     from timeline.config import Settings
 
-    app = PolicyApplication(env=Settings(home=home).eventsourcing_env())
+    class BareApplication(PolicyApplication):
+        def construct_transcoder(self) -> Any:
+            return Application.construct_transcoder(self)
+
+    app = BareApplication(env=Settings(home=home).eventsourcing_env())
     count = 0
     for _ in app.iter_events(batch=PAGE):
         count += 1

@@ -6,7 +6,8 @@ obviously right. tests/test_projection.py compares every table it writes with th
 
 from __future__ import annotations
 
-import json
+
+import orjson
 import sqlite3
 from datetime import date
 from typing import Any, Callable, Sequence
@@ -28,7 +29,7 @@ def _day(value: date) -> str:
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return orjson.dumps(value).decode()  # the read model's encoding (see the projector's)
 
 
 def _state_row(seg: Segment) -> tuple:

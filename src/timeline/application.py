@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
+import orjson
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import IntegrityError, StoredEvent
+from eventsourcing.persistence import IntegrityError, JSONTranscoder, StoredEvent, Transcoder
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
 
 from timeline.domain.errors import Conflict, InvalidInput, NotFound
@@ -42,8 +43,46 @@ def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:16]}"
 
 
+# Every digit as "0" and every other byte as "x": a run of 19 digits is then found as a
+# substring (a regular expression takes ten times as long).
+_DIGITS = bytes(48 if 48 <= byte <= 57 else 120 for byte in range(256))
+_LONG_NUMBER = b"0" * 19
+
+
+class EventTranscoder(JSONTranscoder):
+    """eventsourcing's JSON transcoder, reading what it writes faster.
+
+    What this project stores holds one transcoded value, the event's timestamp. A state whose
+    only ``"_type_"`` key is the timestamp's is parsed by orjson, which calls no hook for each
+    object as :mod:`json` does here, and that one value is transcoded; any other state is read
+    the general way, and every state is written the general way, byte for byte as before.
+    """
+
+    def decode(self, data: bytes) -> Any:
+        # The encoder escapes no letter, so a "_type_" key appears as these bytes; orjson reads
+        # an integer past 64 bits as a float, so a run of 19 digits anywhere goes the general way.
+        if isinstance(data, bytes) and data.count(b'"_type_"') == 1 \
+                and _LONG_NUMBER not in data.translate(_DIGITS):
+            try:
+                state = orjson.loads(data)
+            except orjson.JSONDecodeError:  # what orjson refuses (NaN, say): the general way
+                return super().decode(data)
+            stamp = state.get("timestamp") if type(state) is dict else None
+            if type(stamp) is dict and len(stamp) == 2 and "_data_" in stamp:
+                transcoding = self.names.get(stamp.get("_type_"))
+                if transcoding is not None:
+                    state["timestamp"] = transcoding.decode(stamp["_data_"])
+                    return state
+        return super().decode(data)
+
+
 class PolicyApplication(Application[str]):
     name = "timeline"
+
+    def construct_transcoder(self) -> Transcoder:
+        transcoder = EventTranscoder()
+        self.register_transcodings(transcoder)
+        return transcoder
 
     def get_rule(self, rule_id: str) -> Rule:
         try:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import gc
 import json
-import re
 import sqlite3
 import threading
 from collections import OrderedDict
@@ -19,6 +18,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import orjson
 
 from timeline.domain.dates import PolicyDate, format_instant
 from timeline.domain.fold import Action, Segment, SegmentBuilder, State
@@ -53,21 +54,16 @@ def _day(value: date) -> str:
     return value.isoformat()
 
 
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-
-# Characters JSON escapes; ensure_ascii is off, so nothing else is.
-_ESCAPED = re.compile(r'[\x00-\x1f"\\]')
+_json_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
-def _dumps_texts(values: tuple[str, ...]) -> str:
-    """``_dumps(list(values))`` for a tuple of strings, without the encoder for plain ids."""
-    if not values:
-        return "[]"
+def _dumps(value: Any) -> str:
+    """Compact JSON, as :mod:`json` writes it with ``ensure_ascii`` off (but for the exponent of
+    floats under 1e-4), several times faster."""
     try:
-        plain = not _ESCAPED.search("".join(values))
-    except TypeError:
-        plain = False
-    return '["' + '","'.join(values) + '"]' if plain else _dumps(list(values))
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:  # what orjson cannot write (an integer past 64 bits, say)
+        return _json_dumps(value)
 
 
 def _state_columns(state: State) -> tuple:
@@ -76,11 +72,11 @@ def _state_columns(state: State) -> tuple:
     return (
         state.status,
         state.rate_percent,
-        _dumps_texts(state.conditions),
+        _dumps(state.conditions),
         state.since,
         state.until,
         int(state.certain),
-        _dumps_texts(state.uncertain_because),
+        _dumps(state.uncertain_because),
     )
 
 
