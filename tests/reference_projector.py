@@ -6,8 +6,6 @@ obviously right. tests/test_projection.py compares every table it writes with th
 
 from __future__ import annotations
 
-
-import orjson
 import sqlite3
 from datetime import date
 from typing import Any, Callable, Sequence
@@ -16,6 +14,7 @@ from timeline.domain.dates import PolicyDate
 from timeline.domain.fold import Action, Segment, State, segments
 from timeline.domain.model import Rule
 from timeline.events import RULE_REGISTERED, to_record
+from timeline.fastjson import dumps as _dumps  # the read model's encoding
 from timeline.readmodel.actions import known_actions, live_fold_actions
 from timeline.readmodel.store import END_OF_RECORD, END_OF_TIME, START_OF_TIME, ReadModel
 
@@ -26,10 +25,6 @@ def _day(value: date) -> str:
     if value == date.max:
         return END_OF_TIME
     return value.isoformat()
-
-
-def _dumps(value: Any) -> str:
-    return orjson.dumps(value).decode()  # the read model's encoding (see the projector's)
 
 
 def _state_row(seg: Segment) -> tuple:

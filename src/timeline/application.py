@@ -21,6 +21,7 @@ from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
 
 from timeline.domain.errors import Conflict, InvalidInput, NotFound
 from timeline.domain.model import RULE_FIELDS, Rule, check_action_fields, fingerprint
+from timeline.fastjson import has_long_number
 from timeline.store import RecordClock
 
 
@@ -43,12 +44,6 @@ def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:16]}"
 
 
-# Every digit as "0" and every other byte as "x": a run of 19 digits is then found as a
-# substring (a regular expression takes ten times as long).
-_DIGITS = bytes(48 if 48 <= byte <= 57 else 120 for byte in range(256))
-_LONG_NUMBER = b"0" * 19
-
-
 class EventTranscoder(JSONTranscoder):
     """eventsourcing's JSON transcoder, reading what it writes faster.
 
@@ -62,7 +57,7 @@ class EventTranscoder(JSONTranscoder):
         # The encoder escapes no letter, so a "_type_" key appears as these bytes; orjson reads
         # an integer past 64 bits as a float, so a run of 19 digits anywhere goes the general way.
         if isinstance(data, bytes) and data.count(b'"_type_"') == 1 \
-                and _LONG_NUMBER not in data.translate(_DIGITS):
+                and not has_long_number(data):
             try:
                 state = orjson.loads(data)
             except orjson.JSONDecodeError:  # what orjson refuses (NaN, say): the general way

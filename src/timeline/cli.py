@@ -11,6 +11,7 @@ from typing import Any, Iterator
 
 import click
 
+from timeline import fastjson
 from timeline.config import ConfigError, Settings, load_settings
 from timeline.domain.dates import InvalidDate, parse_day, parse_instant
 from timeline.domain.errors import TimelineError
@@ -330,7 +331,7 @@ def _read_export(path: Path) -> Iterator[dict]:
                 if not line.strip():
                     continue
                 try:
-                    record = json.loads(line)
+                    record = fastjson.loads(line)
                 except json.JSONDecodeError as exc:
                     raise click.ClickException(
                         f"{path}: line {number} is not JSON ({exc.msg}).") from None

@@ -19,12 +19,11 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-import orjson
-
 from timeline.domain.dates import PolicyDate, format_instant
 from timeline.domain.fold import Action, Segment, SegmentBuilder, State
 from timeline.domain.model import Rule, to_fold_action
 from timeline.events import RULE_REGISTERED, event_data, event_type
+from timeline.fastjson import dumps as _dumps
 from timeline.readmodel.store import END_OF_RECORD, END_OF_TIME, START_OF_TIME, ReadModel
 from timeline.readmodel.writer import (
     HelperEvents, PageRows, PageSender, WriterProcess, can_fork, check_empty, write_rows,
@@ -52,18 +51,6 @@ def _day(value: date) -> str:
     if value == date.max:
         return END_OF_TIME
     return value.isoformat()
-
-
-_json_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-
-
-def _dumps(value: Any) -> str:
-    """Compact JSON, as :mod:`json` writes it with ``ensure_ascii`` off (but for the exponent of
-    floats under 1e-4), several times faster."""
-    try:
-        return orjson.dumps(value).decode()
-    except orjson.JSONEncodeError:  # what orjson cannot write (an integer past 64 bits, say)
-        return _json_dumps(value)
 
 
 def _state_columns(state: State) -> tuple:
