@@ -30,13 +30,15 @@ def has_long_number(data: bytes) -> bool:
 
 def loads(text: str) -> Any:
     """``json.loads(text)``: the same value, or the same :class:`json.JSONDecodeError`."""
-    data = text.encode("utf-8", "surrogatepass")
-    if not has_long_number(data):
-        try:
-            return orjson.loads(data)
-        except orjson.JSONDecodeError:
-            pass  # json says why, or reads what orjson refuses
-    return json.loads(text)
+    data: str | bytes = text
+    if len(text) >= len(_LONG_NUMBER):  # shorter, it holds no long number
+        data = text.encode("utf-8", "surrogatepass")
+        if has_long_number(data):
+            return json.loads(text)
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:  # json says why, or reads what orjson refuses
+        return json.loads(text)
 
 
 def dumps(value: Any) -> str:

@@ -11,6 +11,7 @@ from typing import Any, Callable, Mapping
 from timeline.domain.dates import PolicyDate
 from timeline.domain.errors import InvalidInput, NotFound
 from timeline.events import RULE_REGISTERED
+from timeline.fastjson import loads  # the read model's own JSON: the hot path of every answer
 from timeline.readmodel.actions import known_actions
 from timeline.readmodel.store import START_OF_TIME
 
@@ -24,10 +25,10 @@ def _rule(row: sqlite3.Row) -> dict[str, Any]:
         "title": row["title"],
         "jurisdiction": row["jurisdiction"],
         "instrument": row["instrument"],
-        "targets": json.loads(row["targets"]),
-        "subjects": json.loads(row["subjects"]),
-        "tags": json.loads(row["tags"]),
-        "links": json.loads(row["links"]),
+        "targets": loads(row["targets"]),
+        "subjects": loads(row["subjects"]),
+        "tags": loads(row["tags"]),
+        "links": loads(row["links"]),
     }
 
 
@@ -37,12 +38,12 @@ def _state_fields(row: sqlite3.Row, based_on: list[str] | None = None) -> dict[s
     return {
         "status": row["status"],
         "rate_percent": row["rate_percent"],
-        "conditions": json.loads(row["conditions"]),
+        "conditions": loads(row["conditions"]),
         "since": row["since"],
         "until": row["until"],
         "certain": bool(row["certain"]),
-        "uncertain_because": json.loads(row["uncertain_because"]),
-        "based_on": json.loads(row["based_on"]) if based_on is None else based_on,
+        "uncertain_because": loads(row["uncertain_because"]),
+        "based_on": loads(row["based_on"]) if based_on is None else based_on,
     }
 
 
@@ -309,12 +310,12 @@ def timeline(
     items = []
     for row in rows[:limit]:
         items.append({
-            **json.loads(row["data"]),
+            **loads(row["data"]),
             "rule_id": row["rule_id"],
             "rule_title": row["rule_title"],
             "jurisdiction": row["jurisdiction"],
             "instrument": row["instrument"],
-            "targets": json.loads(row["rule_targets"]),
+            "targets": loads(row["rule_targets"]),
             "recorded_at": row["recorded_at"],
             "position": row["position"],
             "corrected": bool(row["corrected"]),
