@@ -18,9 +18,9 @@ STATUSES = ("none", "proposed", "restricted", "banned", "eased", "in_force", "pa
 _SETS_STATUS = {"ban": "banned", "restrict": "restricted", "ease": "eased"}
 
 
-@dataclass(frozen=True, slots=True)
-class Action:
-    """One action as the fold needs it: corrections already applied, retractions dropped."""
+class Action(NamedTuple):
+    """One action as the fold needs it: corrections already applied, retractions dropped (a
+    named tuple: every action projected makes one)."""
 
     id: str
     kind: str
@@ -48,7 +48,7 @@ class State(NamedTuple):
     based_on: tuple[str, ...] = ()
 
 
-@dataclass
+@dataclass(slots=True)
 class _Underlying:
     """What a pause suspends and gives back when it ends."""
 
@@ -57,7 +57,7 @@ class _Underlying:
     conditions: tuple[str, ...]
 
 
-@dataclass
+@dataclass(slots=True)
 class _Fold:
     status: str = "none"
     rate_percent: float | None = None

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 from timeline.domain.dates import PolicyDate, format_instant
 from timeline.domain.fold import Action, Segment, SegmentBuilder, State
 from timeline.domain.model import Rule, to_fold_action
-from timeline.events import RULE_REGISTERED, event_data, event_type
+from timeline.events import ACTION_RECORDED, RULE_REGISTERED, event_data, event_type
 from timeline.fastjson import dumps as _dumps
 from timeline.readmodel.store import END_OF_RECORD, END_OF_TIME, START_OF_TIME, ReadModel
 from timeline.readmodel.writer import (
@@ -331,13 +331,21 @@ class Projector:
         rows = self._rows
         rule_id = event.originator_id
         kind = event_type(event)
-        data = event_data(event)
         recorded_at = format_instant(event.timestamp)
-        action_id = data.get("action_id", data.get("id")) if kind != RULE_REGISTERED else None
+        # The action the event is about, and the id of what it made (the rule, the action, the
+        # correction or the retraction), as event_data() has them, without copying the data.
+        if kind == ACTION_RECORDED:
+            action_id = made = event.action["id"]
+        elif kind == RULE_REGISTERED:
+            action_id, made = None, rule_id
+        else:
+            action_id = event.action_id
+            made = event_data(event)["id"]
         rows.events.append((position, rule_id, event.originator_version, kind, action_id,
                             recorded_at))
         if kind == RULE_REGISTERED:
-            self._register(rows, position, event.originator_version, recorded_at, data)
+            self._register(rows, position, event.originator_version, recorded_at,
+                           event_data(event))
         else:
             rows.versions[rule_id] = (event.originator_version, recorded_at)
             view = self._view(conn, rule_id)
@@ -345,7 +353,7 @@ class Projector:
         request = event.request
         if request and request.get("key"):
             rows.requests.append((request["key"], request.get("fingerprint", ""), rule_id, position,
-                                  kind, data["id"], recorded_at))
+                                  kind, made, recorded_at))
 
     def _register(self, rows: _Page, position: int, version: int, recorded_at: str,
                   data: dict) -> None:
@@ -365,7 +373,7 @@ class Projector:
     ) -> None:
         if isinstance(event, Rule.ActionRecorded):
             action_id = event.action["id"]
-            known = _Known(dict(event.action), position, recorded_at)
+            known = _Known(event.action, position, recorded_at)  # copied if corrected
             view.actions[action_id] = known
             self._recount(view)
             removed = None
@@ -379,7 +387,7 @@ class Projector:
             removed = known.fold
             if isinstance(event, Rule.ActionCorrected):
                 known.corrected = True
-                known.fields.update(event.changes)
+                known.fields = {**known.fields, **event.changes}  # the event's own left as is
                 for name, value in event.changes.items():
                     if value is None:
                         known.fields.pop(name, None)
