@@ -390,13 +390,13 @@ class SegmentBuilder:
             self._expired.clear()
         else:
             point = self._points[keep - 1]
-            fold = _Fold(
-                status=point.status, rate_percent=point.rate_percent, conditions=point.conditions,
-                since=point.since, pause=point.pause, until=point.until,
-                underlying=_Underlying(*point.underlying) if point.underlying else None,
-            )
-            applied = point.applied
             del self._expired[point.expired:]
+            # status, rate_percent, conditions, since, pause, until, underlying, based_on, expired
+            fold = _Fold(point.status, point.rate_percent, point.conditions, point.since,
+                         point.pause, point.until,
+                         _Underlying(*point.underlying) if point.underlying else None,
+                         [], self._expired)
+            applied = point.applied
         fold.expired = self._expired
         actions = self._actions
         track = self._based_on
@@ -408,7 +408,8 @@ class SegmentBuilder:
                 fold.expire_pause_before(action.effective.start)
                 fold.apply(action)
                 applied += 1
-            fold.expire_pause_before(day)
+            if fold.until is not None:
+                fold.expire_pause_before(day)
             fold.based_on.clear()  # the ids come from the sorted actions instead
             if applied != before and track:
                 based_on = tuple(self._ids[:applied])

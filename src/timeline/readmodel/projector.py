@@ -9,6 +9,7 @@ per table. The rows are the same as folding every rule from scratch after every 
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import sqlite3
@@ -45,12 +46,18 @@ BUILD_PAGE = 10_000
 SEPARATE_WRITER_EVENTS = 20_000
 
 
+# The same few thousand days come back for every rule, and date.isoformat formats through
+# printf: a cached text is a dictionary lookup (about 7% of a build's fold, by callgrind).
+@functools.lru_cache(maxsize=1 << 16)
 def _day(value: date) -> str:
     if value == date.min:
         return START_OF_TIME
     if value == date.max:
         return END_OF_TIME
     return value.isoformat()
+
+
+_iso = functools.lru_cache(maxsize=1 << 16)(date.isoformat)
 
 
 def _state_columns(state: State) -> tuple:
@@ -518,7 +525,7 @@ class Projector:
         fields = known.fields
         effective = known.fold.effective if known.fold is not None else PolicyDate.parse(fields["effective"])
         return (rule_id, fields["id"], fields["kind"], fields["effective"],
-                effective.start.isoformat(), effective.end.isoformat(), fields.get("summary", ""),
+                _iso(effective.start), _iso(effective.end), fields.get("summary", ""),
                 _dumps(fields), view.jurisdiction, view.instrument, known.recorded_at,
                 known.position, int(known.corrected), int(known.retracted))
 
