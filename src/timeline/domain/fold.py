@@ -306,16 +306,21 @@ class SegmentBuilder:
 
         Returns how many leading segments are unchanged: only ``segments()[n:]`` may differ.
         """
-        starts = [a.effective.start for a in (removed, added) if a is not None]
-        if not starts:
-            self._old_tail = []
-            return len(self._segments)
+        if removed is None:
+            if added is None:
+                self._old_tail = []
+                return len(self._segments)
+            start = added.effective.start
+        elif added is None:
+            start = removed.effective.start
+        else:
+            start = min(removed.effective.start, added.effective.start)
         was_extreme = self._extreme > 0
         if removed is not None:
             self._remove(removed)
         if added is not None:
             self._insert(added)
-        return self._update(min(starts), was_extreme)
+        return self._update(start, was_extreme)
 
     def change_tail(
         self, removed: Action | None = None, added: Action | None = None
@@ -401,11 +406,14 @@ class SegmentBuilder:
         actions = self._actions
         track = self._based_on
         based_on = tuple(self._ids[:applied]) if track else ()
+        count = len(actions)
+        points, expired = self._points, self._expired
         for day in self._days[keep:]:
             before = applied
-            while applied < len(actions) and actions[applied].effective.start <= day:
+            while applied < count and actions[applied].effective.start <= day:
                 action = actions[applied]
-                fold.expire_pause_before(action.effective.start)
+                if fold.until is not None:
+                    fold.expire_pause_before(action.effective.start)
                 fold.apply(action)
                 applied += 1
             if fold.until is not None:
@@ -414,12 +422,12 @@ class SegmentBuilder:
             if applied != before and track:
                 based_on = tuple(self._ids[:applied])
             underlying = fold.underlying
-            self._points.append(_Point(
+            points.append(_Point(
                 day, fold.status, fold.rate_percent, fold.conditions, fold.since, fold.pause,
                 fold.until,
                 (underlying.status, underlying.rate_percent, underlying.conditions)
                 if underlying is not None else None,
-                applied, len(self._expired), self._state(fold, day, applied, based_on),
+                applied, len(expired), self._state(fold, day, applied, based_on),
             ))
         return self._merge(keep)
 

@@ -63,14 +63,15 @@ _iso = functools.lru_cache(maxsize=1 << 16)(date.isoformat)
 def _state_columns(state: State) -> tuple:
     """A state as its row stores it: not where it ends (the next row's start) nor what it rests
     on (``action_starts``)."""
-    return (
+    conditions, uncertain_because = state.conditions, state.uncertain_because
+    return (  # most states have neither conditions nor doubts
         state.status,
         state.rate_percent,
-        _dumps(state.conditions),
+        _dumps(conditions) if conditions else "[]",
         state.since,
         state.until,
         int(state.certain),
-        _dumps(state.uncertain_because),
+        _dumps(uncertain_because) if uncertain_because else "[]",
     )
 
 
@@ -434,9 +435,10 @@ class Projector:
         A row is its segment's start and state (the builder leaves based_on empty), so equal
         states on the same day are the same row: only the others are written.
         """
-        old_states = {seg.valid_from: seg.state for seg in old}
         new_states = {seg.valid_from: seg.state for seg in new}
-        for day, state in old_states.items():
+        old_states = {}
+        for day, _, state in old:
+            old_states[day] = state
             if new_states.get(day) != state:
                 valid_from = _day(day)
                 pending = rows.open_states.pop((rule_id, valid_from), None)
