@@ -99,6 +99,8 @@ def _schema_checks(schema: Schema) -> _Check | None:
 
 def _field_check(field: fields.Field) -> _Check | None:
     """What JSON Schema cannot say of ``field``: a check raising ValidationError, or None."""
+    if isinstance(field, fields.Url) and (check := _url_check(field)) is not None:
+        return check
     if type(field) not in _PLAIN_FIELDS or not all(map(_said, field.validators)):
         return field.deserialize  # the field itself, with its own code and validators
     if isinstance(field, fields.Nested):
@@ -111,6 +113,35 @@ def _field_check(field: fields.Field) -> _Check | None:
             return None
         return lambda values: [inner(value) for value in values if value is not None]
     return None
+
+
+def _url_check(field: fields.Url) -> _Check | None:
+    """A web address field's check, with a quick yes for plain addresses.
+
+    marshmallow's URL pattern takes about 8 us (its character classes hold every Unicode
+    letter). An address made of a web scheme the field takes, a lower-case host name of the
+    same labels as marshmallow's, a top-level domain of 2 to 6 letters, and nothing after the
+    host but a path of non-space characters is one it accepts: this pattern is the part of
+    its pattern that such an address takes. Anything else goes to the field itself.
+    """
+    validators = field.validators
+    if len(validators) != 1 or not isinstance(validators[0], validate.URL):
+        return None
+    url = validators[0]
+    schemes = sorted(url.schemes & {"http", "https"})
+    if url.relative or not getattr(url, "absolute", True) or not url.require_tld or not schemes:
+        return None
+    plain = re.compile(
+        "(?:" + "|".join(schemes) + r")://(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,6}"
+        r"(?:/\S*)?\Z")
+    slow = field.deserialize
+
+    def check(value: Any) -> Any:
+        if type(value) is str and plain.match(value):
+            return value
+        return slow(value)
+
+    return check
 
 
 def _said(validator: Any) -> bool:
