@@ -123,3 +123,21 @@ def test_formatting_converts_other_zones_to_utc():
 
     cet = timezone(timedelta(hours=1))
     assert format_instant(datetime(2025, 12, 9, 1, 0, tzinfo=cet)) == "2025-12-09T00:00:00.000000Z"
+
+
+@pytest.mark.parametrize("text", [
+    "2025-12-09T00:00:00.000000Z", "0001-01-01T00:00:00.000000Z", "9999-12-31T23:59:59.999999Z",
+    "2024-02-29T12:30:45.123456Z", "2025-02-29T12:30:45.123456Z", "2025-13-01T00:00:00.000000Z",
+    "0000-01-01T00:00:00.000000Z", "2025-12-09T24:00:00.000000Z", "2025-12-09T23:60:00.000000Z",
+    "2025-12-09T23:59:60.000000Z", "2025-12-32T00:00:00.000000Z",
+])
+def test_the_exported_shape_of_an_instant_reads_as_any_other(text: str) -> None:
+    """Export lines hold instants as format_instant writes them, read by a shorter path: the
+    same instant as written with an offset, or the same refusal."""
+    def outcome(value: str) -> object:
+        try:
+            return parse_instant(value)
+        except InvalidDate as exc:
+            return str(exc).replace(value, "…")
+
+    assert outcome(text) == outcome(text.replace("Z", "+00:00"))

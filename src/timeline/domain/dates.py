@@ -93,6 +93,13 @@ def parse_instant(text: str) -> datetime:
     """An RFC 3339 instant (with a zone), as a UTC datetime."""
     if not isinstance(text, str) or not _INSTANT.fullmatch(text):
         raise InvalidDate(f"{text!r} is not an RFC 3339 instant such as 2025-12-09T00:00:00Z")
+    if len(text) == 27 and text[10] == "T" and text[26] == "Z":
+        # The shape this project writes (format_instant), in every export line: UTC, with
+        # microseconds, and so a real instant in years 1 to 9999 if its fields are.
+        try:
+            return datetime.fromisoformat(text[:26]).replace(tzinfo=timezone.utc)
+        except ValueError:
+            raise InvalidDate(f"{text!r} is not a real instant") from None
     cleaned = text.replace("z", "Z").replace("Z", "+00:00").replace("t", "T").replace(" ", "T")
     fraction = re.search(r"\.(\d+)", cleaned)
     if fraction and len(fraction.group(1)) > 6:
