@@ -57,6 +57,7 @@ def _day(value: date) -> str:
     return value.isoformat()
 
 
+# The same, for the columns that keep the calendar's first and last days as they are.
 _iso = functools.lru_cache(maxsize=1 << 16)(date.isoformat)
 
 
