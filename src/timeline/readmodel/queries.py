@@ -62,11 +62,12 @@ SELECT json_group_array(action_id) FROM (
     ORDER BY effective_start, ord)
 """
 
-# A rule r and its state row s: the state, what it rests on, and the rule's version (the newest
-# event recorded by :known_at: on the rule's row when that is the newest, else one step along the
-# key of its events).
+# A rule r and its state row s (only the columns an answer shows: the rule's row is wide): the
+# state, what it rests on, and the rule's version (the newest event recorded by :known_at: on
+# the rule's row when that is the newest, else one step along the key of its events).
 _STATE_SELECT = f"""
-SELECT r.*, s.status, s.rate_percent, s.conditions, s.since, s.until, s.certain,
+SELECT r.id, r.title, r.jurisdiction, r.instrument, r.targets, r.subjects, r.tags, r.links,
+       s.status, s.rate_percent, s.conditions, s.since, s.until, s.certain,
        s.uncertain_because,
        ({_BASED_ON_SQL.format(rule="r.id", day="s.valid_from")}) AS based_on,
        CASE WHEN r.last_recorded_at <= :known_at THEN r.last_version ELSE
