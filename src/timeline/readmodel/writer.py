@@ -110,10 +110,10 @@ def can_fork() -> bool:
     return "fork" in multiprocessing.get_all_start_methods()
 
 
-# The writer's page cache. Rows come rule by rule, but two tables are keyed otherwise (the
-# events by position, the actions by effective day): their pages are written all over, and
-# with a cache smaller than they are, SQLite writes them out to the log and reads them back
-# again and again. The memory goes with the writer process.
+# The writer's page cache. Rows come rule by rule, but one index is keyed otherwise (the
+# actions by effective day): its pages are written all over, and with a cache smaller than the
+# tables being written, SQLite writes them out to the log and reads them back again and again.
+# The memory goes with the writer process.
 WRITER_CACHE_KIB = 128 * 1024
 
 # Pages a folding process may have handed over that the writer has not taken yet: enough to
