@@ -205,6 +205,25 @@ def test_events_by_rule_are_each_rules_events_together_in_version_order(tracker:
                        for p, e in in_order}
 
 
+def test_the_middle_rule_starts_the_second_half_of_the_events(tracker: Tracker):
+    """Where a build splits its rules between two folding processes, on SQLite and PostgreSQL;
+    on SQLite, found along the key's index, never by sorting every event."""
+    records = list(HistoryGenerator(actions=120, rules=6, seed=3).records())
+    tracker.import_records(lambda: iter(records))
+    head = tracker.app.head()
+    for up_to in (head, head - 25):
+        by_rule = [e.originator_id for _, e in tracker.app.events_by_rule(up_to)]
+        assert tracker.app.middle_rule(up_to) == by_rule[up_to // 2]
+    if tracker.settings.database_url is None:
+        from timeline.application import _MIDDLE
+
+        statement = tracker.app.events_statement(_MIDDLE)
+        with tracker.app.recorder.datastore.transaction(commit=False) as cursor:
+            cursor.execute("EXPLAIN QUERY PLAN " + statement, (head, head // 2))
+            plan = " ".join(str(row[-1]) for row in cursor.fetchall())
+        assert "TEMP B-TREE" not in plan and "INDEX" in plan
+
+
 @pytest.mark.parametrize("separate_writer", [False, True], ids=["one process", "two processes"])
 def test_a_build_writes_the_reference_rows(imported, tmp_path: Path, separate_writer: bool,
                                           monkeypatch: pytest.MonkeyPatch):

@@ -306,9 +306,7 @@ class PolicyApplication(Application[str]):
     def middle_rule(self, up_to: int, cursor: Any = None) -> str | None:
         """The rule whose events start the second half of the events up to ``up_to``, in the
         order of :meth:`events_by_rule` (None if there is no such rule); on ``cursor`` if given."""
-        statement = self.events_statement(
-            "SELECT originator_id FROM {table} WHERE {position} <= ? "
-            "ORDER BY originator_id, originator_version LIMIT 1 OFFSET ?")
+        statement = self.events_statement(_MIDDLE)
         if cursor is not None:
             rows = _fetch(cursor, statement, (up_to, up_to // 2))
         else:
@@ -439,6 +437,13 @@ EVENTS_PAGE = 10_000
 
 # The store's head: its newest position (see PolicyApplication.events_statement).
 _HEAD = "SELECT max({position}) FROM {table}"
+
+# The rule at the middle of the events in the order of events_by_rule. ``+`` keeps the position
+# out of SQLite's choice of index: it would otherwise read the events by position and sort them
+# all (4.8 s at a million actions), where walking the key's index, which holds each entry's
+# position, takes a hundredth of that.
+_MIDDLE = ("SELECT originator_id FROM {table} WHERE +{position} <= ? "
+           "ORDER BY originator_id, originator_version LIMIT 1 OFFSET ?")
 
 
 def _fetch(cursor: Any, statement: Any, params: tuple) -> list[tuple]:
