@@ -241,6 +241,57 @@ def test_a_build_writes_the_reference_rows(imported, tmp_path: Path, separate_wr
     readmodel.close()
 
 
+def searched(readmodel: ReadModel, words: set[str]) -> dict[str, tuple[list, list]]:
+    """For each word, the rules and the actions a full-text search finds."""
+    conn = readmodel.connection()
+    return {word: (
+        [row[0] for row in conn.execute(
+            "SELECT r.id FROM rules_fts JOIN rules r ON r.rowid = rules_fts.rowid "
+            "WHERE rules_fts MATCH ? ORDER BY r.id", (word,))],
+        [tuple(row) for row in conn.execute(
+            "SELECT a.rule_id, a.id FROM actions_fts JOIN actions a ON a.rowid = actions_fts.rowid "
+            "WHERE actions_fts MATCH ? ORDER BY a.rule_id, a.id", (word,))],
+    ) for word in sorted(words)}
+
+
+@pytest.mark.parametrize("separate_writer", [False, True], ids=["one process", "two processes"])
+def test_a_rebuild_indexes_every_row_for_search_and_keeps_indexing_after(
+        imported, tmp_path: Path, separate_writer: bool, monkeypatch: pytest.MonkeyPatch):
+    """A rebuild fills its full-text indexes page by page: over many pages, every word finds
+    what it finds in a read model kept row by row, the indexes agree with their tables, and a
+    row written after the rebuild is found too."""
+    from timeline.readmodel import projector
+    from timeline.readmodel.writer import PageRows, write_rows
+
+    tracker, _, _ = imported
+    head = tracker.app.head()
+    kept = ReadModel(tmp_path / "kept.sqlite")
+    Projector(kept).catch_up(tracker.app.events_after, batch=97)  # through the triggers
+    conn = kept.connection()
+    words = {word.strip(".,;:()'\"").lower()
+             for (text,) in conn.execute("SELECT summary FROM actions UNION ALL "
+                                         "SELECT title || ' ' || subjects_text FROM rules")
+             for word in text.split()} - {""}
+    assert len(words) > 20
+
+    monkeypatch.setattr(projector, "BUILD_PAGE", 50)
+    rebuilt = ReadModel(tmp_path / "rebuilt.sqlite")
+    Projector(rebuilt).build(tracker.app.events_by_rule(head), head,
+                             separate_writer=separate_writer, replace=True)
+    assert searched(rebuilt, words) == searched(kept, words)
+    with rebuilt.write() as conn:
+        for table in ("rules", "actions"):  # raises if an index and its table disagree
+            conn.execute(f"INSERT INTO {table}_fts ({table}_fts, rank) VALUES ('integrity-check', 1)")
+        rule_id = conn.execute("SELECT id FROM rules LIMIT 1").fetchone()[0]
+        write_rows(conn, PageRows([], [], [], [], [], [], [(
+            rule_id, "a-late", "fee", "2031-01-01", "2031-01-01", "2031-01-01",
+            "zanzibarian cloves", "{}", "US", "import_tariff", "2031-01-01T00:00:00Z", head + 1, 0, 0,
+        )], [], []))
+    assert searched(rebuilt, {"zanzibarian"}) == {"zanzibarian": ([], [(rule_id, "a-late")])}
+    kept.close()
+    rebuilt.close()
+
+
 @pytest.mark.parametrize("separate_writer", [False, True], ids=["one process", "two processes"])
 def test_a_build_that_fails_midway_leaves_nothing_and_catching_up_makes_it(
         imported, tmp_path: Path, separate_writer: bool):

@@ -25,7 +25,9 @@ from timeline.domain.fold import Action, Segment, SegmentBuilder, State
 from timeline.domain.model import Rule, to_fold_action
 from timeline.events import ACTION_RECORDED, RULE_REGISTERED, event_data, event_type
 from timeline.fastjson import dumps as _dumps
-from timeline.readmodel.store import END_OF_RECORD, END_OF_TIME, START_OF_TIME, ReadModel
+from timeline.readmodel.store import (
+    END_OF_RECORD, END_OF_TIME, START_OF_TIME, PagedSearch, ReadModel,
+)
 from timeline.readmodel.writer import (
     HelperEvents, PageRows, PageSender, WriterProcess, can_fork, check_empty, write_rows,
 )
@@ -276,15 +278,22 @@ class Projector:
                             helper_events.close()
                 else:
                     with self.readmodel.write() as conn:
-                        if replace:
+                        search = None
+                        if replace:  # as the writer process does: the new model searchable
                             ReadModel.replace_tables(conn)
+                            search = PagedSearch(conn)
                         else:
                             check_empty(conn)
-                        self._build(conn, events_by_rule, lambda page: write_rows(conn, page),
-                                    progress)
+
+                        def write(page: PageRows) -> None:
+                            write_rows(conn, page)
+                            if search is not None:
+                                search.index()
+
+                        self._build(conn, events_by_rule, write, progress)
                         self.readmodel.set_position(conn, head)
-                        if replace:  # as the writer process does: the new model searchable
-                            ReadModel.create_search_in(conn)
+                        if search is not None:
+                            search.finish()
                         if before_commit is not None:
                             before_commit()
             finally:

@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
-from timeline.readmodel.store import END_OF_RECORD, ReadModel, connect
+from timeline.readmodel.store import END_OF_RECORD, PagedSearch, ReadModel, connect
 
 _STATE_FIELDS = "status, rate_percent, conditions, since, until, certain, uncertain_because"
 
@@ -337,8 +337,10 @@ def _write_all(path: str, pipe: Any, helpers: list[Any], others: list[Any],
         if not replace:
             check_empty(conn)
         pipe.send(("begun", None))
+        search = None
         if replace:
             ReadModel.replace_tables(conn)
+            search = PagedSearch(conn)  # the new model commits searchable
         waiting = [pipe, *helpers]  # each leaves once it has said all it will send
         commit_at = 0
         helper_events = 0
@@ -352,6 +354,8 @@ def _write_all(path: str, pipe: Any, helpers: list[Any], others: list[Any],
                     raise RuntimeError("a folding process stopped before it was done") from None
                 if kind == "rows":
                     write_rows(conn, PageRows(*body))
+                    if search is not None:
+                        search.index()
                 elif kind == "done":  # a helper's last word
                     helper_events += body
                     waiting.remove(source)
@@ -361,8 +365,8 @@ def _write_all(path: str, pipe: Any, helpers: list[Any], others: list[Any],
                 else:
                     raise RuntimeError(f"a folding process failed: {body}")
         ReadModel.set_position(conn, commit_at)
-        if replace:  # the new model commits searchable: readers never see it without its index
-            ReadModel.create_search_in(conn)
+        if search is not None:
+            search.finish()
         conn.execute("COMMIT")
         # The transaction went through the write-ahead log, as large as the read model: empty
         # it now, or every reader looks pages up in its index until some later write resets it.
