@@ -20,16 +20,27 @@ ACTION_RETRACTED = "timeline.action.retracted"
 EVENT_TYPES = (RULE_REGISTERED, ACTION_RECORDED, ACTION_CORRECTED, ACTION_RETRACTED)
 
 
+# Each event class's public type, as event_type finds it (asked for every event projected).
+_TYPE_OF_CLASS: dict[type, str] = {}
+
+
 def event_type(event: Rule.Event) -> str:
-    if isinstance(event, Rule.Registered):
-        return RULE_REGISTERED
-    if isinstance(event, Rule.ActionRecorded):
-        return ACTION_RECORDED
-    if isinstance(event, Rule.ActionCorrected):
-        return ACTION_CORRECTED
-    if isinstance(event, Rule.ActionRetracted):
-        return ACTION_RETRACTED
-    raise TypeError(f"not a timeline event: {type(event).__name__}")
+    cls = type(event)
+    found = _TYPE_OF_CLASS.get(cls)
+    if found is not None:
+        return found
+    if issubclass(cls, Rule.Registered):
+        found = RULE_REGISTERED
+    elif issubclass(cls, Rule.ActionRecorded):
+        found = ACTION_RECORDED
+    elif issubclass(cls, Rule.ActionCorrected):
+        found = ACTION_CORRECTED
+    elif issubclass(cls, Rule.ActionRetracted):
+        found = ACTION_RETRACTED
+    else:
+        raise TypeError(f"not a timeline event: {cls.__name__}")
+    _TYPE_OF_CLASS[cls] = found
+    return found
 
 
 def event_data(event: Rule.Event) -> dict[str, Any]:

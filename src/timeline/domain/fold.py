@@ -17,6 +17,10 @@ KINDS = ("ban", "restrict", "ease", "fee", "pause", "resume", "lift", "propose")
 STATUSES = ("none", "proposed", "restricted", "banned", "eased", "in_force", "paused", "lifted")
 _SETS_STATUS = {"ban": "banned", "restrict": "restricted", "ease": "eased"}
 
+# Makes a named tuple from a tuple of its fields without a call to its __new__, which is
+# Python code: the fold makes several for every action it applies.
+_make = tuple.__new__
+
 
 class Action(NamedTuple):
     """One action as the fold needs it: corrections already applied, retractions dropped (a
@@ -152,9 +156,9 @@ class _Fold:
     def state(self, uncertain: list[str], based_on: tuple[str, ...]) -> State:
         """The answer: where the fold stands, with what makes it uncertain and what it rests on."""
         # status, rate_percent, conditions, since, until, certain, uncertain_because, based_on
-        return State(self.status, self.rate_percent, self.conditions, self.since,
-                     self.until.text if self.until is not None else None, not uncertain,
-                     tuple(uncertain), based_on)
+        return _make(State, (self.status, self.rate_percent, self.conditions, self.since,
+                             self.until.text if self.until is not None else None,
+                             not uncertain, tuple(uncertain), based_on))
 
     def expire_pause_before(self, day: date) -> None:
         """A pause whose ``until`` day has come ends on that day."""
@@ -230,8 +234,9 @@ def segments(actions: Sequence[Action]) -> list[Segment]:
 
 # Keeping the segments of a rule up to date, one change at a time ------------------------------
 
-_LONGEST_PERIOD = timedelta(days=366)
-_ONE_DAY = timedelta(days=1)  # a year: no imprecise date covers more days than this
+_LONGEST_PERIOD = timedelta(days=366)  # a year: no imprecise date covers more days than this
+_A_PERIOD_IN = date.min + _LONGEST_PERIOD  # the first day a period can have begun before
+_ONE_DAY = timedelta(days=1)
 
 
 class _Point(NamedTuple):
@@ -350,14 +355,15 @@ class SegmentBuilder:
     # The sorted actions and their boundary days ----------------------------------------
 
     def _insert(self, action: Action) -> None:
-        index = bisect.bisect_left(self._keys, action.sort_key)
+        key = action.sort_key
+        index = bisect.bisect_left(self._keys, key)
         self._actions.insert(index, action)
-        self._keys.insert(index, action.sort_key)
+        self._keys.insert(index, key)
         self._ids.insert(index, action.id)
-        if not action.effective.is_precise:
-            index = bisect.bisect_left(self._imprecise_keys, action.sort_key)
+        if action.effective.precision != DAY:
+            index = bisect.bisect_left(self._imprecise_keys, key)
             self._imprecise.insert(index, action)
-            self._imprecise_keys.insert(index, action.sort_key)
+            self._imprecise_keys.insert(index, key)
         self._extreme += self._is_extreme(action)
         for day in _action_days(action):
             count = self._day_counts.get(day, 0)
@@ -403,6 +409,7 @@ class SegmentBuilder:
                          [], self._expired)
             applied = point.applied
         fold.expired = self._expired
+        # The fold's own based_on is never read here: the ids come from the sorted actions.
         actions = self._actions
         track = self._based_on
         based_on = tuple(self._ids[:applied]) if track else ()
@@ -418,17 +425,16 @@ class SegmentBuilder:
                 applied += 1
             if fold.until is not None:
                 fold.expire_pause_before(day)
-            fold.based_on.clear()  # the ids come from the sorted actions instead
             if applied != before and track:
                 based_on = tuple(self._ids[:applied])
             underlying = fold.underlying
-            points.append(_Point(
+            points.append(_make(_Point, (
                 day, fold.status, fold.rate_percent, fold.conditions, fold.since, fold.pause,
                 fold.until,
                 (underlying.status, underlying.rate_percent, underlying.conditions)
                 if underlying is not None else None,
                 applied, len(expired), self._state(fold, day, applied, based_on),
-            ))
+            )))
         return self._merge(keep)
 
     def _state(self, fold: _Fold, day: date, applied: int, based_on: tuple[str, ...]) -> State:
@@ -442,7 +448,7 @@ class SegmentBuilder:
             # longest period before ``day`` can cover it.
             keys = self._imprecise_keys
             first = bisect.bisect_left(keys, (day - _LONGEST_PERIOD, -1)) \
-                if day > date.min + _LONGEST_PERIOD else 0
+                if day > _A_PERIOD_IN else 0
             end = bisect.bisect_left(keys, self._keys[applied]) \
                 if applied < len(self._keys) else len(keys)
             for index in range(first, end):
@@ -486,8 +492,8 @@ class SegmentBuilder:
             while after < count and points[after].applied == applied \
                     and points[after].state == state:
                 after += 1
-            segments.append(Segment(point.day, points[after].day if after < count else date.max,
-                                    state))
+            segments.append(_make(Segment, (
+                point.day, points[after].day if after < count else date.max, state)))
             first_points.append(index)
             index = after
         return first

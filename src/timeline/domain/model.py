@@ -85,15 +85,12 @@ def unchecked(kept: tuple) -> dict[str, Any]:
 
 def to_fold_action(fields: dict[str, Any], order: int) -> Action:
     conditions = fields.get("conditions")
-    return Action(
-        id=fields["id"],
-        kind=fields["kind"],
-        effective=PolicyDate.parse(fields["effective"]),
-        order=order,
-        rate_percent=fields.get("rate_percent"),
-        until=PolicyDate.parse(fields["until"]) if fields.get("until") else None,
-        conditions=tuple(conditions) if conditions is not None else None,
-    )
+    until = fields.get("until")
+    # id, kind, effective, order, rate_percent, until, conditions (by position: every action
+    # projected makes one, and keywords cost a named tuple twice as much)
+    return Action(fields["id"], fields["kind"], PolicyDate.parse(fields["effective"]), order,
+                  fields.get("rate_percent"), PolicyDate.parse(until) if until else None,
+                  tuple(conditions) if conditions is not None else None)
 
 
 class Rule(BaseAggregate[str]):

@@ -445,22 +445,44 @@ class Projector:
         A row is its segment's start and state (the builder leaves based_on empty), so equal
         states on the same day are the same row: only the others are written.
         """
-        new_states = {seg.valid_from: seg.state for seg in new}
-        old_states = {}
-        for day, _, state in old:
-            old_states[day] = state
-            if new_states.get(day) != state:
+        # Both lists run by start day: walk them side by side.
+        open_states = rows.open_states
+        i = j = 0
+        old_count, new_count = len(old), len(new)
+        while i < old_count or j < new_count:
+            if j < new_count and i < old_count:
+                day, new_day = old[i][0], new[j][0]
+                if day == new_day:
+                    state = new[j][2]
+                    close = open_ = old[i][2] != state
+                    i += 1
+                    j += 1
+                elif day < new_day:
+                    close, open_ = True, False
+                    i += 1
+                else:
+                    day, state = new_day, new[j][2]
+                    close, open_ = False, True
+                    j += 1
+            elif i < old_count:
+                day = old[i][0]
+                close, open_ = True, False
+                i += 1
+            else:
+                day, state = new[j][0], new[j][2]
+                close, open_ = False, True
+                j += 1
+            if close:
                 valid_from = _day(day)
-                pending = rows.open_states.pop((rule_id, valid_from), None)
+                pending = open_states.pop((rule_id, valid_from), None)
                 if pending is not None:
                     pending[3] = recorded_at
                 else:
                     rows.closed_states.append((recorded_at, rule_id, valid_from))
-        for seg in new:
-            if old_states.get(seg.valid_from) != seg.state:
-                row = [rule_id, _day(seg.valid_from), recorded_at, END_OF_RECORD, *_state_columns(seg.state)]
+            if open_:
+                row = [rule_id, _day(day), recorded_at, END_OF_RECORD, *_state_columns(state)]
                 rows.states.append(row)
-                rows.open_states[(rule_id, row[1])] = row
+                open_states[(rule_id, row[1])] = row
 
     # The cache of rules ---------------------------------------------------------------------
 
