@@ -259,7 +259,8 @@ def test_a_rebuild_indexes_every_row_for_search_and_keeps_indexing_after(
         imported, tmp_path: Path, separate_writer: bool, monkeypatch: pytest.MonkeyPatch):
     """A rebuild fills its full-text indexes page by page: over many pages, every word finds
     what it finds in a read model kept row by row, the indexes agree with their tables, and a
-    row written after the rebuild is found too."""
+    row written after the rebuild is found too. It commits with every index and trigger a read
+    model kept row by row has."""
     from timeline.readmodel import projector
     from timeline.readmodel.writer import PageRows, write_rows
 
@@ -279,6 +280,8 @@ def test_a_rebuild_indexes_every_row_for_search_and_keeps_indexing_after(
     Projector(rebuilt).build(tracker.app.events_by_rule(head), head,
                              separate_writer=separate_writer, replace=True)
     assert searched(rebuilt, words) == searched(kept, words)
+    schema = "SELECT type, name, sql FROM sqlite_master ORDER BY name"  # indexes and triggers
+    assert rebuilt.connection().execute(schema).fetchall() == conn.execute(schema).fetchall()
     with rebuilt.write() as conn:
         for table in ("rules", "actions"):  # raises if an index and its table disagree
             conn.execute(f"INSERT INTO {table}_fts ({table}_fts, rank) VALUES ('integrity-check', 1)")

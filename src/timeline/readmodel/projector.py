@@ -26,7 +26,7 @@ from timeline.domain.model import Rule, to_fold_action
 from timeline.events import ACTION_RECORDED, RULE_REGISTERED, event_data, event_type
 from timeline.fastjson import dumps as _dumps
 from timeline.readmodel.store import (
-    END_OF_RECORD, END_OF_TIME, START_OF_TIME, PagedSearch, ReadModel,
+    END_OF_RECORD, END_OF_TIME, START_OF_TIME, BuildIndexes, ReadModel,
 )
 from timeline.readmodel.writer import (
     HelperEvents, PageRows, PageSender, WriterProcess, can_fork, check_empty, write_rows,
@@ -278,22 +278,22 @@ class Projector:
                             helper_events.close()
                 else:
                     with self.readmodel.write() as conn:
-                        search = None
-                        if replace:  # as the writer process does: the new model searchable
+                        indexes = None
+                        if replace:  # as the writer process does: every index in place
                             ReadModel.replace_tables(conn)
-                            search = PagedSearch(conn)
+                            indexes = BuildIndexes(conn)
                         else:
                             check_empty(conn)
 
                         def write(page: PageRows) -> None:
                             write_rows(conn, page)
-                            if search is not None:
-                                search.index()
+                            if indexes is not None:
+                                indexes.after_page()
 
                         self._build(conn, events_by_rule, write, progress)
                         self.readmodel.set_position(conn, head)
-                        if search is not None:
-                            search.finish()
+                        if indexes is not None:
+                            indexes.finish()
                         if before_commit is not None:
                             before_commit()
             finally:

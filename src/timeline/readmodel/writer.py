@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
-from timeline.readmodel.store import END_OF_RECORD, PagedSearch, ReadModel, connect
+from timeline.readmodel.store import END_OF_RECORD, BuildIndexes, ReadModel, connect
 
 _STATE_FIELDS = "status, rate_percent, conditions, since, until, certain, uncertain_because"
 
@@ -111,9 +111,11 @@ def can_fork() -> bool:
 
 
 # The writer's page cache. Rows come rule by rule, but one index is keyed otherwise (the
-# actions by effective day): its pages are written all over, and with a cache smaller than the
-# tables being written, SQLite writes them out to the log and reads them back again and again.
-# The memory goes with the writer process.
+# actions by effective day): filled row by row, its pages are written all over, and with a
+# cache smaller than the tables being written, SQLite writes them out to the log and reads them
+# back again and again. A build replacing the read model makes that index at the end instead
+# (see BuildIndexes), but a build into empty tables fills it as it goes. The memory goes with
+# the writer process.
 WRITER_CACHE_KIB = 128 * 1024
 
 # Pages a folding process may have handed over that the writer has not taken yet: enough to
@@ -337,10 +339,10 @@ def _write_all(path: str, pipe: Any, helpers: list[Any], others: list[Any],
         if not replace:
             check_empty(conn)
         pipe.send(("begun", None))
-        search = None
+        indexes = None
         if replace:
             ReadModel.replace_tables(conn)
-            search = PagedSearch(conn)  # the new model commits searchable
+            indexes = BuildIndexes(conn)  # the new model commits with every index
         waiting = [pipe, *helpers]  # each leaves once it has said all it will send
         commit_at = 0
         helper_events = 0
@@ -354,8 +356,8 @@ def _write_all(path: str, pipe: Any, helpers: list[Any], others: list[Any],
                     raise RuntimeError("a folding process stopped before it was done") from None
                 if kind == "rows":
                     write_rows(conn, PageRows(*body))
-                    if search is not None:
-                        search.index()
+                    if indexes is not None:
+                        indexes.after_page()
                 elif kind == "done":  # a helper's last word
                     helper_events += body
                     waiting.remove(source)
@@ -365,8 +367,8 @@ def _write_all(path: str, pipe: Any, helpers: list[Any], others: list[Any],
                 else:
                     raise RuntimeError(f"a folding process failed: {body}")
         ReadModel.set_position(conn, commit_at)
-        if search is not None:
-            search.finish()
+        if indexes is not None:
+            indexes.finish()
         conn.execute("COMMIT")
         # The transaction went through the write-ahead log, as large as the read model: empty
         # it now, or every reader looks pages up in its index until some later write resets it.
