@@ -297,7 +297,13 @@ class SegmentBuilder:
         self._extreme = 0
         for action in actions:
             self._insert(action)
-        self._update(date.min, False)
+        if self._actions or _NO_ACTIONS is None:
+            self._update(date.min, False)
+        else:  # what folding no actions makes, made once (every rule starts so)
+            point, segment = _NO_ACTIONS
+            self._points.append(point)
+            self._segments.append(segment)
+            self._first_points.append(0)
 
     @property
     def actions(self) -> list[Action]:
@@ -497,3 +503,15 @@ class SegmentBuilder:
             first_points.append(index)
             index = after
         return first
+
+
+# A rule with no actions yet: its one point and its one segment (immutable, shared).
+_NO_ACTIONS: tuple[_Point, Segment] | None = None
+
+
+def _fold_of_nothing() -> tuple[_Point, Segment]:
+    made = SegmentBuilder()  # folded the general way: _NO_ACTIONS is not made yet
+    return made._points[0], made._segments[0]
+
+
+_NO_ACTIONS = _fold_of_nothing()
