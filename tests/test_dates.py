@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given, strategies as st
 
 from timeline.domain.dates import (
     DAY,
@@ -118,9 +119,18 @@ def test_formatted_instants_have_microseconds_in_utc_and_sort_as_text():
     assert [parse_instant(t) for t in texts] == instants
 
 
-def test_formatting_converts_other_zones_to_utc():
-    from datetime import timedelta
+@given(st.datetimes(timezones=st.sampled_from([
+    timezone.utc, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-8))])))
+def test_an_instant_is_written_as_isoformat_writes_it_in_utc(instant: datetime) -> None:
+    """RFC 3339 in UTC with microseconds: the shape isoformat gives, with Z for +00:00."""
+    try:
+        utc = instant.astimezone(timezone.utc)
+    except OverflowError:  # an offset that moves it outside years 1 to 9999
+        return
+    assert format_instant(instant) == utc.isoformat(timespec="microseconds")[:26] + "Z"
 
+
+def test_formatting_converts_other_zones_to_utc():
     cet = timezone(timedelta(hours=1))
     assert format_instant(datetime(2025, 12, 9, 1, 0, tzinfo=cet)) == "2025-12-09T00:00:00.000000Z"
 

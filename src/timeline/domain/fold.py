@@ -17,9 +17,9 @@ KINDS = ("ban", "restrict", "ease", "fee", "pause", "resume", "lift", "propose")
 STATUSES = ("none", "proposed", "restricted", "banned", "eased", "in_force", "paused", "lifted")
 _SETS_STATUS = {"ban": "banned", "restrict": "restricted", "ease": "eased"}
 
-# Makes a named tuple from a tuple of its fields without a call to its __new__, which is
+# Makes a named tuple from a tuple of all its fields without a call to its __new__, which is
 # Python code: the fold makes several for every action it applies.
-_make = tuple.__new__
+make_tuple = tuple.__new__
 
 
 class Action(NamedTuple):
@@ -156,7 +156,7 @@ class _Fold:
     def state(self, uncertain: list[str], based_on: tuple[str, ...]) -> State:
         """The answer: where the fold stands, with what makes it uncertain and what it rests on."""
         # status, rate_percent, conditions, since, until, certain, uncertain_because, based_on
-        return _make(State, (self.status, self.rate_percent, self.conditions, self.since,
+        return make_tuple(State, (self.status, self.rate_percent, self.conditions, self.since,
                              self.until.text if self.until is not None else None,
                              not uncertain, tuple(uncertain), based_on))
 
@@ -434,7 +434,7 @@ class SegmentBuilder:
             if applied != before and track:
                 based_on = tuple(self._ids[:applied])
             underlying = fold.underlying
-            points.append(_make(_Point, (
+            points.append(make_tuple(_Point, (
                 day, fold.status, fold.rate_percent, fold.conditions, fold.since, fold.pause,
                 fold.until,
                 (underlying.status, underlying.rate_percent, underlying.conditions)
@@ -498,7 +498,7 @@ class SegmentBuilder:
             while after < count and points[after].applied == applied \
                     and points[after].state == state:
                 after += 1
-            segments.append(_make(Segment, (
+            segments.append(make_tuple(Segment, (
                 point.day, points[after].day if after < count else date.max, state)))
             first_points.append(index)
             index = after

@@ -15,7 +15,7 @@ from eventsourcing.domain import BaseAggregate, CanInitAggregate, CanMutateAggre
 
 from timeline.domain.dates import InvalidDate, PolicyDate
 from timeline.domain.errors import Conflict, InvalidInput, NotFound
-from timeline.domain.fold import KINDS, Action
+from timeline.domain.fold import KINDS, Action, make_tuple
 
 ACTION_FIELDS = (
     "id", "kind", "effective", "announced", "rate_percent", "until", "conditions", "summary",
@@ -86,11 +86,12 @@ def unchecked(kept: tuple) -> dict[str, Any]:
 def to_fold_action(fields: dict[str, Any], order: int) -> Action:
     conditions = fields.get("conditions")
     until = fields.get("until")
-    # id, kind, effective, order, rate_percent, until, conditions (by position: every action
-    # projected makes one, and keywords cost a named tuple twice as much)
-    return Action(fields["id"], fields["kind"], PolicyDate.parse(fields["effective"]), order,
-                  fields.get("rate_percent"), PolicyDate.parse(until) if until else None,
-                  tuple(conditions) if conditions is not None else None)
+    # id, kind, effective, order, rate_percent, until, conditions: made as the fold makes its
+    # named tuples, without their Python __new__ (every action projected makes one)
+    return make_tuple(Action, (fields["id"], fields["kind"], PolicyDate.parse(fields["effective"]),
+                               order, fields.get("rate_percent"),
+                               PolicyDate.parse(until) if until else None,
+                               tuple(conditions) if conditions is not None else None))
 
 
 class Rule(BaseAggregate[str]):
