@@ -157,8 +157,8 @@ class _Fold:
         """The answer: where the fold stands, with what makes it uncertain and what it rests on."""
         # status, rate_percent, conditions, since, until, certain, uncertain_because, based_on
         return make_tuple(State, (self.status, self.rate_percent, self.conditions, self.since,
-                             self.until.text if self.until is not None else None,
-                             not uncertain, tuple(uncertain), based_on))
+                                  self.until.text if self.until is not None else None,
+                                  not uncertain, tuple(uncertain), based_on))
 
     def expire_pause_before(self, day: date) -> None:
         """A pause whose ``until`` day has come ends on that day."""
