@@ -7,6 +7,7 @@ dates to the day, month or year.
 
 from __future__ import annotations
 
+import os
 import sys
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -443,6 +444,38 @@ def test_an_import_whose_helper_is_not_fed_stores_nothing(
     assert tracker.readmodel.position() == 0
     monkeypatch.undo()
     assert tracker.import_records(lambda: iter(records)) == len(records)
+
+
+def test_a_helper_that_cannot_start_loses_the_build_and_leaves_no_pipe_open(
+        imported, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """An import's helper is fed through a pipe: if it cannot be started, the build fails,
+    keeps nothing, and the pipe's ends are closed."""
+    import multiprocessing.process
+
+    from timeline.readmodel.writer import FedEvents
+
+    tracker, expected, _ = imported
+    readmodel = ReadModel(tmp_path / "unstarted.sqlite")
+    head = tracker.app.head()
+    middle = tracker.app.middle_rule(head)
+    start = multiprocessing.process.BaseProcess.start
+
+    def no_folder(process):
+        if process.name == "timeline-readmodel-folder":
+            raise OSError("no more processes")
+        return start(process)
+
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", no_folder)
+    fed = FedEvents(lambda: tracker.app.rows_by_rule(head, first_rule=middle),
+                    tracker.app.decode_row)
+    open_before = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(OSError, match="no more processes"):
+        Projector(readmodel).build(tracker.app.events_by_rule(head, stop_rule=middle), head,
+                                   separate_writer=True, helper_events=fed)
+    assert len(os.listdir("/proc/self/fd")) == open_before  # closed, not left to the collector
+    assert readmodel.position() == 0
+    assert all(rows == [] for rows in tables(readmodel).values())
+    readmodel.close()
 
 
 def test_a_helper_that_fails_loses_the_build(imported, tmp_path: Path,

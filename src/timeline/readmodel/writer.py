@@ -206,6 +206,7 @@ class FedEvents(HelperEvents):
         self._decode = decode
         self._thread: threading.Thread | None = None
         self._send: Any = None
+        self._receive: Any = None
 
     def before_fork(self) -> None:
         self._receive, self._send = multiprocessing.get_context("fork").Pipe(duplex=False)
@@ -234,6 +235,8 @@ class FedEvents(HelperEvents):
             self._thread.join()
         if self._send is not None:
             self._send.close()
+        if self._receive is not None:  # the helper never started: its end is still here
+            self._receive.close()
 
     def _feed(self) -> None:
         try:
