@@ -446,6 +446,34 @@ def test_an_import_whose_helper_is_not_fed_stores_nothing(
     assert tracker.import_records(lambda: iter(records)) == len(records)
 
 
+def test_where_processes_cannot_be_forked_an_import_and_a_rebuild_run_in_one(
+        imported, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Without fork, the import checks the file before storing it, and builds and rebuilds
+    fold and write in the one process: the same rows, and no process started."""
+    import multiprocessing.process
+
+    from timeline import imports, service
+    from timeline.readmodel import projector
+
+    _, expected, _ = imported
+    records = list(HistoryGenerator(actions=600, rules=20, seed=11).records())  # as imported
+    for module in (imports, service, projector):
+        monkeypatch.setattr(module, "can_fork", lambda: False)
+    monkeypatch.setattr(service, "SEPARATE_WRITER_EVENTS", 0)
+    monkeypatch.setattr(projector, "SEPARATE_WRITER_EVENTS", 0)
+
+    def no_process(process: multiprocessing.process.BaseProcess) -> None:
+        raise AssertionError(f"{process.name} started where processes cannot be forked")
+
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", no_process)
+    tracker = Tracker(Settings(home=tmp_path / "unforked"))
+    assert tracker.import_records(lambda: iter(records)) == len(records)
+    assert tables(tracker.readmodel) == expected
+    assert tracker.rebuild() == tracker.app.head()
+    assert tables(tracker.readmodel) == expected
+    tracker.close()
+
+
 def test_a_helper_that_cannot_start_loses_the_build_and_leaves_no_pipe_open(
         imported, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """An import's helper is fed through a pipe: if it cannot be started, the build fails,
