@@ -37,7 +37,7 @@ def test_a_generated_history_imports_and_exports_unchanged(tmp_path: Path, track
 def test_a_tiny_run_prints_every_row(tmp_path: Path):
     result = subprocess.run(
         [sys.executable, str(BENCH / "run.py"), "--actions", "300", "--lookups", "40",
-         "--http-requests", "40", "--out", str(tmp_path)],
+         "--http-requests", "40", "--rebuild-rounds", "3", "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=240,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -52,3 +52,8 @@ def test_a_tiny_run_prints_every_row(tmp_path: Path):
     assert figures["lookup_mismatches"] == 0
     assert figures["hand_http_rps"] > 0 and figures["http_rps"] > 0, figures.get("http_note")
     assert (tmp_path / "results-300.md").read_text() in table
+    # Three rounds of scan and rebuild, and the table shows the one of the middle ratio.
+    rounds = figures["rebuild_rounds"]
+    ratios = sorted(r["scan_s"] / r["rebuild_s"] for r in rounds)
+    assert len(rounds) == 3 and "Rebuild vs scan, 3 rounds in turns" in table
+    assert figures["scan_s"] / figures["rebuild_s"] == ratios[1]
