@@ -112,9 +112,12 @@ def parse_instant(text: str) -> datetime:
         raise InvalidDate(f"{text!r} is not a real instant") from None
 
 
-# Hours, minutes and seconds as two digits; days as date.isoformat writes them (four-digit years).
+# A day as date.isoformat writes it (four-digit years), cached: isoformat formats through C's
+# printf, and the same few thousand days come back for every event projected.
+day_text = functools.lru_cache(maxsize=1 << 16)(date.isoformat)
+
+# Hours, minutes and seconds as two digits.
 _TWO_DIGITS = tuple(f"{n:02d}" for n in range(60))
-_DAY_TEXT = functools.lru_cache(maxsize=1 << 16)(date.isoformat)
 
 
 def format_instant(value: datetime) -> str:
@@ -126,5 +129,5 @@ def format_instant(value: datetime) -> str:
     # looked up and the time of day put together take half that (this runs for every event
     # projected and every answer).
     two = _TWO_DIGITS
-    return (f"{_DAY_TEXT(value.date())}T{two[value.hour]}:{two[value.minute]}:"
+    return (f"{day_text(value.date())}T{two[value.hour]}:{two[value.minute]}:"
             f"{two[value.second]}.{value.microsecond:06d}Z")

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from timeline.domain.dates import PolicyDate, format_instant
+from timeline.domain.dates import PolicyDate, day_text, format_instant
 from timeline.domain.fold import Action, Segment, SegmentBuilder, State
 from timeline.domain.model import Rule, to_fold_action
 from timeline.events import ACTION_RECORDED, RULE_REGISTERED, event_data, event_type
@@ -57,10 +57,6 @@ def _day(value: date) -> str:
     if value == date.max:
         return END_OF_TIME
     return value.isoformat()
-
-
-# The same, for the columns that keep the calendar's first and last days as they are.
-_iso = functools.lru_cache(maxsize=1 << 16)(date.isoformat)
 
 
 def _state_columns(state: State) -> tuple:
@@ -569,7 +565,7 @@ class Projector:
         fields = known.fields
         effective = known.fold.effective if known.fold is not None else PolicyDate.parse(fields["effective"])
         return (rule_id, fields["id"], fields["kind"], fields["effective"],
-                _iso(effective.start), _iso(effective.end), fields.get("summary", ""),
+                day_text(effective.start), day_text(effective.end), fields.get("summary", ""),
                 _dumps(fields), view.jurisdiction, view.instrument, known.recorded_at,
                 known.position, int(known.corrected), int(known.retracted))
 
