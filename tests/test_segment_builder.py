@@ -20,9 +20,13 @@ def _text(day: date, precision: str) -> str:
 
 
 @st.composite
-def actions(draw, order: int) -> Action:
+def actions(draw, order: int, after: date | None = None) -> Action:
+    """An action; with ``after``, one whose day, as drawn, comes soon after that day."""
     kind = draw(st.sampled_from(KINDS))
-    day = date(2000, 1, 1) + timedelta(days=draw(st.integers(0, 3000)))
+    if after is None:
+        day = date(2000, 1, 1) + timedelta(days=draw(st.integers(0, 3000)))
+    else:  # a month or a year may still start before ``after``
+        day = after + timedelta(days=draw(st.integers(1, 90)))
     effective = PolicyDate.parse(_text(day, draw(st.sampled_from(["day", "day", "month", "year"]))))
     until = None
     if kind == "pause" and draw(st.booleans()):
@@ -40,13 +44,21 @@ def actions(draw, order: int) -> Action:
 
 @st.composite
 def histories(draw):
-    """A sequence of changes: add an action, replace one (a correction), or drop one."""
+    """A sequence of changes: add an action, replace one (a correction), or drop one.
+
+    Half of them add actions mostly in effective order, as most histories are recorded: each
+    later than every boundary day before it, but for months and years that began earlier.
+    """
     steps = []
     live: dict[str, Action] = {}
+    in_order = draw(st.booleans())
+    last_day = date(2000, 1, 1)
     for order in range(draw(st.integers(1, 40))):
         choice = draw(st.sampled_from(["add", "add", "add", "correct", "retract"]))
         if choice == "add" or not live:
-            action = draw(actions(order))
+            action = draw(actions(order, last_day if in_order else None))
+            last_day = max(last_day, action.effective.end,
+                           action.until.end if action.until is not None else last_day)
             live[action.id] = action
             steps.append((None, action))
         else:

@@ -70,7 +70,6 @@ class _Fold:
     pause: Action | None = None
     until: PolicyDate | None = None
     underlying: _Underlying | None = None
-    based_on: list[str] = field(default_factory=list)
     expired: list[Action] = field(default_factory=list)  # pauses that ended on their until day
 
     @property
@@ -151,7 +150,6 @@ class _Fold:
                     self.conditions = given
         else:  # pragma: no cover - kinds are validated before they reach the fold
             raise ValueError(f"unknown kind {kind!r}")
-        self.based_on.append(action.id)
 
     def state(self, uncertain: list[str], based_on: tuple[str, ...]) -> State:
         """The answer: where the fold stands, with what makes it uncertain and what it rests on."""
@@ -190,7 +188,7 @@ def state_on(actions: Sequence[Action], day: date) -> State:
         assert pause.until is not None
         if not pause.until.is_precise and pause.until.contains(day) and pause.id not in uncertain:
             uncertain.append(pause.id)
-    return fold.state(uncertain, tuple(fold.based_on))
+    return fold.state(uncertain, tuple(action.id for action in applied))
 
 
 def boundaries(actions: Iterable[Action]) -> list[date]:
@@ -237,6 +235,7 @@ def segments(actions: Sequence[Action]) -> list[Segment]:
 _LONGEST_PERIOD = timedelta(days=366)  # a year: no imprecise date covers more days than this
 _A_PERIOD_IN = date.min + _LONGEST_PERIOD  # the first day a period can have begun before
 _ONE_DAY = timedelta(days=1)
+_FIRST_DAY, _LAST_DAY = date.min, date.max
 
 
 class _Point(NamedTuple):
@@ -292,6 +291,10 @@ class SegmentBuilder:
         self._segments: list[Segment] = []
         self._old_tail: list[Segment] = []  # what the last change replaced (change_tail)
         self._first_points: list[int] = []  # the index in _points where each segment starts
+        # The fold as it stands after the last point, while it does (None: make it again from
+        # the last point). A change that starts after every boundary day, which is most of them
+        # when actions are recorded in effective order, goes on from it.
+        self._end: _Fold | None = None
         # Actions on the first or the last representable day, where the stretches of time
         # have edge cases of their own: while there are any, :func:`segments` answers.
         self._extreme = 0
@@ -344,6 +347,7 @@ class SegmentBuilder:
 
     def _update(self, start: date, was_extreme: bool) -> int:
         if self._extreme:
+            self._end = None
             del self._points[:], self._first_points[:]
             self._old_tail = self._segments
             self._segments = segments(self._actions)
@@ -361,21 +365,38 @@ class SegmentBuilder:
     # The sorted actions and their boundary days ----------------------------------------
 
     def _insert(self, action: Action) -> None:
-        key = action.sort_key
-        index = bisect.bisect_left(self._keys, key)
-        self._actions.insert(index, action)
-        self._keys.insert(index, key)
-        self._ids.insert(index, action.id)
-        if action.effective.precision != DAY:
-            index = bisect.bisect_left(self._imprecise_keys, key)
-            self._imprecise.insert(index, action)
-            self._imprecise_keys.insert(index, key)
-        self._extreme += self._is_extreme(action)
-        for day in _action_days(action):
-            count = self._day_counts.get(day, 0)
-            self._day_counts[day] = count + 1
-            if count == 0 and date.min < day < date.max:
-                bisect.insort(self._days, day)
+        effective = action.effective
+        start = effective.start
+        key = (start, action.order)
+        keys = self._keys
+        if not keys or key > keys[-1]:  # the last in effective order: most actions, in a build
+            self._actions.append(action)
+            keys.append(key)
+            self._ids.append(action.id)
+            if effective.precision != DAY:
+                self._imprecise.append(action)
+                self._imprecise_keys.append(key)
+        else:
+            index = bisect.bisect_left(keys, key)
+            self._actions.insert(index, action)
+            keys.insert(index, key)
+            self._ids.insert(index, action.id)
+            if effective.precision != DAY:
+                index = bisect.bisect_left(self._imprecise_keys, key)
+                self._imprecise.insert(index, action)
+                self._imprecise_keys.insert(index, key)
+        until = action.until
+        if start == _FIRST_DAY or start == _LAST_DAY or (
+                until is not None and until.start == _LAST_DAY):  # as _is_extreme
+            self._extreme += 1
+        counts, days = self._day_counts, self._days
+        # An action on a day with no until has one boundary day, its own (as _action_days).
+        for day in _action_days(action) if until is not None or effective.precision != DAY \
+                else (start,):
+            count = counts.get(day, 0)
+            counts[day] = count + 1
+            if count == 0 and _FIRST_DAY < day < _LAST_DAY:
+                bisect.insort(days, day)
 
     def _remove(self, action: Action) -> None:
         index = bisect.bisect_left(self._keys, action.sort_key)
@@ -399,28 +420,36 @@ class SegmentBuilder:
 
     def _refold(self, start: date) -> int:
         """Fold again from ``start``; the points before it stay, because nothing before changed."""
+        points, expired = self._points, self._expired
         keep = bisect.bisect_left(self._days, start)
-        del self._points[keep:]
-        if keep == 0:
+        fold = self._end
+        if fold is not None and keep == len(points):
+            applied = points[-1].applied  # the change starts after every point: go on
+        elif keep == 0:
+            del points[:]
             fold = _Fold()
             applied = 0
-            self._expired.clear()
+            expired.clear()
         else:
-            point = self._points[keep - 1]
-            del self._expired[point.expired:]
-            # status, rate_percent, conditions, since, pause, until, underlying, based_on, expired
+            del points[keep:]
+            point = points[keep - 1]
+            del expired[point.expired:]
+            # status, rate_percent, conditions, since, pause, until, underlying, expired
             fold = _Fold(point.status, point.rate_percent, point.conditions, point.since,
                          point.pause, point.until,
-                         _Underlying(*point.underlying) if point.underlying else None,
-                         [], self._expired)
+                         _Underlying(*point.underlying) if point.underlying else None)
             applied = point.applied
-        fold.expired = self._expired
-        # The fold's own based_on is never read here: the ids come from the sorted actions.
+        fold.expired = expired
+        self._end = None  # until every day is folded again
         actions = self._actions
         track = self._based_on
         based_on = tuple(self._ids[:applied]) if track else ()
         count = len(actions)
-        points, expired = self._points, self._expired
+        # How many of the applied actions have a date that is not a day (see _state).
+        imprecise_keys = self._imprecise_keys
+        imprecise = 0 if not imprecise_keys else (
+            bisect.bisect_left(imprecise_keys, self._keys[applied])
+            if applied < count else len(imprecise_keys))
         for day in self._days[keep:]:
             before = applied
             while applied < count and actions[applied].effective.start <= day:
@@ -428,36 +457,45 @@ class SegmentBuilder:
                 if fold.until is not None:
                     fold.expire_pause_before(action.effective.start)
                 fold.apply(action)
+                if action.effective.precision != DAY:
+                    imprecise += 1
                 applied += 1
             if fold.until is not None:
                 fold.expire_pause_before(day)
             if applied != before and track:
                 based_on = tuple(self._ids[:applied])
+            if imprecise or expired:
+                state = self._state(fold, day, imprecise, based_on)
+            else:  # every date a day, and no pause ended by its until: certain
+                until = fold.until
+                # status, rate_percent, conditions, since, until, certain, uncertain_because,
+                # based_on
+                state = make_tuple(State, (
+                    fold.status, fold.rate_percent, fold.conditions, fold.since,
+                    until.text if until is not None else None, True, (), based_on))
             underlying = fold.underlying
             points.append(make_tuple(_Point, (
                 day, fold.status, fold.rate_percent, fold.conditions, fold.since, fold.pause,
                 fold.until,
                 (underlying.status, underlying.rate_percent, underlying.conditions)
                 if underlying is not None else None,
-                applied, len(expired), self._state(fold, day, applied, based_on),
+                applied, len(expired), state,
             )))
+        self._end = fold
         return self._merge(keep)
 
-    def _state(self, fold: _Fold, day: date, applied: int, based_on: tuple[str, ...]) -> State:
-        """What :func:`state_on` answers for ``day``, from the fold taken up to it."""
+    def _state(self, fold: _Fold, day: date, imprecise_applied: int,
+               based_on: tuple[str, ...]) -> State:
+        """What :func:`state_on` answers for ``day``, from the fold taken up to it, the first
+        ``imprecise_applied`` actions whose date is not a day among the actions it applied."""
         imprecise = self._imprecise
-        if not imprecise and not self._expired:
-            return fold.state([], based_on)  # every date a day, and no pause ended by its until
         uncertain: list[str] = []
-        if imprecise:
+        if imprecise_applied:
             # Of the applied actions whose date is not a day, only one that started within the
             # longest period before ``day`` can cover it.
-            keys = self._imprecise_keys
-            first = bisect.bisect_left(keys, (day - _LONGEST_PERIOD, -1)) \
+            first = bisect.bisect_left(self._imprecise_keys, (day - _LONGEST_PERIOD, -1)) \
                 if day > _A_PERIOD_IN else 0
-            end = bisect.bisect_left(keys, self._keys[applied]) \
-                if applied < len(self._keys) else len(keys)
-            for index in range(first, end):
+            for index in range(first, imprecise_applied):
                 effective = imprecise[index].effective
                 if effective.start <= day <= effective.end:
                     uncertain.append(imprecise[index].id)
