@@ -488,30 +488,36 @@ class SegmentBuilder:
                based_on: tuple[str, ...]) -> State:
         """What :func:`state_on` answers for ``day``, from the fold taken up to it, the first
         ``imprecise_applied`` actions whose date is not a day among the actions it applied."""
-        imprecise = self._imprecise
         uncertain: list[str] = []
         if imprecise_applied:
             # Of the applied actions whose date is not a day, only one that started within the
             # longest period before ``day`` can cover it.
+            imprecise = self._imprecise
             first = bisect.bisect_left(self._imprecise_keys, (day - _LONGEST_PERIOD, -1)) \
                 if day > _A_PERIOD_IN else 0
             for index in range(first, imprecise_applied):
                 effective = imprecise[index].effective
                 if effective.start <= day <= effective.end:
                     uncertain.append(imprecise[index].id)
-        ended: list[str] = []
-        # Pauses end in order of their until day: walk back only over the recent ones.
-        for pause in reversed(self._expired):
-            until = pause.until
-            assert until is not None
-            if until.end < day - _LONGEST_PERIOD:
-                break
-            if not until.is_precise and until.contains(day) and pause.id not in uncertain:
-                ended.append(pause.id)
-        for pause_id in reversed(ended):
-            if pause_id not in uncertain:
-                uncertain.append(pause_id)
-        return fold.state(uncertain, based_on)
+        if self._expired:
+            ended: list[str] = []
+            # Pauses end in order of their until day: walk back only over the recent ones.
+            for pause in reversed(self._expired):
+                until = pause.until
+                assert until is not None
+                if until.end < day - _LONGEST_PERIOD:
+                    break
+                if not until.is_precise and until.contains(day) and pause.id not in uncertain:
+                    ended.append(pause.id)
+            for pause_id in reversed(ended):
+                if pause_id not in uncertain:
+                    uncertain.append(pause_id)
+        until = fold.until
+        # status, rate_percent, conditions, since, until, certain, uncertain_because, based_on
+        # (as fold.state)
+        return make_tuple(State, (fold.status, fold.rate_percent, fold.conditions, fold.since,
+                                  until.text if until is not None else None, not uncertain,
+                                  tuple(uncertain), based_on))
 
     def _merge(self, keep: int) -> int:
         """Rebuild the segments from the points, from the segment holding point ``keep - 1`` on."""

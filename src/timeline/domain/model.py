@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 from eventsourcing.domain import BaseAggregate, CanInitAggregate, CanMutateAggregate, MetaDomainEvent
 
-from timeline.domain.dates import InvalidDate, PolicyDate
+from timeline.domain.dates import InvalidDate, PolicyDate, parse_text
 from timeline.domain.errors import Conflict, InvalidInput, NotFound
 from timeline.domain.fold import KINDS, Action, make_tuple
 
@@ -88,9 +88,9 @@ def to_fold_action(fields: dict[str, Any], order: int) -> Action:
     until = fields.get("until")
     # id, kind, effective, order, rate_percent, until, conditions: made as the fold makes its
     # named tuples, without their Python __new__ (every action projected makes one)
-    return make_tuple(Action, (fields["id"], fields["kind"], PolicyDate.parse(fields["effective"]),
+    return make_tuple(Action, (fields["id"], fields["kind"], parse_text(fields["effective"]),
                                order, fields.get("rate_percent"),
-                               PolicyDate.parse(until) if until else None,
+                               parse_text(until) if until else None,
                                tuple(conditions) if conditions is not None else None))
 
 

@@ -21,7 +21,7 @@ from datetime import date
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from timeline.domain.dates import PolicyDate, day_text, format_instant
-from timeline.domain.fold import Action, Segment, SegmentBuilder, State
+from timeline.domain.fold import Action, Segment, SegmentBuilder
 from timeline.domain.model import Rule, to_fold_action
 from timeline.events import ACTION_RECORDED, RULE_REGISTERED, event_data, event_type
 from timeline.fastjson import dumps as _dumps
@@ -57,21 +57,6 @@ def _day(value: date) -> str:
     if value == date.max:
         return END_OF_TIME
     return value.isoformat()
-
-
-def _state_columns(state: State) -> tuple:
-    """A state as its row stores it: not where it ends (the next row's start) nor what it rests
-    on (``action_starts``)."""
-    conditions, uncertain_because = state.conditions, state.uncertain_because
-    return (  # most states have neither conditions nor doubts
-        state.status,
-        state.rate_percent,
-        _dumps(conditions) if conditions else "[]",
-        state.since,
-        state.until,
-        int(state.certain),
-        _dumps(uncertain_because) if uncertain_because else "[]",
-    )
 
 
 @dataclass(slots=True)
@@ -481,9 +466,17 @@ class Projector:
                 else:
                     rows.closed_states.append((recorded_at, rule_id, valid_from))
             if open_:
-                row = [rule_id, _day(day), recorded_at, END_OF_RECORD, *_state_columns(state)]
+                # A state as its row stores it: not where it ends (the next row's start) nor
+                # what it rests on (action_starts). Most states have neither conditions nor
+                # doubts.
+                valid_from = _day(day)
+                conditions, uncertain_because = state.conditions, state.uncertain_because
+                row = [rule_id, valid_from, recorded_at, END_OF_RECORD, state.status,
+                       state.rate_percent, _dumps(conditions) if conditions else "[]",
+                       state.since, state.until, 1 if state.certain else 0,
+                       _dumps(uncertain_because) if uncertain_because else "[]"]
                 rows.states.append(row)
-                open_states[(rule_id, row[1])] = row
+                open_states[(rule_id, valid_from)] = row
 
     # The cache of rules ---------------------------------------------------------------------
 
