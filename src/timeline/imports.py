@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable
 
 from timeline.domain.errors import InvalidInput
 from timeline.events import from_record
-from timeline.readmodel.writer import HelperFailed, can_fork
+from timeline.readmodel.writer import HelperFailed, can_fork, name_process
 
 
 class CheckInParallel:
@@ -80,6 +80,7 @@ class CheckInParallel:
 def _check_in_child(records: Callable[[], Iterable[dict[str, Any]]], pipe: Any) -> None:
     # The importing process is the longer path (store, then fold): on a busy machine it goes
     # first, and the check takes the time it leaves. It ends before the commit all the same.
+    name_process("timeline-check")
     os.nice(10)
     try:
         check_export(records())

@@ -29,7 +29,8 @@ from timeline.readmodel.store import (
     END_OF_RECORD, END_OF_TIME, START_OF_TIME, BuildIndexes, ReadModel,
 )
 from timeline.readmodel.writer import (
-    HelperEvents, PageRows, PageSender, WriterProcess, can_fork, check_empty, write_rows,
+    HelperEvents, PageRows, PageSender, WriterProcess, can_fork, check_empty, name_process,
+    write_rows,
 )
 
 # Catching up this many events or more writes the full-text indexes once at the end instead of
@@ -581,6 +582,7 @@ def _start_helper(events: HelperEvents, writer: WriterProcess) -> Any:
 
 def _fold_for_writer(events: HelperEvents, pipe: Any, others: list[Any]) -> None:
     """The helper process: fold its rules, send each page of rows, then ("done", events)."""
+    name_process("timeline-folder")
     for end in others:
         end.close()
     sender = PageSender(pipe)

@@ -110,6 +110,16 @@ def can_fork() -> bool:
     return "fork" in multiprocessing.get_all_start_methods()
 
 
+def name_process(name: str) -> None:
+    """Show a forked helper as ``name`` in ps, top and /proc (Linux keeps 15 characters; where
+    there is no /proc, nothing changes). Without it, each helper shows its parent's name."""
+    try:
+        with open("/proc/self/comm", "w", encoding="ascii") as comm:
+            comm.write(name[:15])
+    except OSError:
+        pass
+
+
 # The writer's page cache. Rows come rule by rule, but one index is keyed otherwise (the
 # actions by effective day): filled row by row, its pages are written all over, and with a
 # cache smaller than the tables being written, SQLite writes them out to the log and reads them
@@ -333,6 +343,7 @@ def _write_all(path: str, pipe: Any, helpers: list[Any], others: list[Any],
     With ``replace``, the transaction first drops the read model there is and makes its tables
     again (while the folding processes start: their first pages wait in the pipes).
     """
+    name_process("timeline-writer")
     for end in others:
         end.close()
     conn = connect(Path(path))

@@ -1,0 +1,105 @@
+"""Run a command and say how much CPU each process of it used: which part of a build costs what.
+
+    TIMELINE_HOME=bench/out/run-1000000/home python bench/cpu_by_process.py timeline rebuild
+
+An import or a rebuild forks helpers (the writer, a second folder, the import's check), which
+name themselves (``timeline-writer``, ``timeline-folder``, ``timeline-check``). Every process
+of the command's tree is read from /proc every ``--every`` seconds while it runs, and the last
+reading of each is kept: a process's user + system time, up to the last reading before it
+ended. Linux only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+@dataclass
+class Seen:
+    name: str
+    cpu_seconds: float
+    first_seen: float
+
+
+def read_process(pid: int) -> tuple[str, float] | None:
+    """The name (comm) and CPU seconds (user + system) of a process, or None if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The name is in parentheses and may hold spaces and parentheses itself.
+    name = stat[stat.index("(") + 1:stat.rindex(")")]
+    fields = stat[stat.rindex(")") + 2:].split()
+    # fields[11] and [12] are utime and stime (the 14th and 15th of the whole line).
+    return name, (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def children(pid: int) -> list[int]:
+    found: list[int] = []
+    try:
+        threads = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for thread in threads:
+        try:
+            found += [int(child) for child in
+                      Path(f"/proc/{pid}/task/{thread}/children").read_text().split()]
+        except OSError:
+            pass
+    return found
+
+
+def watch(command: list[str], every: float = 0.1) -> tuple[int, float, dict[int, Seen]]:
+    """Run ``command`` to its end; its exit code, wall time and each process's last reading."""
+    started = time.perf_counter()
+    process = subprocess.Popen(command)
+    seen: dict[int, Seen] = {}
+    while True:
+        done = process.poll() is not None
+        pending = [process.pid]
+        while pending and not done:
+            pid = pending.pop()
+            reading = read_process(pid)
+            if reading is not None:
+                name, cpu = reading
+                if pid in seen:
+                    seen[pid].name, seen[pid].cpu_seconds = name, cpu
+                else:
+                    seen[pid] = Seen(name, cpu, time.perf_counter() - started)
+            pending += children(pid)
+        if done:
+            break
+        time.sleep(every)
+    return process.returncode, time.perf_counter() - started, seen
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--every", type=float, default=0.1, help="seconds between readings")
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="the command to run")
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.error("give a command to run")
+    if not Path("/proc/self/stat").exists():
+        parser.error("this reads /proc, which this system does not have")
+    code, wall, seen = watch(args.command, args.every)
+    print(f"{' '.join(args.command)}: exit code {code}, {wall:.1f} s")
+    print("| process | name | started at s | CPU s |")
+    print("|---|---|---|---|")
+    for pid, process in sorted(seen.items(), key=lambda item: (item[1].first_seen, item[0])):
+        print(f"| {pid} | {process.name} | {process.first_seen:.1f} | {process.cpu_seconds:.1f} |")
+    total = sum(process.cpu_seconds for process in seen.values())
+    print(f"| all | | | {total:.1f} |")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
