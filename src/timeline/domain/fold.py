@@ -151,7 +151,7 @@ class _Fold:
         else:  # pragma: no cover - kinds are validated before they reach the fold
             raise ValueError(f"unknown kind {kind!r}")
 
-    def state(self, uncertain: list[str], based_on: tuple[str, ...]) -> State:
+    def state(self, uncertain: Sequence[str], based_on: tuple[str, ...]) -> State:
         """The answer: where the fold stands, with what makes it uncertain and what it rests on."""
         # status, rate_percent, conditions, since, until, certain, uncertain_because, based_on
         return make_tuple(State, (self.status, self.rate_percent, self.conditions, self.since,
@@ -235,7 +235,6 @@ def segments(actions: Sequence[Action]) -> list[Segment]:
 _LONGEST_PERIOD = timedelta(days=366)  # a year: no imprecise date covers more days than this
 _A_PERIOD_IN = date.min + _LONGEST_PERIOD  # the first day a period can have begun before
 _ONE_DAY = timedelta(days=1)
-_FIRST_DAY, _LAST_DAY = date.min, date.max
 
 
 class _Point(NamedTuple):
@@ -385,17 +384,14 @@ class SegmentBuilder:
                 index = bisect.bisect_left(self._imprecise_keys, key)
                 self._imprecise.insert(index, action)
                 self._imprecise_keys.insert(index, key)
-        until = action.until
-        if start == _FIRST_DAY or start == _LAST_DAY or (
-                until is not None and until.start == _LAST_DAY):  # as _is_extreme
-            self._extreme += 1
+        self._extreme += self._is_extreme(action)
         counts, days = self._day_counts, self._days
         # An action on a day with no until has one boundary day, its own (as _action_days).
-        for day in _action_days(action) if until is not None or effective.precision != DAY \
-                else (start,):
+        plain = action.until is None and effective.precision == DAY
+        for day in (start,) if plain else _action_days(action):
             count = counts.get(day, 0)
             counts[day] = count + 1
-            if count == 0 and _FIRST_DAY < day < _LAST_DAY:
+            if count == 0 and date.min < day < date.max:
                 bisect.insort(days, day)
 
     def _remove(self, action: Action) -> None:
@@ -464,15 +460,10 @@ class SegmentBuilder:
                 fold.expire_pause_before(day)
             if applied != before and track:
                 based_on = tuple(self._ids[:applied])
-            if imprecise or expired:
-                state = self._state(fold, day, imprecise, based_on)
-            else:  # every date a day, and no pause ended by its until: certain
-                until = fold.until
-                # status, rate_percent, conditions, since, until, certain, uncertain_because,
-                # based_on
-                state = make_tuple(State, (
-                    fold.status, fold.rate_percent, fold.conditions, fold.since,
-                    until.text if until is not None else None, True, (), based_on))
+            # Without an applied action dated by a month or a year, or a pause ended by its
+            # until day, nothing makes the state uncertain.
+            state = self._state(fold, day, imprecise, based_on) if imprecise or expired \
+                else fold.state((), based_on)
             underlying = fold.underlying
             points.append(make_tuple(_Point, (
                 day, fold.status, fold.rate_percent, fold.conditions, fold.since, fold.pause,
@@ -512,12 +503,7 @@ class SegmentBuilder:
             for pause_id in reversed(ended):
                 if pause_id not in uncertain:
                     uncertain.append(pause_id)
-        until = fold.until
-        # status, rate_percent, conditions, since, until, certain, uncertain_because, based_on
-        # (as fold.state)
-        return make_tuple(State, (fold.status, fold.rate_percent, fold.conditions, fold.since,
-                                  until.text if until is not None else None, not uncertain,
-                                  tuple(uncertain), based_on))
+        return fold.state(uncertain, based_on)
 
     def _merge(self, keep: int) -> int:
         """Rebuild the segments from the points, from the segment holding point ``keep - 1`` on."""
