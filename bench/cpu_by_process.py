@@ -18,6 +18,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -42,19 +43,23 @@ def read_process(pid: int) -> tuple[str, float] | None:
     return name, (int(fields[11]) + int(fields[12])) / TICKS
 
 
-def children(pid: int) -> list[int]:
-    found: list[int] = []
-    try:
-        threads = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return found
-    for thread in threads:
+def tree(pid: int) -> Iterator[int]:
+    """``pid`` and every process descended from it, as /proc shows them now (the children of
+    every thread: a process may fork from any of them)."""
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        yield current
         try:
-            found += [int(child) for child in
-                      Path(f"/proc/{pid}/task/{thread}/children").read_text().split()]
+            threads = os.listdir(f"/proc/{current}/task")
         except OSError:
-            pass
-    return found
+            continue  # gone meanwhile
+        for thread in threads:
+            try:
+                pending += [int(child) for child in
+                            Path(f"/proc/{current}/task/{thread}/children").read_text().split()]
+            except OSError:
+                pass
 
 
 def watch(command: list[str], every: float = 0.1) -> tuple[int, float, dict[int, Seen]]:
@@ -62,21 +67,16 @@ def watch(command: list[str], every: float = 0.1) -> tuple[int, float, dict[int,
     started = time.perf_counter()
     process = subprocess.Popen(command)
     seen: dict[int, Seen] = {}
-    while True:
-        done = process.poll() is not None
-        pending = [process.pid]
-        while pending and not done:
-            pid = pending.pop()
+    while process.poll() is None:
+        for pid in tree(process.pid):
             reading = read_process(pid)
-            if reading is not None:
-                name, cpu = reading
-                if pid in seen:
-                    seen[pid].name, seen[pid].cpu_seconds = name, cpu
-                else:
-                    seen[pid] = Seen(name, cpu, time.perf_counter() - started)
-            pending += children(pid)
-        if done:
-            break
+            if reading is None:
+                continue
+            name, cpu = reading
+            if pid in seen:
+                seen[pid].name, seen[pid].cpu_seconds = name, cpu
+            else:
+                seen[pid] = Seen(name, cpu, time.perf_counter() - started)
         time.sleep(every)
     return process.returncode, time.perf_counter() - started, seen
 

@@ -50,6 +50,7 @@ SRC = BENCH.parent / "src"
 sys.path[:0] = [str(BENCH), str(SRC)]
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))
 
+from cpu_by_process import tree  # noqa: E402
 from generate import generate_file  # noqa: E402
 
 from timeline import fastjson  # noqa: E402
@@ -121,17 +122,13 @@ def _sample_tree_rss(pid: int, done: threading.Event, peak: list[int]) -> None:
 
 def _tree_pss_kib(pid: int) -> int:
     total = 0
-    pending = [pid]
-    while pending:
-        current = pending.pop()
+    for current in tree(pid):
         try:
             with open(f"/proc/{current}/smaps_rollup") as rollup:
                 for line in rollup:
                     if line.startswith("Pss:"):
                         total += int(line.split()[1])
                         break
-            with open(f"/proc/{current}/task/{current}/children") as children:
-                pending.extend(int(child) for child in children.read().split())
         except (OSError, ValueError):
             continue  # gone meanwhile, or no /proc here
     return total
