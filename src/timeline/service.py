@@ -242,6 +242,11 @@ class Tracker:
         with self.readmodel.read() as conn:
             return queries.timeline(conn, **params)
 
+    def jurisdictions(self, known_at: datetime | None = None) -> list[str]:
+        """The jurisdictions that registered rules name, as known at ``known_at``."""
+        at = self.known_at(known_at)
+        return queries.jurisdictions(self.readmodel.connection(), at)
+
     def rule_exists(self, rule_id: str) -> bool:
         at = self.known_at()
         with self.readmodel.read() as conn:

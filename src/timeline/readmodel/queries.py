@@ -201,6 +201,14 @@ def state_segments(conn: sqlite3.Connection, rule_id: str, known_at: str) -> lis
     ]
 
 
+def jurisdictions(conn: sqlite3.Connection, known_at: str) -> list[str]:
+    """The jurisdictions of the rules registered at ``known_at``, for filter menus."""
+    rows = conn.execute(
+        "SELECT DISTINCT jurisdiction FROM rules WHERE registered_at <= ?", (known_at,)
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
 def rule_exists(conn: sqlite3.Connection, rule_id: str, known_at: str) -> bool:
     return conn.execute(
         "SELECT 1 FROM rules WHERE id = ? AND registered_at <= ?", (rule_id, known_at)

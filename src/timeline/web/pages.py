@@ -116,8 +116,9 @@ def _time_params() -> dict[str, str]:
     return kept
 
 
-def _filter_choices(states: list[dict]) -> dict[str, Any]:
-    codes = sorted({s["rule"]["jurisdiction"] for s in states}, key=present.jurisdiction_name)
+def _filter_choices(known_at: datetime | None = None) -> dict[str, Any]:
+    """The filter menus: the jurisdictions that rules name (a small query, never the world)."""
+    codes = sorted(_tracker().jurisdictions(known_at), key=present.jurisdiction_name)
     return {
         "jurisdictions": [(c, f"{present.jurisdiction_name(c)} ({c})") for c in codes],
         "instruments": [(i, present.INSTRUMENT_LABELS[i]) for i in INSTRUMENTS],
@@ -153,7 +154,7 @@ def index() -> str:
         cursor=cursor,
         next_url=page_url("pages.index", **args, cursor=next_cursor) if next_cursor else None,
         first_url=page_url("pages.index", **args) if cursor else None,
-        choices=_filter_choices(tracker.states()),
+        choices=_filter_choices(),
     )
 
 
@@ -272,7 +273,7 @@ def state() -> str:
         args=filters,
         groups=groups,
         total=len(states),
-        choices=_filter_choices(_tracker().states(as_of, parse_instant(known_at))),
+        choices=_filter_choices(parse_instant(known_at)),
         csv_url=page_url("pages.state_csv", **csv_args),
         permalink=page_url("pages.state", as_of=as_of.isoformat(), known_at=known_at, **filters),
     )
@@ -343,7 +344,7 @@ def diff() -> str:
         args=filters,
         changes=changes,
         presets=presets,
-        choices=_filter_choices(tracker.states(day_to, instant)),
+        choices=_filter_choices(instant),
         permalink=page_url("pages.diff", **{"from": day_from.isoformat(), "to": day_to.isoformat()},
                            known_at=known_at, **filters),
     )
