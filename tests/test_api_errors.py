@@ -113,7 +113,7 @@ def test_an_unexpected_failure_is_a_500_problem_without_internals(client, tracke
     def broken(*args, **kwargs):
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(tracker, "states", broken)
+    monkeypatch.setattr(tracker, "state_list", broken)
     response = client.get("/api/v1/rules")
     assert response.status_code == 500
     body = response.get_json()

@@ -45,10 +45,12 @@ def test_query_parameters_are_documented(client):
     def names(method: str, path: str) -> set[str]:
         return {p["name"] for p in ops[(method, path)].get("parameters", []) if p["in"] == "query"}
 
-    assert names("get", "/api/v1/rules") == {"jurisdiction", "instrument", "q", "as_of", "known_at"}
+    assert names("get", "/api/v1/rules") == {"jurisdiction", "instrument", "q", "as_of", "known_at",
+                                             "limit", "cursor"}
     assert names("get", "/api/v1/rules/{rule_id}") == {"as_of", "known_at"}
     assert names("get", "/api/v1/rules/{rule_id}/history") == {"known_at"}
-    assert names("get", "/api/v1/diff") >= {"from", "to", "known_at", "jurisdiction", "instrument"}
+    assert names("get", "/api/v1/diff") >= {"from", "to", "known_at", "jurisdiction", "instrument",
+                                            "limit", "cursor"}
     assert names("get", "/api/v1/timeline") >= {"from", "to", "jurisdiction", "instrument", "rule",
                                                  "q", "limit", "cursor"}
 

@@ -93,7 +93,8 @@ def test_rules_filters(client, query, expected):
 
 def test_known_at_before_anything_was_recorded(client):
     body = client.get("/api/v1/rules?as_of=2025-12-09&known_at=2000-01-01T00:00:00Z").get_json()
-    assert body == {"items": [], "as_of": "2025-12-09", "known_at": "2000-01-01T00:00:00.000000Z"}
+    assert body == {"items": [], "next_cursor": None, "as_of": "2025-12-09",
+                    "known_at": "2000-01-01T00:00:00.000000Z"}
 
 
 def test_known_at_in_the_future_is_answered_as_of_now_and_echoed(client):

@@ -219,10 +219,42 @@ class StateQuerySchema(StrictSchema):
     known_at = _known_at()
 
 
+class ListCursorField(fields.String):
+    """A ``next_cursor`` of a paged listing; anything else is refused before the query runs."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> str:
+        from timeline.cursors import BadCursor, ListCursor
+
+        text = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            ListCursor.decode(text)
+        except BadCursor:
+            raise ValidationError("is not a cursor this server gave") from None
+        return text
+
+
+def _list_limit() -> fields.Integer:
+    from timeline.cursors import LIST_LIMIT, LIST_MAX_LIMIT
+
+    return fields.Integer(load_default=LIST_LIMIT, validate=validate.Range(min=1), metadata={
+        "description": f"Items per page: default {LIST_LIMIT}; a larger limit than "
+                       f"{LIST_MAX_LIMIT} is answered with {LIST_MAX_LIMIT}."})
+
+
+def _list_cursor() -> ListCursorField:
+    return ListCursorField(metadata={
+        "description": "The next_cursor of the page before. It carries the first page's query "
+                       "and known_at, so the pages of one listing answer one snapshot; "
+                       "parameters left out take the first page's values, and any given must "
+                       "be the same (400 otherwise)."})
+
+
 class RulesQuerySchema(StateQuerySchema):
     jurisdiction = _jurisdiction_filter()
     instrument = _instrument_filter()
     q = _text_filter()
+    limit = _list_limit()
+    cursor = _list_cursor()
 
 
 class HistoryQuerySchema(StrictSchema):
@@ -235,6 +267,8 @@ class DiffQuerySchema(StrictSchema):
     known_at = _known_at()
     jurisdiction = _jurisdiction_filter()
     instrument = _instrument_filter()
+    limit = _list_limit()
+    cursor = _list_cursor()
 
 
 TIMELINE_MAX_LIMIT = 1000
@@ -321,6 +355,8 @@ class StateSchema(Schema):
 
 class StateListSchema(Schema):
     items = fields.List(fields.Nested(StateSchema), required=True)
+    next_cursor = fields.String(required=True, allow_none=True, metadata={
+        "description": "Pass as cursor for the next page; null on the last page."})
     as_of = fields.String(required=True, metadata={"format": "date"})
     known_at = fields.String(required=True, metadata={"format": "date-time"})
 
@@ -373,6 +409,8 @@ class ChangeSchema(Schema):
 
 class DiffSchema(Schema):
     changes = fields.List(fields.Nested(ChangeSchema), required=True)
+    next_cursor = fields.String(required=True, allow_none=True, metadata={
+        "description": "Pass as cursor for the next page; null on the last page."})
     day_from = fields.String(data_key="from", required=True, metadata={"format": "date"})
     day_to = fields.String(data_key="to", required=True, metadata={"format": "date"})
     known_at = fields.String(required=True, metadata={"format": "date-time"})

@@ -13,7 +13,8 @@ from typing import Any, Callable, Iterable, Iterator
 
 from timeline.application import Outcome, PolicyApplication
 from timeline.config import Settings
-from timeline.domain.dates import format_instant
+from timeline.cursors import LIST_LIMIT, LIST_MAX_LIMIT, ListCursor
+from timeline.domain.dates import PolicyDate, format_instant, parse_instant
 from timeline.domain.errors import InvalidInput, StoreNotEmpty
 from timeline.events import from_record, to_record
 from timeline.imports import CheckInParallel
@@ -237,6 +238,120 @@ class Tracker:
         with self.readmodel.read() as conn:
             return at, queries.diff(conn, day_from.isoformat(), day_to.isoformat(), at, **filters)
 
+    def _listing(self, cursor: str | None, given: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+        """A listing's query and where its page starts: from the request (the first page, its
+        ``known_at`` settled here) or from its cursor (a later page, the first one's query)."""
+        if cursor:
+            decoded = ListCursor.decode(cursor)
+            query = decoded.query_for(given)
+            query["known_at"] = self.known_at(parse_instant(query["known_at"]))
+            return query, decoded.after
+        query = {name: value.isoformat() if isinstance(value, date) else value
+                 for name, value in given.items() if value is not None and name != "known_at"}
+        query["known_at"] = self.known_at(given.get("known_at"))
+        return query, None
+
+    def state_list(self, as_of: date | None = None, known_at: datetime | None = None, *,
+                   limit: int = LIST_LIMIT, cursor: str | None = None,
+                   **filters: Any) -> dict[str, Any]:
+        """One page of every rule's state on a day, by rule id, as ``GET /api/v1/rules`` answers:
+        ``items``, ``next_cursor`` (None on the last page), ``as_of`` and ``known_at``."""
+        if not cursor:
+            as_of = as_of or utcnow().date()
+        query, after = self._listing(cursor, {"as_of": as_of, "known_at": known_at, **filters})
+        with self.readmodel.read() as conn:
+            items, more = queries.state_page(
+                conn, query["as_of"], query["known_at"], limit=min(limit, LIST_MAX_LIMIT),
+                after=after, **_filters_of(query))
+        next_cursor = ListCursor(query, items[-1]["rule"]["id"]).encode() if more else None
+        return {"items": items, "next_cursor": next_cursor, "as_of": query["as_of"],
+                "known_at": query["known_at"]}
+
+    def diff_list(self, day_from: date | None, day_to: date | None,
+                  known_at: datetime | None = None, *, limit: int = LIST_LIMIT,
+                  cursor: str | None = None, **filters: Any) -> dict[str, Any]:
+        """One page of the changes between two days, by rule id, as ``GET /api/v1/diff``
+        answers: ``changes``, ``next_cursor``, ``from``, ``to`` and ``known_at``."""
+        query, after = self._listing(
+            cursor, {"from": day_from, "to": day_to, "known_at": known_at, **filters})
+        with self.readmodel.read() as conn:
+            changes, more = queries.diff_page(
+                conn, query["from"], query["to"], query["known_at"],
+                limit=min(limit, LIST_MAX_LIMIT), after=after, **_filters_of(query))
+        next_cursor = ListCursor(query, changes[-1]["rule_id"]).encode() if more else None
+        return {"changes": changes, "next_cursor": next_cursor, "from": query["from"],
+                "to": query["to"], "known_at": query["known_at"]}
+
+    def iter_states(self, as_of: date, known_at: str, page: int = LIST_MAX_LIMIT,
+                    **filters: Any) -> Iterator[dict]:
+        """Every rule's state on a day as known at ``known_at`` (settled already), a keyset
+        page at a time: a whole listing in the memory of one page."""
+        after = None
+        while True:
+            with self.readmodel.read() as conn:
+                items, more = queries.state_page(conn, as_of.isoformat(), known_at, limit=page,
+                                                 after=after, **filters)
+            yield from items
+            if not more:
+                return
+            after = items[-1]["rule"]["id"]
+
+    def iter_changes(self, day_from: date, day_to: date, known_at: str,
+                     page: int = LIST_MAX_LIMIT, **filters: Any) -> Iterator[dict]:
+        """Every change between two days as known at ``known_at`` (settled already), a keyset
+        page at a time."""
+        after = None
+        while True:
+            with self.readmodel.read() as conn:
+                changes, more = queries.diff_page(conn, day_from.isoformat(), day_to.isoformat(),
+                                                  known_at, limit=page, after=after, **filters)
+            yield from changes
+            if not more:
+                return
+            after = changes[-1]["rule_id"]
+
+    def state_page(self, as_of: date, known_at: str, limit: int, after: str | None = None,
+                   before: str | None = None, **filters: Any) -> tuple[list[dict], bool]:
+        """A page of rules' states after (or before) a rule id, as known at ``known_at``
+        (settled already), and whether more lie that way: for the pages' own links."""
+        with self.readmodel.read() as conn:
+            return queries.state_page(conn, as_of.isoformat(), known_at, limit=limit,
+                                      after=after, before=before, **filters)
+
+    def diff_page(self, day_from: date, day_to: date, known_at: str, limit: int,
+                  after: str | None = None, before: str | None = None,
+                  **filters: Any) -> tuple[list[dict], bool]:
+        """A page of changes after (or before) a rule id, as known at ``known_at`` (settled)."""
+        with self.readmodel.read() as conn:
+            return queries.diff_page(conn, day_from.isoformat(), day_to.isoformat(), known_at,
+                                     limit=limit, after=after, before=before, **filters)
+
+    def state_counts(self, as_of: date, known_at: str, **filters: Any) -> list[tuple[str, str, str, int]]:
+        """How many rules are in each (status, jurisdiction, instrument) on a day."""
+        with self.readmodel.read() as conn:
+            return queries.state_counts(conn, as_of.isoformat(), known_at, **filters)
+
+    def diff_counts(self, day_from: date, day_to: date, known_at: str,
+                    **filters: Any) -> list[tuple[str, str, int]]:
+        """How many rules changed between two days, by status on each."""
+        with self.readmodel.read() as conn:
+            return queries.diff_counts(conn, day_from.isoformat(), day_to.isoformat(), known_at,
+                                       **filters)
+
+    def actions_between(self, rule_ids: list[str], low: date, high: date,
+                        known_at: str) -> dict[str, list[dict]]:
+        """The live actions of some rules starting after ``low`` and on or before ``high``, as
+        known at ``known_at``, by rule in effective order. Read from the actions as currently
+        known; a rule with events recorded after ``known_at`` has its history folded instead."""
+        with self.readmodel.read() as conn:
+            found = queries.actions_between(conn, rule_ids, low.isoformat(), high.isoformat())
+            later = queries.rules_changed_since(conn, rule_ids, known_at)
+        for rule_id in later:
+            _, history = self.history(rule_id, parse_instant(known_at))
+            found[rule_id] = [a for a in history if not a["retracted"]
+                              and low < PolicyDate.parse(a["effective"]).start <= high]
+        return found
+
     def timeline(self, **params: Any) -> tuple[list[dict], str | None]:
         self.known_at()
         with self.readmodel.read() as conn:
@@ -291,6 +406,12 @@ class Tracker:
                     raise
             self.catch_up()
             return count
+
+
+def _filters_of(query: dict[str, Any]) -> dict[str, Any]:
+    """A listing query's filters (all but its days and instant)."""
+    return {name: value for name, value in query.items()
+            if name not in ("as_of", "from", "to", "known_at")}
 
 
 def _split(head: int, middle_rule: Callable[[int], str | None]) -> str | None:

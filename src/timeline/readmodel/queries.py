@@ -353,3 +353,197 @@ def request_by_key(conn: sqlite3.Connection, key: str) -> sqlite3.Row | None:
 def last_recorded_at(conn: sqlite3.Connection) -> str | None:
     row = conn.execute("SELECT max(last_recorded_at) FROM rules").fetchone()
     return row[0] if row else None
+
+
+# Paged lists and their counts -----------------------------------------------------------------
+
+
+def _keyset(after: str | None, before: str | None) -> tuple[str, str, dict[str, Any]]:
+    """The clause and order of a page of rules after (or before) a rule id, by rule id."""
+    if before is not None:
+        return " AND r.id < :before", "DESC", {"before": before}
+    if after is not None:
+        return " AND r.id > :after", "ASC", {"after": after}
+    return "", "ASC", {}
+
+
+def state_page(
+    conn: sqlite3.Connection,
+    as_of: str,
+    known_at: str,
+    *,
+    limit: int,
+    after: str | None = None,
+    before: str | None = None,
+    jurisdiction: str | None = None,
+    instrument: str | None = None,
+    q: str | None = None,
+    status: str | None = None,
+) -> tuple[list[dict[str, Any]], bool]:
+    """Up to ``limit`` rules' states on a day, in rule id order, after (or before) a rule id; and
+    whether more rules follow (precede) the page. Keyset paging along the rules' key: a page
+    costs its own rows, wherever it starts."""
+    where, params = _filters(jurisdiction, instrument, q)
+    if status:
+        where += " AND s.status = :status"
+        params["status"] = status
+    keyset, order, keys = _keyset(after, before)
+    rows = conn.execute(
+        _RULE_STATE_SQL + where + keyset + f" ORDER BY r.id {order} LIMIT :limit",
+        {"as_of": as_of, "known_at": known_at, **params, **keys, "limit": limit + 1},
+    ).fetchall()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    if before is not None:
+        rows.reverse()
+    return [_state(_rule(row), row, as_of, known_at, row["version"]) for row in rows], more
+
+
+# A state row of rule r that holds on :{day} as known at :known_at, joined as {alias}.
+_STATE_ON = """
+JOIN states {alias} ON {alias}.rule_id = r.id AND {alias}.valid_from = (
+    SELECT valid_from FROM states
+    WHERE rule_id = r.id AND valid_from <= :{day}
+      AND known_from <= :known_at AND known_to > :known_at
+    ORDER BY valid_from DESC LIMIT 1)
+  AND {alias}.known_from <= :known_at AND {alias}.known_to > :known_at
+"""
+
+# Rules whose state rows on :day_from (b) and :day_to (a) differ in status, rate or conditions
+# (conditions are stored as canonical JSON text: equal lists, equal text).
+_CHANGED_FROM = (
+    "FROM rules r" + _STATE_ON.format(alias="b", day="day_from")
+    + _STATE_ON.format(alias="a", day="day_to")
+    + " WHERE r.registered_at <= :known_at AND (b.status IS NOT a.status"
+      " OR b.rate_percent IS NOT a.rate_percent OR b.conditions IS NOT a.conditions)"
+)
+
+_SIDE_COLUMNS = ("status", "rate_percent", "conditions", "since", "until", "certain",
+                 "uncertain_because")
+
+
+def _side_select(alias: str, day: str) -> str:
+    columns = ", ".join(f"{alias}.{c} AS {alias}_{c}" for c in _SIDE_COLUMNS)
+    based_on = _BASED_ON_SQL.format(rule="r.id", day=f"{alias}.valid_from")
+    return f"{columns}, ({based_on}) AS {alias}_based_on"
+
+
+_DIFF_PAGE_SQL = f"""
+SELECT r.id, r.title, r.jurisdiction, r.instrument, r.targets, r.subjects, r.tags, r.links,
+       {_side_select("b", "day_from")}, {_side_select("a", "day_to")},
+       CASE WHEN r.last_recorded_at <= :known_at THEN r.last_version ELSE
+       (SELECT e.version FROM rule_events e
+        WHERE e.rule_id = r.id AND e.recorded_at <= :known_at
+        ORDER BY e.recorded_at DESC, e.version DESC LIMIT 1) END AS version
+{_CHANGED_FROM}"""
+
+
+def _side(row: sqlite3.Row, alias: str) -> dict[str, Any]:
+    return {c: row[f"{alias}_{c}"] for c in (*_SIDE_COLUMNS, "based_on")}
+
+
+def diff_page(
+    conn: sqlite3.Connection,
+    day_from: str,
+    day_to: str,
+    known_at: str,
+    *,
+    limit: int,
+    after: str | None = None,
+    before: str | None = None,
+    jurisdiction: str | None = None,
+    instrument: str | None = None,
+) -> tuple[list[dict[str, Any]], bool]:
+    """Up to ``limit`` changes between two days, in rule id order after (or before) a rule id,
+    found in SQL as the rules are walked in order; and whether more changes follow (precede)."""
+    where, params = _filters(jurisdiction, instrument, None)
+    keyset, order, keys = _keyset(after, before)
+    rows = conn.execute(
+        _DIFF_PAGE_SQL + where + keyset + f" ORDER BY r.id {order} LIMIT :limit",
+        {"day_from": day_from, "day_to": day_to, "known_at": known_at, **params, **keys,
+         "limit": limit + 1},
+    ).fetchall()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    if before is not None:
+        rows.reverse()
+    changes = []
+    for row in rows:
+        rule = _rule(row)
+        changes.append({
+            "rule_id": rule["id"],
+            "before": {"rule": rule, "as_of": day_from, "known_at": known_at,
+                       **_state_fields(_side(row, "b")), "version": row["version"]},
+            "after": {"rule": rule, "as_of": day_to, "known_at": known_at,
+                      **_state_fields(_side(row, "a")), "version": row["version"]},
+        })
+    return changes, more
+
+
+def state_counts(
+    conn: sqlite3.Connection,
+    as_of: str,
+    known_at: str,
+    jurisdiction: str | None = None,
+    instrument: str | None = None,
+    q: str | None = None,
+) -> list[tuple[str, str, str, int]]:
+    """How many rules are in each (status, jurisdiction, instrument) on a day: one aggregate
+    query, for the counts above a paged list."""
+    where, params = _filters(jurisdiction, instrument, q)
+    rows = conn.execute(
+        "SELECT s.status, r.jurisdiction, r.instrument, count(*) FROM rules r"
+        + _STATE_ON.format(alias="s", day="as_of") + " WHERE r.registered_at <= :known_at"
+        + where + " GROUP BY s.status, r.jurisdiction, r.instrument",
+        {"as_of": as_of, "known_at": known_at, **params},
+    ).fetchall()
+    return [tuple(row) for row in rows]
+
+
+def diff_counts(
+    conn: sqlite3.Connection,
+    day_from: str,
+    day_to: str,
+    known_at: str,
+    jurisdiction: str | None = None,
+    instrument: str | None = None,
+) -> list[tuple[str, str, int]]:
+    """How many rules changed between two days, by status on the first and on the second."""
+    where, params = _filters(jurisdiction, instrument, None)
+    rows = conn.execute(
+        "SELECT b.status, a.status, count(*) " + _CHANGED_FROM + where
+        + " GROUP BY b.status, a.status",
+        {"day_from": day_from, "day_to": day_to, "known_at": known_at, **params},
+    ).fetchall()
+    return [tuple(row) for row in rows]
+
+
+def actions_between(
+    conn: sqlite3.Connection, rule_ids: list[str], low: str, high: str
+) -> dict[str, list[dict[str, Any]]]:
+    """The live actions (as currently known) of some rules that start after ``low`` and on or
+    before ``high``, by rule, in effective order: one lookup per rule along the actions' key."""
+    found: dict[str, list[dict[str, Any]]] = {rule_id: [] for rule_id in rule_ids}
+    if not rule_ids:
+        return found
+    marks = ", ".join("?" * len(rule_ids))
+    rows = conn.execute(
+        f"SELECT rule_id, id, data FROM actions WHERE rule_id IN ({marks}) AND retracted = 0 "
+        "AND effective_start > ? AND effective_start <= ? "
+        "ORDER BY rule_id, effective_start, position",
+        (*rule_ids, low, high),
+    ).fetchall()
+    for row in rows:
+        found[row["rule_id"]].append({**loads(row["data"]), "id": row["id"]})
+    return found
+
+
+def rules_changed_since(conn: sqlite3.Connection, rule_ids: list[str], known_at: str) -> set[str]:
+    """Which of these rules have events recorded after ``known_at``."""
+    if not rule_ids:
+        return set()
+    marks = ", ".join("?" * len(rule_ids))
+    rows = conn.execute(
+        f"SELECT id FROM rules WHERE id IN ({marks}) AND last_recorded_at > ?", (*rule_ids, known_at)
+    ).fetchall()
+    return {row[0] for row in rows}
