@@ -258,7 +258,8 @@ class Tracker:
         ``items``, ``next_cursor`` (None on the last page), ``as_of`` and ``known_at``."""
         if not cursor:
             as_of = as_of or utcnow().date()
-        query, after = self._listing(cursor, {"as_of": as_of, "known_at": known_at, **filters})
+        query, after = self._listing(cursor, {"as_of": as_of, "known_at": known_at,
+                                              **_named(filters, "jurisdiction", "instrument", "q")})
         with self.readmodel.read() as conn:
             items, more = queries.state_page(
                 conn, query["as_of"], query["known_at"], limit=min(limit, LIST_MAX_LIMIT),
@@ -273,7 +274,8 @@ class Tracker:
         """One page of the changes between two days, by rule id, as ``GET /api/v1/diff``
         answers: ``changes``, ``next_cursor``, ``from``, ``to`` and ``known_at``."""
         query, after = self._listing(
-            cursor, {"from": day_from, "to": day_to, "known_at": known_at, **filters})
+            cursor, {"from": day_from, "to": day_to, "known_at": known_at,
+                     **_named(filters, "jurisdiction", "instrument")})
         with self.readmodel.read() as conn:
             changes, more = queries.diff_page(
                 conn, query["from"], query["to"], query["known_at"],
@@ -406,6 +408,14 @@ class Tracker:
                     raise
             self.catch_up()
             return count
+
+
+def _named(filters: dict[str, Any], *names: str) -> dict[str, Any]:
+    """A listing's filters, every one named (None when not given); an unknown one is an error."""
+    unknown = set(filters) - set(names)
+    if unknown:
+        raise TypeError(f"unknown filters: {sorted(unknown)}")
+    return {name: filters.get(name) for name in names}
 
 
 def _filters_of(query: dict[str, Any]) -> dict[str, Any]:
