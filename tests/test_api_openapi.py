@@ -107,3 +107,78 @@ def test_the_docs_page_is_served_without_outside_requests(client):
     for url in assets:
         asset = client.get(url)
         assert asset.status_code == 200 and len(asset.data) > 1000, url
+
+
+def _inline(doc: dict, node: object) -> object:
+    """``node`` with every ``$ref`` replaced by what it names (the output schemas nest, never
+    recursively)."""
+    if isinstance(node, dict):
+        if "$ref" in node:
+            return _inline(doc, _resolve(doc, node))
+        return {key: _inline(doc, value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_inline(doc, value) for value in node]
+    return node
+
+
+def _check_answer(doc: dict, method: str, path: str, response) -> None:
+    """The answer's content type and body are those the document gives for its status."""
+    from openapi_schema_validator import OAS30Validator, validate
+
+    op = _operations(doc)[(method, path)]
+    described = _resolve(doc, op["responses"][str(response.status_code)])
+    (content_type, media), = described["content"].items()
+    assert response.mimetype == content_type, (path, response.status_code)
+    validate(response.get_json(), _inline(doc, media["schema"]), cls=OAS30Validator)
+
+
+def test_real_answers_match_the_document(loaded, app):
+    """Answers are built without the output schemas: each must still be what the document says."""
+    client = app.test_client()
+    doc = client.get("/api/v1/openapi.json").get_json()
+    assert doc["openapi"].startswith("3.0")
+    h200 = "us-h200-export-licensing-cn"
+    rules = "/api/v1/rules"
+    first = client.get(f"{rules}?as_of=2025-12-09&limit=4")
+    assert first.get_json()["next_cursor"]
+    last = client.get(f"{rules}?limit=1000&cursor={first.get_json()['next_cursor']}")
+    assert last.get_json()["next_cursor"] is None
+    answers = [
+        (rules, first), (rules, last),
+        (rules, client.get(f"{rules}?as_of=2025-12-09&q=rare+earth")),
+        (rules + "/{rule_id}", client.get(f"{rules}/{h200}?as_of=2025-12-09")),  # with a rate
+        (rules + "/{rule_id}",  # paused, until a year
+         client.get(f"{rules}/cn-rare-earth-export-restrictions?as_of=2025-12-09")),
+        (rules + "/{rule_id}", client.get(f"{rules}/{h200}?as_of=2025-06-01")),  # uncertain
+        (rules + "/{rule_id}", client.get(f"{rules}/no-such-rule")),  # 404 problem
+        (rules + "/{rule_id}/history", client.get(f"{rules}/{h200}/history")),
+        (rules + "/{rule_id}/history", client.get(f"{rules}/no-such-rule/history")),
+        ("/api/v1/diff", client.get("/api/v1/diff?from=2020-01-01&to=2025-12-09&limit=2")),
+        ("/api/v1/diff", client.get("/api/v1/diff?from=2025-12-07&to=2025-12-09")),
+        ("/api/v1/diff", client.get("/api/v1/diff?from=2025-12-07&to=2025-12-09&cursor=bad")),
+        ("/api/v1/timeline", client.get("/api/v1/timeline?limit=3")),
+    ]
+    statuses = {response.status_code for _, response in answers}
+    assert statuses == {200, 400, 404}
+    for path, response in answers:
+        _check_answer(doc, "get", path, response)
+
+
+def test_real_answers_are_what_the_output_schemas_would_dump(loaded, app):
+    """The read model's answers are the contract's shape already: dumping them through the
+    output schemas (as the API once did) changes nothing."""
+    from timeline.schemas import DiffSchema, HistorySchema, StateListSchema, StateSchema
+
+    client = app.test_client()
+    h200 = "us-h200-export-licensing-cn"
+    for url, schema in (
+        ("/api/v1/rules?as_of=2025-12-09", StateListSchema()),
+        ("/api/v1/rules?as_of=2025-12-09&limit=3", StateListSchema()),
+        (f"/api/v1/rules/{h200}?as_of=2025-12-09", StateSchema()),
+        ("/api/v1/rules/cn-rare-earth-export-restrictions?as_of=2025-12-09", StateSchema()),
+        (f"/api/v1/rules/{h200}/history", HistorySchema()),
+        ("/api/v1/diff?from=2020-01-01&to=2025-12-09", DiffSchema()),
+    ):
+        body = client.get(url).get_json()
+        assert schema.dump(body if "from" not in body else
+                           {**body, "day_from": body["from"], "day_to": body["to"]}) == body, url
