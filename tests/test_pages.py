@@ -456,21 +456,83 @@ def test_rule_not_registered_at_known_at_is_404(client) -> None:
 # Every rule on a day ------------------------------------------------------------------------------
 
 
-def test_state_page_groups_rules_by_status_with_counts(client) -> None:
+def rows_of(html: str) -> list[tuple[str, str]]:
+    """The rules listed on a /state page, as (title, status) in the order shown."""
+    rows = re.findall(r'<tr class="rule-row status-edge-(\w+)">\s*<td><a class="rule-title" [^>]+>([^<]+)</a>',
+                      html)
+    return [(title.replace("&#39;", "'"), status) for status, title in rows]
+
+
+def test_state_page_counts_rules_by_status_and_lists_them(client) -> None:
     html = client.get("/state?as_of=2025-12-09").get_data(as_text=True)
     text = Page(html).text
     assert "Every rule on 9 December 2025" in text
     assert "11 rules" in text
-    headings = re.findall(r'<h2 id="status-head-(\w+)">[^<]+<span class="count-n">\((\d+)\)</span>', html)
-    assert sum(int(n) for _, n in headings) == 11
-    order = [s for s, _ in headings]
+    counts = re.findall(r'<a class="count" href="([^"]+)">.*?data-status="(\w+)".*?<span class="n">(\d+)</span>',
+                        html)
+    assert sum(int(n) for _, _, n in counts) == 11
+    order = [s for _, s, _ in counts]
     assert order == [s for s in ("banned", "restricted", "in_force", "paused", "eased", "proposed",
                                  "lifted", "none") if s in order]
-    eased = html.split('id="status-eased"')[1].split("</section>")[0]
-    assert "US export licensing of Nvidia H200 chips to China" in eased
-    assert dict(headings)["eased"] == str(eased.count('class="rule-row'))
-    restricted_before = client.get("/state?as_of=2025-12-07").get_data(as_text=True)
-    assert "US export licensing of Nvidia H200" in restricted_before.split('id="status-restricted"')[1].split("</section>")[0]
+    rows = rows_of(html)
+    assert len(rows) == 11
+    assert ("US export licensing of Nvidia H200 chips to China", "eased") in rows
+    assert dict(counts_by_status(counts))["eased"] == sum(1 for _, s in rows if s == "eased")
+    tallies = re.findall(r'<caption>By (\w+)</caption>(.*?)</table>', html, flags=re.S)
+    assert [name for name, _ in tallies] == ["jurisdiction", "instrument"]
+    for _, table in tallies:
+        assert sum(int(n) for n in re.findall(r'<td class="n">(\d+)</td>', table)) == 11
+    assert "United States" in tallies[0][1] and "Export control" in tallies[1][1]
+    restricted_before = rows_of(client.get("/state?as_of=2025-12-07").get_data(as_text=True))
+    assert ("US export licensing of Nvidia H200 chips to China", "restricted") in restricted_before
+
+
+def counts_by_status(counts: list[tuple[str, str, str]]) -> list[tuple[str, int]]:
+    return [(status, int(n)) for _, status, n in counts]
+
+
+def test_state_page_count_links_show_one_status(client) -> None:
+    page = get(client, "/state?as_of=2025-12-09")
+    link = next(a["href"] for a in page.all("a", class_="count") if "status=eased" in a["href"])
+    assert "known_at=" in link and "as_of=2025-12-09" in link
+    html = client.get(link).get_data(as_text=True)
+    rows = rows_of(html)
+    assert rows and {status for _, status in rows} == {"eased"}
+    assert "11 rules" in Page(html).text  # the counts stay those of every status
+
+
+def test_state_page_comes_in_pages_of_one_snapshot(loaded: Tracker) -> None:
+    client = create_app({"TESTING": True, "TIMELINE_LIST_PAGE_SIZE": 4}, tracker=loaded).test_client()
+    first = get(client, "/state?as_of=2025-12-09")
+    first_rows = rows_of(client.get("/state?as_of=2025-12-09").get_data(as_text=True))
+    assert len(first_rows) == 4
+    assert not first.all("a", rel="prev") and not first.all("a", rel="first")
+    # Recorded after the first page: neither shows on the next pages of this listing.
+    register(loaded, "zz-late-rule", "A rule registered between pages")
+    record(loaded, BILL, kind="ban", effective="2025-06-01", summary="A ban.")
+    seen, page, pages = list(first_rows), first, [first_rows]
+    while page.all("a", rel="next"):
+        link = page.all("a", rel="next")[0]["href"]
+        assert "known_at=" in link and "after=" in link
+        html = client.get(link).get_data(as_text=True)
+        page = Page(html)
+        pages.append(rows_of(html))
+        seen.extend(pages[-1])
+        assert "11 rules" in page.text
+    assert [len(rows) for rows in pages] == [4, 4, 3]
+    titles = [title for title, _ in seen]
+    assert len(set(titles)) == 11 and "A rule registered between pages" not in titles
+    def bill(rows: list[tuple[str, str]]) -> str:
+        return next(status for title, status in rows if title.startswith("Safe Chips bill"))
+
+    assert bill(seen) == "proposed"
+    fresh = create_app({"TESTING": True}, tracker=loaded).test_client()
+    assert bill(rows_of(fresh.get("/state?as_of=2025-12-09").get_data(as_text=True))) == "banned"
+    # Back from the last page: the same rows as on the way forward.
+    back = page.all("a", rel="prev")[0]["href"]
+    assert "before=" in back and "known_at=" in back
+    assert rows_of(client.get(back).get_data(as_text=True)) == pages[1]
+    assert rows_of(client.get(page.all("a", rel="first")[0]["href"]).get_data(as_text=True)) == pages[0]
 
 
 def test_state_page_filters(client) -> None:
@@ -481,9 +543,10 @@ def test_state_page_filters(client) -> None:
 def test_state_csv_download(client) -> None:
     page = get(client, "/state?as_of=2025-12-09")
     link = [a["href"] for a in page.all("a") if a.get("href", "").startswith("/state.csv")][0]
-    assert "as_of=2025-12-09" in link
+    assert "as_of=2025-12-09" in link and "known_at=" in link  # the vintage the page shows
     response = client.get(link)
     assert response.status_code == 200 and response.mimetype == "text/csv"
+    assert response.is_streamed
     assert "attachment" in response.headers["Content-Disposition"]
     assert "timeline-state-2025-12-09.csv" in response.headers["Content-Disposition"]
     rows = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
@@ -494,6 +557,34 @@ def test_state_csv_download(client) -> None:
     assert h200["conditions"] == "Sales only to approved customers vetted by the US Commerce Department"
     assert h200["targets"] == "CN" and h200["certain"] == "true"
     assert parse_instant(h200["known_at"])
+
+
+def test_state_csv_link_answers_the_pages_vintage_after_later_records(loaded: Tracker) -> None:
+    client = create_app({"TESTING": True}, tracker=loaded).test_client()
+    page = get(client, "/state?as_of=2025-12-09&jurisdiction=US")
+    link = [a["href"] for a in page.all("a") if a.get("href", "").startswith("/state.csv")][0]
+    before = client.get(link).get_data(as_text=True)
+    register(loaded, "us-late-rule", "A rule registered later")
+    record(loaded, BILL, kind="ban", effective="2025-06-01", summary="A ban.")
+    assert client.get(link).get_data(as_text=True) == before
+    rows = list(csv.DictReader(io.StringIO(before)))
+    assert len(rows) == 4 and {row["jurisdiction"] for row in rows} == {"US"}
+    now = list(csv.DictReader(io.StringIO(client.get("/state.csv?as_of=2025-12-09&jurisdiction=US")
+                                          .get_data(as_text=True))))
+    assert len(now) == 5 and next(r for r in now if r["rule_id"] == BILL)["status"] == "banned"
+
+
+def test_whole_listings_walk_keyset_pages(loaded: Tracker) -> None:
+    """What /state.csv and the CLI stream: every rule (or change), a few at a time, as one list."""
+    from datetime import date
+
+    known_at = loaded.known_at()
+    day = date(2025, 12, 9)
+    assert list(loaded.iter_states(day, known_at, page=3)) == loaded.states(day, parse_instant(known_at))
+    start = date(2020, 1, 1)
+    _, changes = loaded.diff(start, day, parse_instant(known_at))
+    assert len(changes) > 2
+    assert list(loaded.iter_changes(start, day, known_at, page=2)) == changes
 
 
 def test_csv_keeps_spreadsheet_formulas_inert(tracker: Tracker) -> None:
@@ -520,6 +611,31 @@ def test_diff_page_shows_before_and_after(client) -> None:
     assert "25%" in after
     assert "What happened in between" in h200 and "President Donald Trump announced" in h200
     assert f"{len(changes)} rules changed" in text
+
+
+def test_diff_page_counts_by_status_and_pages_the_changes(site: Tracker) -> None:
+    client = create_app({"TESTING": True, "TIMELINE_LIST_PAGE_SIZE": 2}, tracker=site).test_client()
+    html = client.get("/diff?from=2024-12-31&to=2025-12-31").get_data(as_text=True)
+    total = int(re.search(r"<strong>(\d+)</strong> rules changed", html).group(1))
+    assert total >= 3
+    tally = re.search(r'<table class="tally diff-tally">(.*?)</table>', html, flags=re.S).group(1)
+    rows = re.findall(r'data-status="(\w+)".*?<td class="n">(\d+)</td><td class="n">(\d+)</td>', tally)
+    assert sum(int(before) for _, before, _ in rows) == total
+    assert sum(int(after) for _, _, after in rows) == total
+    assert ("eased" in {s for s, _, after in rows if int(after)})  # the H200 licences
+    titles, page = [], Page(html)
+    while True:
+        shown = re.findall(r'<h2 class="change-title"><a [^>]+>([^<]+)</a>', html)
+        assert 1 <= len(shown) <= 2
+        titles.extend(shown)
+        nexts = page.all("a", rel="next")
+        if not nexts:
+            break
+        assert "known_at=" in nexts[0]["href"] and "after=" in nexts[0]["href"]
+        html = client.get(nexts[0]["href"]).get_data(as_text=True)
+        page = Page(html)
+    assert len(titles) == len(set(titles)) == total
+    assert page.all("a", rel="prev")
 
 
 def test_diff_defaults_to_this_year_so_far(client) -> None:

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from datetime import date, datetime, timedelta, timezone
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
-from flask import Blueprint, Flask, Response, current_app, render_template, request, url_for
+from flask import (Blueprint, Flask, Response, current_app, render_template, request,
+                   stream_with_context, url_for)
 
 from timeline.domain.dates import InvalidDate, PolicyDate, YEAR, parse_day, parse_instant
 from timeline.domain.errors import InvalidInput, TimelineError
 from timeline.domain.fold import KINDS
-from timeline.schemas import INSTRUMENTS, JURISDICTIONS
+from timeline.schemas import INSTRUMENTS, JURISDICTIONS, RULE_ID
 from timeline.web import present
 from timeline.web.chart import build_chart
 
@@ -252,30 +254,83 @@ def _linked_rules(rule: dict, states: list[dict]) -> list[dict[str, Any]]:
     return linked
 
 
+LIST_PAGE_SIZE = 50  # rules or changes on one page of /state and /diff; TIMELINE_LIST_PAGE_SIZE overrides
+
+
+def _list_page_size() -> int:
+    return current_app.config.get("TIMELINE_LIST_PAGE_SIZE", LIST_PAGE_SIZE)
+
+
+def _rule_id(name: str) -> str | None:
+    """A rule id a paging link carries (``after`` or ``before``)."""
+    text = _text(name)
+    if text and not re.fullmatch(RULE_ID, text):
+        raise BadQuery(f"{name}: {text!r} is not a rule id.", {name: "is not a rule id"})
+    return text or None
+
+
+def _pager(endpoint: str, items: list[dict], rule_id: Any, more: bool, after: str | None,
+           before: str | None, **params: Any) -> dict[str, str | None]:
+    """Links to the first, previous and next pages of a list in rule id order, with the
+    instant pinned in ``params``: every page of one listing is one snapshot."""
+    if not items:
+        return {"first": page_url(endpoint, **params) if after or before else None,
+                "previous": None, "next": None}
+    # Going forward, more means a next page; going back, more means a previous one. Coming
+    # from a page either way, the page on the other side exists.
+    has_next = more if before is None else True
+    has_previous = (more if before is not None else after is not None)
+    return {
+        "first": page_url(endpoint, **params) if has_previous else None,
+        "previous": page_url(endpoint, **params, before=rule_id(items[0])) if has_previous else None,
+        "next": page_url(endpoint, **params, after=rule_id(items[-1])) if has_next else None,
+    }
+
+
+def _tally(rows: Iterable[tuple], labels: dict[str, str], column: int) -> list[tuple[str, str, int]]:
+    """Counts by one column of aggregate rows, largest first: (value, label, count)."""
+    totals: dict[str, int] = {}
+    for row in rows:
+        totals[row[column]] = totals.get(row[column], 0) + row[-1]
+    return sorted(((value, labels.get(value, value), n) for value, n in totals.items()),
+                  key=lambda item: (-item[2], item[1]))
+
+
 @bp.get("/state")
 def state() -> str:
-    """Every rule on a day, grouped by status, with counts."""
+    """Every rule on a day: counts by status, jurisdiction and instrument, and a page of rules."""
     as_of = _day("as_of") or _today()
     filters = _filters()
-    states = _tracker().states(as_of, _known_at(), **filters)
-    known_at = states[0]["known_at"] if states else _tracker().known_at(_known_at())
-    groups = []
-    for status in present.STATUS_ORDER:
-        members = [s for s in states if s["status"] == status]
-        if members:
-            groups.append({"status": status, "states": members})
-    csv_args = {"as_of": as_of.isoformat(), "known_at": _text("known_at"), **filters}
+    status = _choice("status", present.STATUS_ORDER)
+    after, before = _rule_id("after"), _rule_id("before")
+    tracker = _tracker()
+    # One instant for the whole listing: the counts, this page and the links to the others.
+    known_at = tracker.known_at(_known_at())
+    counts = tracker.state_counts(as_of, known_at, **filters)
+    states, more = tracker.state_page(as_of, known_at, _list_page_size(), after=after,
+                                      before=before, status=status, **filters)
+    by_status = {row_status: n for row_status, _, n in _tally(counts, {}, 0)}
+    total = sum(by_status.values())
+    pinned = {"as_of": as_of.isoformat(), "known_at": known_at, **filters, "status": status}
     return render_template(
         "state.html",
         as_of=as_of,
         known_at=known_at,
         requested_known_at=_text("known_at"),
-        args=filters,
-        groups=groups,
-        total=len(states),
-        choices=_filter_choices(parse_instant(known_at)),
-        csv_url=page_url("pages.state_csv", **csv_args),
-        permalink=page_url("pages.state", as_of=as_of.isoformat(), known_at=known_at, **filters),
+        args={**filters, "status": status},
+        states=states,
+        total=total,
+        shown_total=by_status.get(status, 0) if status else total,
+        by_status=[(s, by_status[s]) for s in present.STATUS_ORDER if s in by_status],
+        by_jurisdiction=_tally(counts, {}, 1),
+        by_instrument=_tally(counts, present.INSTRUMENT_LABELS, 2),
+        status_url=lambda s: page_url("pages.state", **{**pinned, "status": s}),
+        pages=_pager("pages.state", states, lambda s: s["rule"]["id"], more, after, before,
+                     **pinned),
+        choices={**_filter_choices(parse_instant(known_at)),
+                 "statuses": [(s, present.STATUS_LABELS[s]) for s in present.STATUS_ORDER]},
+        csv_url=page_url("pages.state_csv", **pinned),
+        permalink=page_url("pages.state", **pinned),
     )
 
 
@@ -288,53 +343,74 @@ def _cell(value: str) -> str:
     return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
 
 
-@bp.get("/state.csv")
-def state_csv() -> Response:
-    """The /state page as CSV: one row per rule."""
-    as_of = _day("as_of") or _today()
-    states = _tracker().states(as_of, _known_at(), **_filters())
+def _csv_lines(rows: Iterable[Iterable[Any]]) -> Iterator[str]:
+    """CSV text a row at a time."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(CSV_COLUMNS)
+    for row in rows:
+        writer.writerow(row)
+        yield out.getvalue()
+        out.seek(0)
+        out.truncate()
+
+
+def _state_rows(states: Iterable[dict]) -> Iterator[list[str]]:
+    yield list(CSV_COLUMNS)
     for s in states:
         rule = s["rule"]
-        writer.writerow([
+        yield [
             rule["id"], _cell(rule["title"]), rule["jurisdiction"], rule["instrument"],
             " ".join(rule["targets"]), s["status"],
             "" if s["rate_percent"] is None else f"{s['rate_percent']:g}",
             _cell(" | ".join(s["conditions"])), s["since"] or "", s["until"] or "",
             "true" if s["certain"] else "false", s["as_of"], s["known_at"],
-        ])
+        ]
+
+
+@bp.get("/state.csv")
+def state_csv() -> Response:
+    """The /state page as CSV: one row per rule, streamed a keyset page of rules at a time."""
+    as_of = _day("as_of") or _today()
+    filters = {**_filters(), "status": _choice("status", present.STATUS_ORDER)}
+    tracker = _tracker()
+    known_at = tracker.known_at(_known_at())
+    states = tracker.iter_states(as_of, known_at, **filters)
     return Response(
-        out.getvalue(), mimetype="text/csv",
+        stream_with_context(_csv_lines(_state_rows(states))), mimetype="text/csv",
         headers={"Content-Disposition": f'attachment; filename="timeline-state-{as_of.isoformat()}.csv"'},
     )
 
 
+
 @bp.get("/diff")
 def diff() -> str:
-    """The rules whose state changed between two days, before and after."""
+    """The rules whose state changed between two days: how many, by status, and a page of
+    them with what happened in between."""
     today = _today()
     day_from = _day("from") or date(today.year - 1, 12, 31)
     day_to = _day("to") or today
     filters = {"jurisdiction": _choice("jurisdiction", JURISDICTIONS),
                "instrument": _choice("instrument", INSTRUMENTS)}
+    after, before = _rule_id("after"), _rule_id("before")
     tracker = _tracker()
-    known_at, changes = tracker.diff(day_from, day_to, _known_at(), **filters)
-    instant = parse_instant(known_at)
+    known_at = tracker.known_at(_known_at())
+    counts = tracker.diff_counts(day_from, day_to, known_at, **filters)
+    changes, more = tracker.diff_page(day_from, day_to, known_at, _list_page_size(),
+                                      after=after, before=before, **filters)
     low, high = sorted((day_from, day_to))
+    between = tracker.actions_between([c["rule_id"] for c in changes], low, high, known_at)
     for change in changes:
-        _, history = tracker.history(change["rule_id"], instant)
-        change["actions"] = [
-            a for a in history
-            if not a["retracted"] and low < PolicyDate.parse(a["effective"]).start <= high
-        ]
+        change["actions"] = between[change["rule_id"]]
+    on_from = {s: n for s, _, n in _tally(counts, {}, 0)}
+    on_to = {s: n for s, _, n in _tally(counts, {}, 1)}
     presets = []
     for year in (today.year, today.year - 1, today.year - 2):
         end = min(date(year, 12, 31), today)
         label = f"{year} so far" if end == today else str(year)
         presets.append((label, page_url("pages.diff", **{"from": f"{year - 1}-12-31", "to": end.isoformat()},
                                         known_at=_text("known_at"), **filters)))
+    pinned = {"from": day_from.isoformat(), "to": day_to.isoformat(), "known_at": known_at,
+              **filters}
     return render_template(
         "diff.html",
         day_from=day_from,
@@ -343,10 +419,14 @@ def diff() -> str:
         requested_known_at=_text("known_at"),
         args=filters,
         changes=changes,
+        total=sum(on_from.values()),
+        by_status=[(s, on_from.get(s, 0), on_to.get(s, 0)) for s in present.STATUS_ORDER
+                   if s in on_from or s in on_to],
+        pages=_pager("pages.diff", changes, lambda c: c["rule_id"], more, after, before,
+                     **pinned),
         presets=presets,
-        choices=_filter_choices(instant),
-        permalink=page_url("pages.diff", **{"from": day_from.isoformat(), "to": day_to.isoformat()},
-                           known_at=known_at, **filters),
+        choices=_filter_choices(parse_instant(known_at)),
+        permalink=page_url("pages.diff", **pinned),
     )
 
 
