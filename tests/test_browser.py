@@ -40,11 +40,22 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The app with the bundled fixtures, served on a free loopback port for this module."""
+    yield from _serve(tmp_path_factory, {})
+
+
+@pytest.fixture(scope="module")
+def small_pages_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The same, with four rules or changes on a page of /state and /diff."""
+    yield from _serve(tmp_path_factory, {"TIMELINE_LIST_PAGE_SIZE": 4})
+
+
+def _serve(tmp_path_factory: pytest.TempPathFactory, config: dict) -> Iterator[str]:
     from werkzeug.serving import make_server
 
     tracker = Tracker(Settings(home=tmp_path_factory.mktemp("browser-home")))
     load_fixtures(tracker, bundled_fixtures())
-    server = make_server("127.0.0.1", 0, create_app({"TESTING": True}, tracker=tracker), threaded=True)
+    server = make_server("127.0.0.1", 0, create_app({"TESTING": True, **config}, tracker=tracker),
+                         threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -166,6 +177,58 @@ def test_the_as_of_form_works_without_javascript(browser, base_url: str) -> None
             page.click("form.when button[type=submit]")
         assert shown_status(page) == "eased"
         assert "as_of=2025-12-08" in page.url
+    finally:
+        context.close()
+
+
+def test_the_state_page_filters_and_pages_without_javascript(browser, small_pages_url: str) -> None:
+    context = browser.new_context(java_script_enabled=False)
+    page = context.new_page()
+
+    def statuses() -> list[str]:
+        return [badge.get_attribute("data-status")
+                for badge in page.locator(".state-table .rule-state .badge").all()]
+
+    def titles() -> list[str]:
+        return page.locator(".state-table a.rule-title").all_inner_texts()
+
+    try:
+        page.goto(f"{small_pages_url}/state?as_of=2025-12-09")
+        seen = titles()
+        assert len(seen) == 4
+        while page.locator("a[rel=next]").count():
+            with page.expect_navigation():
+                page.click("a[rel=next]")
+            assert "known_at=" in page.url
+            seen += titles()
+        assert len(seen) == len(set(seen)) == 11
+        with page.expect_navigation():
+            page.click("a[rel=first]")
+        assert len(titles()) == 4 and titles() == seen[:4]
+        page.select_option("select#status", "eased")
+        with page.expect_navigation():
+            page.click("form.filters button[type=submit]")
+        assert "status=eased" in page.url
+        assert statuses() and set(statuses()) == {"eased"}
+        assert "US export licensing of Nvidia H200 chips to China" in titles()
+    finally:
+        context.close()
+
+
+def test_the_diff_page_pages_its_changes_without_javascript(browser, small_pages_url: str) -> None:
+    context = browser.new_context(java_script_enabled=False)
+    page = context.new_page()
+    try:
+        page.goto(f"{small_pages_url}/diff?from=2019-12-31&to=2025-12-31")
+        total = int(page.locator(".summary-bar .total strong").inner_text())
+        assert total > 4
+        assert page.locator(".diff-tally tbody tr").count() >= 2
+        seen = page.locator(".change-title a").all_inner_texts()
+        while page.locator("a[rel=next]").count():
+            with page.expect_navigation():
+                page.click("a[rel=next]")
+            seen += page.locator(".change-title a").all_inner_texts()
+        assert len(seen) == len(set(seen)) == total
     finally:
         context.close()
 
