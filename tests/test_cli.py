@@ -542,3 +542,9 @@ def test_import_accepts_an_export_saved_with_a_byte_order_mark(
     path.write_bytes(b"\xef\xbb\xbf" + run(runner, "export").stdout.encode("utf-8"))
     use_empty_store(tmp_path / "other")
     assert run(runner, "import", str(path)).stdout.startswith("Imported ")
+
+
+def test_whole_listings_print_as_json_when_empty_too(runner: CliRunner):
+    assert json_of(run(runner, "state", "--as-of", AS_OF, "--json")) == {"items": []}
+    payload = json_of(run(runner, "diff", "2025-12-01", AS_OF, "--json"))
+    assert payload["changes"] == [] and (payload["from"], payload["to"]) == ("2025-12-01", AS_OF)

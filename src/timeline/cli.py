@@ -7,7 +7,7 @@ import sys
 from contextlib import contextmanager
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import click
 
@@ -15,6 +15,7 @@ from timeline import fastjson
 from timeline.config import ConfigError, Settings, load_settings
 from timeline.domain.dates import InvalidDate, parse_day, parse_instant
 from timeline.domain.errors import TimelineError
+from timeline.store import utcnow
 
 
 class DayType(click.ParamType):
@@ -86,6 +87,19 @@ def tracker() -> Iterator[Any]:
 
 def _echo_json(value: Any) -> None:
     click.echo(json.dumps(value, ensure_ascii=False, indent=2))
+
+
+def _echo_json_stream(fields: dict[str, Any], key: str, items: Iterable[Any]) -> None:
+    """``{**fields, key: [items...]}`` as :func:`_echo_json` prints it, an item at a time."""
+    head = json.dumps({**fields, key: []}, ensure_ascii=False, indent=2)
+    assert head.endswith("[]\n}")
+    click.echo(head[:-3], nl=False)  # up to and including the list's "["
+    separator = "\n"
+    for item in items:
+        text = json.dumps(item, ensure_ascii=False, indent=2)
+        click.echo(separator + "    " + text.replace("\n", "\n    "), nl=False)
+        separator = ",\n"
+    click.echo("\n  ]\n}" if separator != "\n" else "]\n}")
 
 
 def _rate(value: float | None) -> str:
@@ -231,16 +245,20 @@ def state(rule: str | None, as_of: date | None, known_at: datetime | None, juris
                 click.echo(f"as of {result['as_of']}, known at {result['known_at']}")
                 click.echo(_state_line(result))
             return
-        items = t.states(as_of, known_at, jurisdiction=jurisdiction, instrument=instrument, q=q)
-    if as_json:
-        _echo_json({"items": items})
-        return
-    if items:
-        click.echo(f"as of {items[0]['as_of']}, known at {items[0]['known_at']}")
-    for item in items:
-        click.echo(_state_line(item))
-    if not items:
-        click.echo("No rules.")
+        # Every rule, streamed a page at a time: the listing is never held whole.
+        items = t.iter_states(as_of or utcnow().date(), t.known_at(known_at),
+                              jurisdiction=jurisdiction, instrument=instrument, q=q)
+        if as_json:
+            _echo_json_stream({}, "items", items)
+            return
+        shown = 0
+        for item in items:
+            if not shown:
+                click.echo(f"as of {item['as_of']}, known at {item['known_at']}")
+            click.echo(_state_line(item))
+            shown += 1
+        if not shown:
+            click.echo("No rules.")
 
 
 @main.command()
@@ -291,19 +309,23 @@ def diff(day_from: date, day_to: date, known_at: datetime | None, jurisdiction: 
          instrument: str | None, as_json: bool) -> None:
     """The rules whose status, rate or conditions differ between two days."""
     with tracker() as t:
-        at, changes = t.diff(day_from, day_to, known_at, jurisdiction=jurisdiction, instrument=instrument)
-    if as_json:
-        _echo_json({"changes": changes, "from": day_from.isoformat(), "to": day_to.isoformat(),
-                    "known_at": at})
-        return
-    for change in changes:
-        before, after = change["before"], change["after"]
-        click.echo(
-            f"{change['rule_id']}: {before['status']} {_rate(before['rate_percent'])}".rstrip()
-            + f" -> {after['status']} {_rate(after['rate_percent'])}".rstrip()
-        )
-    if not changes:
-        click.echo("No changes.")
+        at = t.known_at(known_at)
+        changes = t.iter_changes(day_from, day_to, at, jurisdiction=jurisdiction,
+                                 instrument=instrument)
+        if as_json:
+            _echo_json_stream({"from": day_from.isoformat(), "to": day_to.isoformat(),
+                               "known_at": at}, "changes", changes)
+            return
+        shown = 0
+        for change in changes:
+            before, after = change["before"], change["after"]
+            click.echo(
+                f"{change['rule_id']}: {before['status']} {_rate(before['rate_percent'])}".rstrip()
+                + f" -> {after['status']} {_rate(after['rate_percent'])}".rstrip()
+            )
+            shown += 1
+        if not shown:
+            click.echo("No changes.")
 
 
 @main.command()
