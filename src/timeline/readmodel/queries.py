@@ -480,6 +480,18 @@ def diff_page(
     return changes, more
 
 
+# The first day of the state row of rule r that holds on :{day} as known at :known_at.
+_ROW_ON = """(SELECT valid_from FROM states
+    WHERE rule_id = r.id AND valid_from <= :{day}
+      AND known_from <= :known_at AND known_to > :known_at
+    ORDER BY valid_from DESC LIMIT 1)"""
+
+# The state row of a rule (t.id) starting on {start}, as known at :known_at, joined as {alias}.
+_ROW_AT = """
+JOIN states {alias} ON {alias}.rule_id = t.id AND {alias}.valid_from = t.{start}
+  AND {alias}.known_from <= :known_at AND {alias}.known_to > :known_at"""
+
+
 def state_counts(
     conn: sqlite3.Connection,
     as_of: str,
@@ -489,12 +501,15 @@ def state_counts(
     q: str | None = None,
 ) -> list[tuple[str, str, str, int]]:
     """How many rules are in each (status, jurisdiction, instrument) on a day: one aggregate
-    query, for the counts above a paged list."""
+    query, for the counts above a paged list. Each rule's status is one walk back along its
+    rows, materialised before grouping (so the walk runs once per rule, not once per use)."""
     where, params = _filters(jurisdiction, instrument, q)
+    status = _ROW_ON.replace("SELECT valid_from", "SELECT status").format(day="as_of")
     rows = conn.execute(
-        "SELECT s.status, r.jurisdiction, r.instrument, count(*) FROM rules r"
-        + _STATE_ON.format(alias="s", day="as_of") + " WHERE r.registered_at <= :known_at"
-        + where + " GROUP BY s.status, r.jurisdiction, r.instrument",
+        f"WITH t AS MATERIALIZED (SELECT {status} AS status, r.jurisdiction, r.instrument "
+        f"FROM rules r WHERE r.registered_at <= :known_at{where}) "
+        "SELECT status, jurisdiction, instrument, count(*) FROM t WHERE status IS NOT NULL "
+        "GROUP BY status, jurisdiction, instrument",
         {"as_of": as_of, "known_at": known_at, **params},
     ).fetchall()
     return [tuple(row) for row in rows]
@@ -508,11 +523,19 @@ def diff_counts(
     jurisdiction: str | None = None,
     instrument: str | None = None,
 ) -> list[tuple[str, str, int]]:
-    """How many rules changed between two days, by status on the first and on the second."""
+    """How many rules changed between two days, by status on the first and on the second.
+    A rule whose row on both days is the same row did not change: only the others' rows are
+    read and compared."""
     where, params = _filters(jurisdiction, instrument, None)
     rows = conn.execute(
-        "SELECT b.status, a.status, count(*) " + _CHANGED_FROM + where
-        + " GROUP BY b.status, a.status",
+        f"WITH t AS MATERIALIZED (SELECT r.id, {_ROW_ON.format(day='day_from')} AS row_from, "
+        f"{_ROW_ON.format(day='day_to')} AS row_to FROM rules r "
+        f"WHERE r.registered_at <= :known_at{where}) "
+        "SELECT b.status, a.status, count(*) FROM t"
+        + _ROW_AT.format(alias="b", start="row_from") + _ROW_AT.format(alias="a", start="row_to")
+        + " WHERE t.row_from IS NOT t.row_to AND (b.status IS NOT a.status"
+          " OR b.rate_percent IS NOT a.rate_percent OR b.conditions IS NOT a.conditions)"
+          " GROUP BY b.status, a.status",
         {"day_from": day_from, "day_to": day_to, "known_at": known_at, **params},
     ).fetchall()
     return [tuple(row) for row in rows]
