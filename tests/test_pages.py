@@ -638,6 +638,20 @@ def test_diff_page_counts_by_status_and_pages_the_changes(site: Tracker) -> None
     assert page.all("a", rel="prev")
 
 
+def test_diff_page_shows_what_happened_in_between_as_known_then(loaded: Tracker) -> None:
+    client = create_app({"TESTING": True}, tracker=loaded).test_client()
+    page = get(client, "/diff?from=2024-12-31&to=2025-12-31")
+    permalink = [a["href"] for a in page.all("a", rel="bookmark")][0]
+    assert "President Donald Trump announced" in page.text
+    loaded.correct_action(H200, "us-h200-eased-2025-12-08",
+                          {"summary": "A corrected account of the easing."}, "Reworded.")
+    then = get(client, permalink).text
+    assert "President Donald Trump announced" in then
+    assert "A corrected account" not in then
+    now = get(client, "/diff?from=2024-12-31&to=2025-12-31").text
+    assert "A corrected account of the easing." in now
+
+
 def test_diff_defaults_to_this_year_so_far(client) -> None:
     today = datetime.now(timezone.utc).date()
     page = get(client, "/diff")
