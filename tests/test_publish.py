@@ -193,3 +193,10 @@ def test_the_command_writes_both_files_and_refuses_to_overwrite(runner: CliRunne
 
     result = runner.invoke(main, ["publish", str(tmp_path / "policy2.db"), "--known-at", "yesterday"])
     assert result.exit_code == 2 and "RFC 3339" in result.output
+
+    for target, problem in ((tmp_path, f"{tmp_path} is a folder, not a file."),
+                            (tmp_path / "none" / "x.db", f"{tmp_path / 'none'}: no such folder.")):
+        result = runner.invoke(main, ["publish", str(target), "--replace"])
+        assert result.exit_code == 1 and problem in result.output, result.output
+        assert "Traceback" not in result.output
+

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -193,11 +194,14 @@ def publish(tracker: Any, out: Path, known_at: datetime | None = None, *, replac
     out = Path(out)
     meta = metadata_path(out)
     for path in (out, meta):
+        if path.is_dir():
+            raise PublishError(f"{path} is a folder, not a file.", {"out": "is a folder"})
+    if not out.parent.is_dir():
+        raise PublishError(f"{out.parent}: no such folder.", {"out": "no such folder"})
+    for path in (out, meta):
         if path.exists() and not replace:
             raise PublishError(f"{path} exists; give --replace to overwrite it.",
                                {"out": "exists"})
-        if path.is_dir():
-            raise PublishError(f"{path} is a folder, not a file.", {"out": "is a folder"})
     partial = out.with_name(f".{out.name}.partial")
     partial.unlink(missing_ok=True)
     try:
@@ -226,10 +230,10 @@ def _create_tables(db: sqlite_utils.Database) -> None:
 def _write(tracker: Any, path: Path, known_at: datetime | None, spells: SpellSource) -> str:
     try:
         db = sqlite_utils.Database(path)
-    except OSError as exc:
-        raise PublishError(f"{path.parent}: cannot be written ({exc.strerror or exc}).") from None
-    try:
         db.execute("PRAGMA synchronous=OFF")  # a new file, moved into place only when complete
+    except (OSError, sqlite3.Error) as exc:
+        raise PublishError(f"{path.parent}: cannot be written ({exc}).") from None
+    try:
         _create_tables(db)
         at, histories = tracker.histories(known_at)
         db["vintage"].insert({"known_at": at, "made_by": f"timeline {__version__}"})
