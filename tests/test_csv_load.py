@@ -185,6 +185,27 @@ def test_a_file_saved_by_a_spreadsheet_reads_back_exactly(runner: CliRunner, tra
     assert second["summary"] == "'=already quoted"
 
 
+def test_rules_link_to_rules_in_the_files_or_the_store(runner: CliRunner, loaded: Tracker,
+                                                      tmp_path: Path):
+    path = tmp_path / "rules.csv"
+    path.write_text(
+        "id,title,jurisdiction,instrument,links,tags\n"
+        'cn-counter-rule,"  A counter-measure, spaced ",CN,sanction,"[{""rule"": ""'
+        + RULE + '"", ""relation"": ""retaliates_against""}]", semiconductors \n'
+        'cn-second-rule,Another,CN,other,"[{""rule"": ""cn-counter-rule"", ""relation"": '
+        '""amends""}]",\n', encoding="utf-8")
+    assert "2 rule(s) and 0 action(s) added" in load(runner, path).output
+    rule = loaded.state("cn-counter-rule")["rule"]
+    assert rule["links"] == [{"rule": RULE, "relation": "retaliates_against"}]
+    assert rule["title"] == "  A counter-measure, spaced "  # text is kept as written
+    assert rule["tags"] == ["semiconductors"]  # a tag is trimmed, as codes and dates are
+    assert loaded.state("cn-second-rule")["rule"]["links"][0]["rule"] == "cn-counter-rule"
+    bad = tmp_path / "bad.csv"
+    bad.write_text('id,title,jurisdiction,instrument,links\nabc-rule,T,CN,other,"[{""rule"": '
+                   '""abc-none"", ""relation"": ""amends""}]"\n', encoding="utf-8")
+    assert "no rule 'abc-none' in these files or in the store" in load(runner, bad, code=1).output
+
+
 def test_an_exported_history_edited_in_a_spreadsheet_comes_back(
         runner: CliRunner, loaded: Tracker, tmp_path: Path,
         use_empty_store: Callable[[Path], None]):

@@ -40,6 +40,9 @@ EXPORTED_COLUMNS = ("rule_id", "rule_title", "jurisdiction", "instrument", "targ
                     "recorded_at", "position", "corrected", "original", "corrections",
                     "retraction", "retracted", "known_at")
 TRUE_CELLS = ("true", "1", "yes")
+TRIMMED = frozenset({"id", "rule", "rule_id", "kind", "effective", "announced", "until",
+                     "rate_percent", "jurisdiction", "instrument", "targets", "tags", "links",
+                     "sources", "source_url", "source_published", "retracted"})
 
 
 class CsvError(TimelineError):
@@ -161,9 +164,11 @@ def _cells(path: Path, number: int, header: list[str], cells: list[str],
     """The row's given cells by column, each read as its column says (text by default)."""
     values: dict[str, Any] = {}
     for name, cell in zip(header, cells):
-        text = unprotect(cell.strip())
-        if not text:
+        if not cell.strip():
             continue  # empty: not given
+        # Spaces around a code, a date or a number are a spreadsheet's slip; text is kept as
+        # written, so that it reads back exactly.
+        text = unprotect(cell.strip() if name in TRIMMED else cell)
         try:
             values[name] = readers.get(name, str)(text)
         except ValueError as exc:
