@@ -1,7 +1,9 @@
-"""Fixture files: human-written YAML (or JSON) rules and their actions, loaded through the schemas."""
+"""Fixture files: human-written YAML or JSON rules and their actions, and CSV files of rules or
+of actions, loaded through the schemas."""
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -135,9 +137,9 @@ def load_fixtures(tracker: Any, paths: list[Path]) -> LoadReport:
         else:
             rules.extend((str(path), rule) for rule in read_fixture(path))
         report.files += 1
-    ids = [rule["id"] for _, rule in rules]
+    ids = Counter(rule["id"] for _, rule in rules)
     for where, rule in rules:
-        if ids.count(rule["id"]) > 1:
+        if ids[rule["id"]] > 1:
             raise FixtureError(f"{where}: rule {rule['id']!r} is defined more than once")
         for link in rule["links"]:
             if link["rule"] not in ids and not tracker.rule_exists(link["rule"]):
@@ -177,9 +179,8 @@ def load_fixtures(tracker: Any, paths: list[Path]) -> LoadReport:
         if row.retracted:
             retracted.add((row.rule_id, row.action["id"]))
     for rule_id, actions in [*((r["id"], r["actions"]) for _, r in rules), *in_store.items()]:
-        action_ids = [a["id"] for a in actions]
-        for action_id in action_ids:
-            if action_ids.count(action_id) > 1:
+        for action_id, count in Counter(a["id"] for a in actions).items():
+            if count > 1:
                 raise FixtureError(f"{labels[(rule_id, action_id)]}: the action id {action_id!r} "
                                    f"is used more than once on rule {rule_id!r}")
     for where, rule in rules:
@@ -188,24 +189,8 @@ def load_fixtures(tracker: Any, paths: list[Path]) -> LoadReport:
         except TimelineError as exc:
             raise FixtureError(f"{where}: rule {rule['id']!r}: {exc.detail}", exc.errors) from None
     ordered = _ordered_by_links(rules)
-    # The actions to record: those the store does not hold yet. One it holds is a repeat when
-    # it equals the action as first recorded or as corrected since (an exported history).
-    new: list[tuple[str, dict]] = []
-    for rule_id, actions in [*((r["id"], r["actions"]) for _, r in ordered), *in_store.items()]:
-        known = _recorded_actions(tracker, rule_id)
-        for action in actions:
-            key = (rule_id, action["id"])
-            if action["id"] not in known:
-                if key in retracted:
-                    raise FixtureError(f"{labels[key]}, column retracted: a retracted action is "
-                                       "not recorded anew; delete the row to leave it out",
-                                       {"retracted": "the action is not in the store"})
-                new.append((rule_id, action))
-            elif fingerprint(action) not in known[action["id"]]:
-                raise FixtureError(
-                    f"{labels[key]}: action {action['id']!r} is already recorded on rule "
-                    f"{rule_id!r} with other fields (a recorded action changes by a correction)",
-                    {"id": "already recorded with other fields"})
+    new = _new_actions(tracker, [*((r["id"], r["actions"]) for _, r in ordered),
+                                 *in_store.items()], labels, retracted)
     for where, rule in ordered:
         fields = {k: v for k, v in rule.items() if k != "actions"}
         try:
@@ -220,6 +205,30 @@ def load_fixtures(tracker: Any, paths: list[Path]) -> LoadReport:
             raise FixtureError(f"{labels[(rule_id, action['id'])]}: {exc.detail}", exc.errors) from None
         report.actions_added += int(written.created)
     return report
+
+
+def _new_actions(tracker: Any, by_rule: list[tuple[str, list[dict]]],
+                 labels: dict[tuple[str, str], str], retracted: set[tuple[str, str]],
+                 ) -> list[tuple[str, dict]]:
+    """The actions to record: those the store does not hold yet. One it holds is a repeat when
+    it equals the action as first recorded or as corrected since (an exported history)."""
+    new: list[tuple[str, dict]] = []
+    for rule_id, actions in by_rule:
+        known = _recorded_actions(tracker, rule_id)
+        for action in actions:
+            key = (rule_id, action["id"])
+            if action["id"] not in known:
+                if key in retracted:
+                    raise FixtureError(f"{labels[key]}, column retracted: a retracted action is "
+                                       "not recorded anew; delete the row to leave it out",
+                                       {"retracted": "the action is not in the store"})
+                new.append((rule_id, action))
+            elif fingerprint(action) not in known[action["id"]]:
+                raise FixtureError(
+                    f"{labels[key]}: action {action['id']!r} is already recorded on rule "
+                    f"{rule_id!r} with other fields (a recorded action changes by a correction)",
+                    {"id": "already recorded with other fields"})
+    return new
 
 
 def _recorded_actions(tracker: Any, rule_id: str) -> dict[str, set[str]]:
