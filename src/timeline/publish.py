@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import sqlite_utils
 
-from timeline import __version__
+from timeline import __version__, fastjson
 from timeline.domain.dates import PolicyDate, parse_instant
 from timeline.domain.errors import TimelineError
 from timeline.readmodel.queries import OPEN_END  # where a rule's last state segment ends
@@ -299,8 +299,7 @@ class Batches:
 
 
 def _json(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, ensure_ascii=False, sort_keys=True,
-                                                  separators=(",", ":"))
+    return None if value is None else fastjson.dumps(value)
 
 
 def _plain(row: dict[str, Any]) -> dict[str, Any]:
