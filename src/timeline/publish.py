@@ -223,8 +223,16 @@ def _create_tables(db: sqlite_utils.Database) -> None:
                         pk=table["pk"], foreign_keys=table.get("foreign_keys", []),
                         not_null={table["pk"]} if isinstance(table["pk"], str)
                         else set(table["pk"]))
+
+
+def _create_indexes(db: sqlite_utils.Database) -> None:
+    """The indexes a reader joins and filters by, and full-text search, made once the rows are
+    in (one sort each, instead of keeping them up to date row by row)."""
+    for name, table in TABLES.items():
         for columns in table.get("indexes", []):
             db[name].create_index(columns)
+        if table.get("fts"):
+            db[name].enable_fts(table["fts"], tokenize="porter")
 
 
 def _write(tracker: Any, path: Path, known_at: datetime | None, spells: SpellSource) -> str:
@@ -253,10 +261,8 @@ def _write(tracker: Any, path: Path, known_at: datetime | None, spells: SpellSou
                                                                    correction))
             for spell in spells(tracker, at):
                 batches.add("spells", _plain(spell))
-        for name, table in TABLES.items():
-            if table.get("fts"):
-                db[name].enable_fts(table["fts"], tokenize="porter")
-        db.execute("ANALYZE")
+        _create_indexes(db)
+        db.execute("ANALYZE")  # statistics for the query planner of whoever opens the file
         return at
     finally:
         db.close()
