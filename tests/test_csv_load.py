@@ -129,6 +129,8 @@ def test_a_bad_row_is_named_and_nothing_from_the_files_is_stored(
                            "rules (a title column)"),
     ("id,kind,effective\nx,ban,2024\n", "an actions file needs a rule column"),
     ("id,title,jurisdiction,instrument\n", "has a header but no rows"),
+    ("id,title,jurisdiction,instrument\nabc,\"T\"x,US,other\n",
+     "line 2: is not readable as CSV"),
 ])
 def test_files_that_cannot_be_read_say_why(runner: CliRunner, tmp_path: Path, text: str,
                                            problem: str):

@@ -89,11 +89,14 @@ def _rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
     try:
         # utf-8-sig: spreadsheets save "CSV UTF-8" with a byte order mark first.
         with open(path, encoding="utf-8-sig", newline="") as stream:
-            records = list(csv.reader(stream, strict=True))
+            reader = csv.reader(stream, strict=True)
+            try:
+                records = list(reader)
+            except csv.Error as exc:
+                raise CsvError(f"{path}, line {reader.line_num}: is not readable as CSV "
+                               f"({exc}).") from None
     except UnicodeDecodeError:
         raise CsvError(f"{path}: is not UTF-8 text (save it as \"CSV UTF-8\").") from None
-    except csv.Error as exc:
-        raise CsvError(f"{path}: is not a readable CSV file ({exc}).") from None
     except OSError as exc:
         raise CsvError(f"{path}: cannot be read ({exc.strerror or exc}).") from None
     if not records:
