@@ -27,6 +27,7 @@ PAGES = {
     "rule-tariff": "/rules/us-fentanyl-tariff-cn?as_of=2025-10-15",
     "state": "/state?as_of=2025-12-09",
     "diff-2025": "/diff?from=2024-12-31&to=2025-12-31",
+    "data": "/data?jurisdiction=US&from=2025-01-01&to=2025-12-31",
     "not-found": "/rules/no-such-rule",
 }
 
@@ -290,7 +291,7 @@ CONTRAST_SCRIPT = """
 """
 
 
-@pytest.mark.parametrize("name", ["timeline", "rule-h200", "state", "diff-2025"])
+@pytest.mark.parametrize("name", ["timeline", "rule-h200", "state", "diff-2025", "data"])
 def test_text_has_sufficient_contrast(page, base_url: str, name: str) -> None:
     page.goto(base_url + PAGES[name])
     page.evaluate("document.querySelectorAll('details').forEach(d => d.open = true)")
@@ -308,3 +309,28 @@ def test_timeline_filters_and_pages_in_the_browser(page, base_url: str) -> None:
     with page.expect_navigation():
         page.click("a:text('US export licensing of Nvidia H200 chips to China')")
     assert page.locator("h1").inner_text() == "US export licensing of Nvidia H200 chips to China"
+
+
+def test_the_data_page_without_javascript_pins_its_downloads(browser, base_url: str) -> None:
+    context = browser.new_context(java_script_enabled=False, accept_downloads=True)
+    page = context.new_page()
+    try:
+        page.goto(f"{base_url}/data")
+        page.select_option("select#jurisdiction", "US")
+        page.fill("input#rule", H200)
+        page.fill("input#as_of", "2025-12-09")
+        with page.expect_navigation():
+            page.click("form.filters button[type=submit]")
+        assert "jurisdiction=US" in page.url and f"rule={H200}" in page.url
+        vintage = page.locator("time.vintage").get_attribute("datetime")
+        hrefs = page.locator("a[data-download]").evaluate_all("els => els.map(e => e.href)")
+        assert len(hrefs) == 10
+        assert all(f"rule={H200}" in href for href in hrefs if "/state.csv" not in href)
+        assert all("known_at=" in href for href in hrefs if "/api/v1/events" not in href)
+        with page.expect_download() as download:
+            page.click("a[data-download=state]")
+        text = Path(download.value.path()).read_text(encoding="utf-8")
+        assert text.startswith("rule_id,") and vintage in text
+    finally:
+        context.close()
+

@@ -118,7 +118,8 @@ def client(site: Tracker):
 # Every page ------------------------------------------------------------------------------------
 
 PAGES = ["/", f"/rules/{H200}", "/state", "/state?as_of=2025-12-09", "/diff",
-         "/diff?from=2024-12-31&to=2025-12-31", f"/rules/{TARIFF}?as_of=2025-10-15"]
+         "/diff?from=2024-12-31&to=2025-12-31", f"/rules/{TARIFF}?as_of=2025-10-15",
+         f"/data?jurisdiction=US&rule={H200}&q=chips&known_at=2025-12-10T00:00:00Z"]
 
 
 @pytest.mark.parametrize("url", PAGES)
@@ -683,3 +684,91 @@ def test_hostile_text_is_always_escaped(tracker: Tracker) -> None:
     html = client.get("/rules/hostile-rule?as_of=2025-12-02").get_data(as_text=True)
     assert 'href="https://example.org/?a=%3Cx%3E&amp;b=%22y%22"' in html or \
         'href="https://example.org/?a=&lt;x&gt;&amp;b=&#34;y&#34;"' in html
+
+
+# The Data page ----------------------------------------------------------------------------------
+
+
+def downloads(page: Page) -> dict[str, list[dict[str, list[str]]]]:
+    """The page's download links by kind, each as its path and parsed query."""
+    found: dict[str, list[dict[str, list[str]]]] = {}
+    for attrs in page.all("a"):
+        if attrs.get("data-download"):
+            parts = urlsplit(attrs["href"])
+            found.setdefault(attrs["data-download"], []).append(
+                {"path": [parts.path], **parse_qs(parts.query)})
+    return found
+
+
+def test_data_page_links_every_download_for_the_filters_pinned_to_its_vintage(client) -> None:
+    page = get(client, f"/data?jurisdiction=US&instrument=export_control&rule={H200}&q=chips"
+                       "&from=2025-01-01&to=2025-12-31&as_of=2025-12-09")
+    vintage = page.all("time", class_="vintage")[0]["datetime"]
+    parse_instant(vintage)  # the instant shown, to the microsecond
+    links = downloads(page)
+    assert set(links) == {"spells", "panel-month", "panel-quarter", "panel-year", "state", "events"}
+    filters = {"jurisdiction": ["US"], "instrument": ["export_control"], "rule": [H200],
+               "q": ["chips"], "known_at": [vintage]}
+    assert sorted(link["format"][0] for link in links["spells"]) == ["csv", "jsonl"]
+    for link in links["spells"]:
+        assert link["path"] == ["/api/v1/spells"] and filters.items() <= link.items()
+    for every in ("month", "quarter", "year"):
+        assert sorted(link["format"][0] for link in links[f"panel-{every}"]) == ["csv", "jsonl"]
+        for link in links[f"panel-{every}"]:
+            assert link["path"] == ["/api/v1/panel"] and filters.items() <= link.items()
+            assert (link["every"], link["from"], link["to"]) == (
+                [every], ["2025-01-01"], ["2025-12-31"])
+    (state,) = links["state"]
+    assert state["path"] == ["/state.csv"] and state["as_of"] == ["2025-12-09"]
+    assert state["known_at"] == [vintage] and state["jurisdiction"] == ["US"]
+    (events,) = links["events"]
+    assert events["path"] == ["/api/v1/events"] and events["after"] == ["0"]
+    assert events["rule"] == [H200]
+    # How to publish this vintage as a database, and read it from pandas or R.
+    assert f"timeline publish timeline-{vintage[:10]}.db --known-at {vintage}" in page.text
+    assert "datasette timeline-" in page.text and "pd.read_csv(" in page.text
+    assert "read.csv(" in page.text
+
+
+def test_data_page_answers_for_the_known_at_asked_and_its_links_answer_the_same(client) -> None:
+    asked = get(client, "/data").all("time", class_="vintage")[0]["datetime"]
+    page = get(client, f"/data?known_at={asked}&as_of=2025-12-09")
+    assert page.all("time", class_="vintage")[0]["datetime"] == asked
+    links = downloads(page)
+    assert all(link["known_at"] == [asked] for kind in ("spells", "panel-month", "state")
+               for link in links[kind])
+    (state,) = links["state"]
+    response = client.get(state["path"][0] + "?" + urlsplit(
+        next(a["href"] for a in page.all("a") if a.get("data-download") == "state")).query)
+    assert response.status_code == 200
+    rows = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
+    assert rows and {row["known_at"] for row in rows} == {asked}
+    events = client.get(next(a["href"] for a in page.all("a") if a.get("data-download") == "events"))
+    assert events.status_code == 200 and events.get_json()["events"]
+
+
+def test_data_page_form_works_without_javascript_and_is_in_the_navigation(client) -> None:
+    page = get(client, "/data")
+    (form,) = page.all("form")
+    assert form["method"] == "get" and form["action"] == "/data"
+    names = {a["name"] for t, a in page.elements if t in ("input", "select") and a.get("name")}
+    assert {"jurisdiction", "instrument", "rule", "q", "from", "to", "as_of", "known_at"} <= names
+    for url in ("/", "/state", f"/rules/{H200}"):
+        nav = [a["href"] for a in get(client, url).all("a") if urlsplit(a["href"]).path == "/data"]
+        assert nav, url
+    kept = get(client, "/state?known_at=2025-12-10T00:00:00Z")
+    assert "/data?known_at=2025-12-10T00:00:00Z" in [a["href"] for a in kept.all("a")]
+
+
+@pytest.mark.parametrize("url, field", [
+    ("/data?from=2025-02-01&to=2025-01-01", "from"),
+    ("/data?rule=Not+A+Rule", "rule"),
+    ("/data?known_at=yesterday", "known_at"),
+    ("/data?jurisdiction=XX", "jurisdiction"),
+    ("/data?as_of=2025-02-30", "as_of"),
+])
+def test_data_page_bad_parameters_answer_400_naming_the_field(client, url: str, field: str) -> None:
+    page = get(client, url, status=400)
+    assert page.heading("h1") == "Bad request"
+    assert f"{field}:" in page.text
+

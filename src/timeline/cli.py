@@ -188,10 +188,21 @@ def _worker_app() -> Any:
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=True, path_type=Path))
 def load(paths: tuple[Path, ...]) -> None:
-    """Load fixture files (YAML or JSON); loading the same file twice adds nothing.
+    """Load fixture files (YAML, JSON, or CSV of rules or actions); loading twice adds nothing.
 
     A folder loads every fixture file in it. A bad file is named with the rule and field at
-    fault, and nothing from the files is stored.
+    fault (for CSV, the row and column), and nothing from the files is stored.
+
+    \b
+    CSV files hold one rule or one action a row, with columns named as the API's fields:
+      rules:   id, title, jurisdiction, instrument, targets, subjects, tags, links
+      actions: rule, id, kind, effective, announced, rate_percent, until, conditions,
+               summary, and one source as source_title, source_url, source_publisher,
+               source_published, source_quote (or sources as a JSON array)
+    A file with a kind column is read as actions, else one with a title column as rules. An
+    empty cell is a field not given; a list is a JSON array (["US","CN"]) or one plain value;
+    rows are counted as a spreadsheet shows them (the header is row 1). Every action needs an
+    id. An exported timeline or history, edited, loads back: its other columns are read past.
     """
     from timeline.fixtures import FIXTURE_SUFFIXES, load_fixtures
 
@@ -394,6 +405,33 @@ def rebuild() -> None:
                 raise click.ClickException(
                     f"Rebuild stopped ({exc}); the read models are as they were.") from None
     click.echo(f"Rebuilt read models up to position {position}.")
+
+
+@main.command()
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--known-at", type=INSTANT,
+              help="Publish what the tracker knew at this instant (default: now).")
+@click.option("--replace", is_flag=True, help="Overwrite OUT and its metadata file if they exist.")
+@click.option("--license", "license_", default="MIT", show_default=True,
+              help="The licence named in the metadata file.")
+@click.option("--license-url", default="https://opensource.org/license/mit", show_default=True,
+              help="Where the licence's text is (an empty value names none).")
+def publish(out: Path, known_at: datetime | None, replace: bool, license_: str,
+            license_url: str) -> None:
+    """Write a SQLite database to explore, as known at an instant, with Datasette metadata.
+
+    OUT gets the rules, the actions as known then (with their sources, corrections and
+    retraction), the links between rules and each rule's spells, with full-text search on
+    rules and actions; OUT.metadata.json beside it describes every table and column. Open it
+    with `datasette OUT.db -m OUT.metadata.json`, or with sqlite-utils. An existing OUT is
+    left alone unless --replace is given.
+    """
+    from timeline.publish import metadata_path, publish as write_database
+
+    with tracker() as t:
+        at = write_database(t, out, known_at, replace=replace, license=license_,
+                            license_url=license_url or None)
+    click.echo(f"Published {out} and {metadata_path(out)}, as known at {at}.")
 
 
 @main.group()

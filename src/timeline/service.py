@@ -18,7 +18,7 @@ from timeline.domain.dates import PolicyDate, format_instant, parse_instant
 from timeline.domain.errors import InvalidInput, StoreNotEmpty
 from timeline.events import from_record, to_record
 from timeline.imports import CheckInParallel
-from timeline.readmodel import ReadModel, queries
+from timeline.readmodel import ReadModel, published, queries
 from timeline.readmodel.projector import SEPARATE_WRITER_EVENTS, Projector
 from timeline.readmodel.writer import FedEvents, HelperEvents, can_fork
 from timeline.store import (
@@ -363,6 +363,26 @@ class Tracker:
         """The jurisdictions that registered rules name, as known at ``known_at``."""
         at = self.known_at(known_at)
         return queries.jurisdictions(self.readmodel.connection(), at)
+
+    def rules(self, known_at: datetime | None = None) -> tuple[str, Iterator[dict]]:
+        """Every rule registered at ``known_at`` (with its ``registered_at``), in id order,
+        read a page at a time."""
+        at = self.known_at(known_at)
+        return at, published.iter_rules(self.readmodel.connection, at)
+
+    def histories(self, known_at: datetime | None = None,
+                  ) -> tuple[str, Iterator[tuple[dict, list[dict]]]]:
+        """Every rule registered at ``known_at``, in id order, with its actions as known then
+        (as :meth:`history` gives them): one rule in memory at a time."""
+        at, rules = self.rules(known_at)
+
+        def each() -> Iterator[tuple[dict, list[dict]]]:
+            for rule in rules:
+                with self.readmodel.read() as conn:
+                    items = queries.history(conn, rule["id"], at, self.app.rule_event_data)
+                yield rule, items
+
+        return at, each()
 
     def rule_exists(self, rule_id: str) -> bool:
         at = self.known_at()

@@ -95,6 +95,10 @@ def create_app(test_config: dict[str, Any] | None = None, tracker: Tracker | Non
     from timeline.web import feed_api
 
     feed_api.init_app(app)
+
+    from timeline.web.data_page import bp as data_page
+
+    app.register_blueprint(data_page)
     return app
 
 
