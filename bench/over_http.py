@@ -1,7 +1,7 @@
 """Time what people open over HTTP, at two sizes, and timeline's writes and reads next to a peer.
 
-    python bench/http.py                   # 10,000 and 1,000,000 actions, 500-rule write world
-    python bench/http.py --quick           # a small run of every row, in a few seconds
+    python bench/over_http.py                   # 10,000 and 1,000,000 actions, 500-rule write world
+    python bench/over_http.py --quick           # a small run of every row, in a few seconds
 
 Every request goes over loopback to `timeline serve` (waitress) from a keep-alive client, and is
 timed from sending the request to reading the last byte of the answer.
@@ -38,36 +38,32 @@ and writes it to --out/http-results.md with the raw figures in http-results.json
 
 from __future__ import annotations
 
+import argparse
+import hashlib
+import http.client
+import json
+import os
+import platform
+import random
+import re
+import shutil
+import sqlite3
+import subprocess
 import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import quote
 
 BENCH = Path(__file__).resolve().parent
-# This file is named like the standard library's http package: keep its folder off the path
-# until the real one is imported, then load bench/run.py's helpers.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH]
-import http.client  # noqa: E402
 sys.path.insert(0, str(BENCH))
 
-import argparse  # noqa: E402
-import hashlib  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import platform  # noqa: E402
-import random  # noqa: E402
-import re  # noqa: E402
-import shutil  # noqa: E402
-import sqlite3  # noqa: E402
-import subprocess  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-import uuid  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
-from datetime import date, datetime, timedelta, timezone  # noqa: E402
-from typing import Any, Callable  # noqa: E402
-from urllib.parse import quote, urlencode  # noqa: E402
-
-from run import free_port, percentile, start_server, stop_server  # noqa: E402
 from generate import generate_file  # noqa: E402
+from run import free_port, percentile, start_server, stop_server  # noqa: E402
 
 MIB = 2**20
 DATA = Path("/work/data")
@@ -847,7 +843,7 @@ def main(argv: list[str] | None = None) -> int:
     report = [
         "# timeline over HTTP",
         "",
-        f"Command: `python bench/http.py {' '.join(argv)}`".rstrip(),
+        f"Command: `python bench/over_http.py {' '.join(argv)}`".rstrip(),
         f"Machine: {machine}; load average at end {os.getloadavg()[0]:.2f}; "
         f"run took {time.perf_counter() - started:.0f} s.",
         "",
