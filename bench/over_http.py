@@ -708,6 +708,10 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1e3:,.1f}"
 
 
+def _per_s(rate: float) -> str:
+    return f"{rate:,.0f}" if rate >= 10 else f"{rate:.2f}"
+
+
 def _size(count: int) -> str:
     return f"{count / MIB:.2f} MB" if count >= MIB / 10 else f"{count / 1024:.1f} kB"
 
@@ -754,8 +758,8 @@ def writes_table(w: dict) -> list[str]:
 
     def rate_row(what: str, key: str, limit: float) -> None:
         ratio = peer[key]["per_s"] / ours[key]["per_s"]  # how many times the peer's time per request
-        lines.append(f"| {what}, per s (p50 ms) | {ours[key]['per_s']:,.0f} ({_ms(ours[key]['p50_s'])}) "
-                     f"| {peer[key]['per_s']:,.0f} ({_ms(peer[key]['p50_s'])}) | {ratio:.2f} "
+        lines.append(f"| {what}, per s (p50 ms) | {_per_s(ours[key]['per_s'])} ({_ms(ours[key]['p50_s'])}) "
+                     f"| {_per_s(peer[key]['per_s'])} ({_ms(peer[key]['p50_s'])}) | {ratio:.2f} "
                      f"| ≤ {limit} × the peer's time | {_verdict(ratio <= limit)} |")
 
     rate_row("writes across many rules (4 clients)", "writes", 2)
@@ -843,7 +847,7 @@ def main(argv: list[str] | None = None) -> int:
     report = [
         "# timeline over HTTP",
         "",
-        f"Command: `python bench/over_http.py {' '.join(argv)}`".rstrip(),
+        f"Command: `{' '.join(['python bench/over_http.py', *argv])}`",
         f"Machine: {machine}; load average at end {os.getloadavg()[0]:.2f}; "
         f"run took {time.perf_counter() - started:.0f} s.",
         "",
