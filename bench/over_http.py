@@ -802,8 +802,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--small", type=int, default=10_000, help="actions of the small store")
     parser.add_argument("--large", type=int, default=1_000_000, help="actions of the large store")
-    parser.add_argument("--home-small", type=Path, default=DATA / "home-10k")
-    parser.add_argument("--home-large", type=Path, default=DATA / "home-1m")
+    parser.add_argument("--home-small", type=Path,
+                        help=f"a store of --small actions to copy (default {DATA / 'home-10k'} for 10,000)")
+    parser.add_argument("--home-large", type=Path,
+                        help=f"a store of --large actions to copy (default {DATA / 'home-1m'} for 1,000,000)")
     parser.add_argument("--make", action="store_true", help="generate and import the stores here")
     parser.add_argument("--requests", type=int, default=20, help="timed requests per row at most")
     parser.add_argument("--row-seconds", type=float, default=30, help="time per row, after 3 requests")
@@ -820,6 +822,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--out", type=Path, default=BENCH / "out")
     args = parser.parse_args(argv)
+    shared = {10_000: DATA / "home-10k", 1_000_000: DATA / "home-1m"}
+    args.home_small = args.home_small or shared.get(args.small)
+    args.home_large = args.home_large or shared.get(args.large)
     if args.quick:
         args.small, args.large, args.make = 300, 1000, True
         args.requests, args.row_seconds = 3, 1
