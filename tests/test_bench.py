@@ -61,6 +61,44 @@ def test_a_tiny_run_prints_every_row(tmp_path: Path):
     assert figures["scan_s"] / figures["rebuild_s"] == ratios[1]
 
 
+
+@pytest.mark.slow
+def test_a_quick_http_run_prints_every_row(tmp_path: Path):
+    result = subprocess.run([sys.executable, str(BENCH / "over_http.py"), "--quick", "--out", str(tmp_path)],
+                            capture_output=True, text=True, timeout=280)
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = result.stdout
+    assert (tmp_path / "http-results.md").read_text() in table
+    rows = {line.split(" | ")[0].lstrip("| ") for line in table.splitlines() if line.startswith("| ")}
+    for row in ("`/state?as_of=2020-01-01`", "`/diff?from=2020-01-01&to=2020-12-31`", "`/` (the timeline)",
+                "`/?q=drones`", "`/rules/<the rule with the most actions>`",
+                "`GET /api/v1/rules?as_of=2020-01-01`, first page",
+                "`GET /api/v1/diff?from=2020-01-01&to=2020-12-31`, first page",
+                "`GET /api/v1/timeline?from=2020-01-01&to=2020-12-31&limit=100`",
+                "… `/api/v1/rules`, fourth page", "… `/api/v1/diff`, fourth page",
+                "… `/api/v1/timeline`, fourth page",
+                "writes across many rules (4 clients), per s (p50 ms)",
+                "writes to the rule of 100 actions (1 client), per s (p50 ms)",
+                "write p50 ms at 100 actions vs at ~10, on one rule",
+                "single-rule reads (4 clients), per s (p50 ms)",
+                "reads of the rule of 100 actions (4 clients), per s (p50 ms)"):
+        assert row in rows, row
+    assert any(row.startswith("50-rule world answer") for row in rows)
+    figures = json.loads((tmp_path / "http-results.json").read_text())
+    # Both sizes served: every page answered at both (the lists' later pages may not exist yet).
+    for size in ("small", "large"):
+        pages = [row for row in figures[size]["rows"] if row["kind"] == "page"]
+        assert len(pages) == 5 and all("error" not in row and row["bytes"] > 0 for row in pages), pages
+    assert figures["large"]["busiest_rule_actions"] > figures["small"]["busiest_rule_actions"]
+    # The peer answered what timeline answered, for the long rule and a sample of the others.
+    writes = figures["writes"]
+    assert writes["mismatches"] == []
+    assert "Both answered the same states" in table
+    for side in ("timeline", "peer"):
+        assert writes[side]["writes"]["n"] == 100 and writes[side]["long_rule_writes"]["n"] == 20
+        assert writes[side]["world"]["items"] == 50
+
+
 _NAMED_CHILD = """
 import os, time
 from timeline.readmodel.writer import name_process
