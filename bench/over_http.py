@@ -7,9 +7,9 @@ Every request goes over loopback to `timeline serve` (waitress) from a keep-aliv
 timed from sending the request to reading the last byte of the answer.
 
 Pages and lists (the first table): a 10,000-action store and a 1,000,000-action store are each
-served from a copy (of --home-small / --home-large, /work/data/home-10k and home-1m by default,
-or made here by bench/generate.py and `timeline import` when --make is given or the store is
-absent; the same files bench/run.py makes, under --out). Each row is one URL, asked once to warm
+served from a copy (of --home-small / --home-large when given, else made here by
+bench/generate.py and `timeline import`, or always with --make; the same generated files
+bench/run.py makes, under --out). Each row is one URL, asked once to warm
 up and then up to --requests times (at least three, within --row-seconds): p50, p99 and the size
 of the answer at each size, and the ratio of the large to the small. "Later page" rows follow
 `next_cursor` a few times and time that page. A row whose answer is not 200, or whose list has no
@@ -66,7 +66,6 @@ from generate import generate_file  # noqa: E402
 from run import free_port, percentile, start_server, stop_server  # noqa: E402
 
 MIB = 2**20
-DATA = Path("/work/data")
 
 
 # The client ---------------------------------------------------------------------------------
@@ -803,9 +802,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--small", type=int, default=10_000, help="actions of the small store")
     parser.add_argument("--large", type=int, default=1_000_000, help="actions of the large store")
     parser.add_argument("--home-small", type=Path,
-                        help=f"a store of --small actions to copy (default {DATA / 'home-10k'} for 10,000)")
+                        help="a TIMELINE_HOME of --small actions to copy (default: make one)")
     parser.add_argument("--home-large", type=Path,
-                        help=f"a store of --large actions to copy (default {DATA / 'home-1m'} for 1,000,000)")
+                        help="a TIMELINE_HOME of --large actions to copy (default: make one)")
     parser.add_argument("--make", action="store_true", help="generate and import the stores here")
     parser.add_argument("--requests", type=int, default=20, help="timed requests per row at most")
     parser.add_argument("--row-seconds", type=float, default=30, help="time per row, after 3 requests")
@@ -822,9 +821,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--out", type=Path, default=BENCH / "out")
     args = parser.parse_args(argv)
-    shared = {10_000: DATA / "home-10k", 1_000_000: DATA / "home-1m"}
-    args.home_small = args.home_small or shared.get(args.small)
-    args.home_large = args.home_large or shared.get(args.large)
     if args.quick:
         args.small, args.large, args.make = 300, 1000, True
         args.requests, args.row_seconds = 3, 1
