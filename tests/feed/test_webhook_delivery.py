@@ -364,16 +364,30 @@ def test_only_one_worker_can_hold_a_try(private_tracker, clock):
     assert [t.position for t in store.claim("b", clock.now, clock.now + 60, 10, 4)] == [1]
 
 
-def test_tries_in_flight_to_one_endpoint_are_capped(private_tracker, clock):
-    webhook_id, _ = subscribe(private_tracker, "http://127.0.0.1:9/hook")
+def test_tries_in_flight_to_one_endpoint_are_capped(private_tracker, clock, receiver_factory):
+    webhook_id, _ = subscribe(private_tracker, receiver_factory().url)
     register(private_tracker, "us-capped-rule")
+    deliveries = worker(private_tracker, clock)
+    deliveries.run_until_idle()  # the endpoint has answered: it may have more than one try in flight
     record(private_tracker, "us-capped-rule", 5)
-    worker(private_tracker, clock).hand_out()
+    deliveries.hand_out()
     store = WebhookStore(private_tracker.settings)
     assert len(store.claim("a", clock.now, clock.now + 60, 10, 2)) == 2
     assert store.claim("b", clock.now, clock.now + 60, 10, 2) == []
     clock.advance(61)  # the leases ran out: they count no more
     assert len(store.claim("b", clock.now, clock.now + 60, 10, 2)) == 2
+
+
+def test_an_endpoint_that_has_not_answered_or_is_failing_gets_one_try_at_a_time(
+    private_tracker, clock
+):
+    webhook_id, _ = subscribe(private_tracker, "http://127.0.0.1:9/hook")
+    register(private_tracker, "us-unproven-rule")
+    record(private_tracker, "us-unproven-rule", 5)
+    worker(private_tracker, clock).hand_out()
+    store = WebhookStore(private_tracker.settings)
+    assert len(store.claim("a", clock.now, clock.now + 60, 10, 4)) == 1
+    assert store.claim("b", clock.now, clock.now + 60, 10, 4) == []
 
 
 def test_concurrent_workers_deliver_each_event_once(private_tracker, receiver_factory):

@@ -77,7 +77,7 @@ def read_page(tracker: Any, after: int, limit: int) -> Page:
 
 
 def read_filtered_page(tracker: Any, after: int, limit: int, wanted: EventFilter,
-                       scan_limit: int = SCAN_LIMIT) -> Page:
+                       scan_limit: int | None = None) -> Page:
     """One page of the events after ``after`` that match ``wanted``.
 
     ``next_after`` is the last position looked at, matching or not, so a consumer paging on
@@ -86,6 +86,7 @@ def read_filtered_page(tracker: Any, after: int, limit: int, wanted: EventFilter
     if wanted.everything:
         return read_page(tracker, after, limit)
     facets = tracker.rule_facets if wanted.needs_facets else None
+    scan_limit = scan_limit or SCAN_LIMIT
     events: list[dict[str, Any]] = []
     scanned, position, ended = 0, after, False
     while len(events) < limit and scanned < scan_limit:
