@@ -254,27 +254,36 @@ class DeliveryWorker:
         now = self.now()
         return self.store.claim(self.owner, now, now + self.lease, limit, self.in_flight)
 
-    def deliver(self, tried: Try) -> bool:
+    def messages(self, claimed: Sequence[Try]) -> dict[int, tuple[dict[str, Any], str]]:
+        """The CloudEvent and its body for each position claimed, each event read once."""
+        found: dict[int, tuple[dict[str, Any], str]] = {}
+        for position in sorted({tried.position for tried in claimed}):
+            rows = self.app.events_after(position - 1, 1)
+            if rows and rows[0][0] == position:
+                cloudevent = to_cloudevent(position, rows[0][1])
+                found[position] = (cloudevent, dumps(cloudevent))
+        return found
+
+    def deliver(self, tried: Try, message: tuple[dict[str, Any], str] | None = None) -> bool:
         """Send one claimed try and settle it; False if it could not be sent."""
         try:
-            return self._deliver(tried)
+            return self._deliver(tried, message or self.messages([tried]).get(tried.position))
         except Exception:
             log.exception("webhook %s: delivery of %s failed unexpectedly", tried.webhook_id,
                           tried.position)
             self.store.release(tried, self.owner)
             return False
 
-    def _deliver(self, tried: Try) -> bool:
-        endpoint = self.store.get(tried.webhook_id)
-        rows = self.app.events_after(tried.position - 1, 1)
-        if endpoint is None or not endpoint.active or not rows or rows[0][0] != tried.position:
+    def _deliver(self, tried: Try, message: tuple[dict[str, Any], str] | None) -> bool:
+        target = self.store.target(tried.webhook_id)
+        if target is None or message is None:
             self.store.release(tried, self.owner)
             return False
-        cloudevent = to_cloudevent(tried.position, rows[0][1])
-        body = dumps(cloudevent)
-        msg_id = message_id(endpoint.id, cloudevent["id"])
-        headers = signed_headers(endpoint.secret, msg_id, body, datetime.now(timezone.utc))
-        result = self.sender.send(endpoint.url, body.encode(), headers)
+        url, secret = target
+        cloudevent, body = message
+        msg_id = message_id(tried.webhook_id, cloudevent["id"])
+        headers = signed_headers(secret, msg_id, body, datetime.now(timezone.utc))
+        result = self.sender.send(url, body.encode(), headers)
         now = self.now()
         settle = (tried, self.owner, cloudevent["id"], msg_id)
         attempt = tried.attempts + 1
@@ -282,11 +291,11 @@ class DeliveryWorker:
             assert result.status is not None
             self.store.delivered(*settle, result.status, now)
         elif result.status == 410:
-            log.warning("webhook %s answered 410 Gone: disabled", endpoint.id)
+            log.warning("webhook %s answered 410 Gone: disabled", tried.webhook_id)
             self.store.disable(*settle, "the endpoint answered 410 Gone", 410, now)
         elif attempt > len(self.schedule):
             log.warning("webhook %s: giving up on position %s after %s tries: %s",
-                        endpoint.id, tried.position, attempt, result.error)
+                        tried.webhook_id, tried.position, attempt, result.error)
             self.store.give_up(*settle, result.status, result.error, now, self.disable_after)
         else:
             delay = self.schedule[attempt - 1] * (1 + self.jitter * self.rng())
@@ -306,7 +315,8 @@ class DeliveryWorker:
             claimed = self.claim(self.threads)
             if not claimed:
                 return sent
-            sent += sum(self.deliver(tried) for tried in claimed)
+            messages = self.messages(claimed)
+            sent += sum(self.deliver(tried, messages.get(tried.position)) for tried in claimed)
 
     def run_until_idle(self, max_rounds: int = 10_000) -> int:
         """Deliver until nothing is due now; the number of tries sent."""
@@ -333,8 +343,9 @@ class DeliveryWorker:
                     self.hand_out()
                     busy = {future for future in busy if not future.done()}
                     claimed = self.claim(self.threads - len(busy))
+                    messages = self.messages(claimed)
                     for tried in claimed:
-                        future = pool.submit(self.deliver, tried)
+                        future = pool.submit(self.deliver, tried, messages.get(tried.position))
                         future.add_done_callback(lambda _: wake.set())
                         busy.add(future)
                 except Exception:

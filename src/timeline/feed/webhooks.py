@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import secrets
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -232,12 +234,31 @@ class WebhookStore:
 
     def __init__(self, settings: Settings):
         self.settings = settings
+        self._local = threading.local()
         self._create()
 
     # Connections ---------------------------------------------------------------------------
 
     def _connect(self) -> Any:
-        return connect_store_database(self.settings)
+        """This thread's connection (senders settle many tries each: one connection apiece)."""
+        conn, pid = getattr(self._local, "conn", None), getattr(self._local, "pid", None)
+        if conn is not None and pid == os.getpid():
+            return conn
+        conn = connect_store_database(self.settings)
+        if not self.settings.on_postgres:
+            # In WAL mode a commit then waits for no disk flush; a crash of the machine may lose
+            # the last settled tries, which are then sent again: delivery is at least once.
+            conn.execute("PRAGMA synchronous=NORMAL")
+        self._local.conn, self._local.pid = conn, os.getpid()
+        return conn
+
+    def _forget(self) -> None:
+        conn, self._local.conn = getattr(self._local, "conn", None), None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:
+                pass
 
     @contextmanager
     def _transaction(self) -> Iterator[Any]:
@@ -246,10 +267,11 @@ class WebhookStore:
             yield conn
             conn.commit()
         except BaseException:
-            conn.rollback()
+            try:
+                conn.rollback()
+            finally:
+                self._forget()  # a broken connection is made again on the next use
             raise
-        finally:
-            conn.close()
 
     def _sql(self, statement: str) -> str:
         """Statements are written with ``?``; PostgreSQL's driver wants ``%s``."""
@@ -315,12 +337,13 @@ class WebhookStore:
         assert endpoint is not None
         return endpoint, secret
 
-    def _select(self, where: str = "", params: Sequence[Any] = ()) -> list[Endpoint]:
+    def _select(self, where: str = "", params: Sequence[Any] = (),
+                with_pending: bool = True) -> list[Endpoint]:
         with self._transaction() as conn:
             rows = self._run(conn, f"SELECT {', '.join(_COLUMNS)}, secret FROM {_ENDPOINTS} {where}",
                              params).fetchall()
             ids = [row[0] for row in rows]
-            pending = self._pending(conn, ids) if ids else {}
+            pending = self._pending(conn, ids) if ids and with_pending else {}
         endpoints = []
         for row in rows:
             values = dict(zip(_COLUMNS + ("secret",), row))
@@ -337,10 +360,11 @@ class WebhookStore:
                   f" WHERE webhook_id IN ({marks}) GROUP BY webhook_id", ids)}
         found = {}
         for webhook_id, (count, oldest) in counts.items():
-            attempts, next_try_at = self._run(
+            row = self._run(
                 conn, "SELECT attempts, next_try_at FROM timeline_webhook_tries"
                       " WHERE webhook_id = ? AND position = ?", (webhook_id, oldest)).fetchone()
-            found[webhook_id] = Pending(count, oldest, attempts, next_try_at)
+            if row is not None:  # else settled in between (SQLite reads outside a transaction)
+                found[webhook_id] = Pending(count, oldest, row[0], row[1])
         return found
 
     def get(self, webhook_id: str) -> Endpoint | None:
@@ -410,7 +434,13 @@ class WebhookStore:
         """Active endpoints with events to hand out: new ones up to ``head``, or a replay."""
         return self._select(
             "WHERE disabled_at IS NULL AND (handed_through < ? OR replay_after IS NOT NULL)"
-            " ORDER BY id", (head,))
+            " ORDER BY id", (head,), with_pending=False)
+
+    def target(self, webhook_id: str) -> tuple[str, str] | None:
+        """Where an active endpoint's messages go and what signs them: its URL and secret."""
+        rows = self._query(f"SELECT url, secret FROM {_ENDPOINTS} WHERE id = ? AND disabled_at IS NULL",
+                           (webhook_id,))
+        return (rows[0][0], rows[0][1]) if rows else None
 
     def hand_out(self, webhook_id: str, seen: int, through: int, positions: Sequence[int],
                  now: float) -> bool:
@@ -453,13 +483,22 @@ class WebhookStore:
         """
         if limit <= 0:
             return []
+        # The oldest due tries of each endpoint, as many as it has room for: an endpoint at its
+        # cap, with many tries due, takes no place from the others.
         candidates = self._query(
-            "SELECT t.webhook_id, t.position FROM timeline_webhook_tries t"
+            "SELECT webhook_id, position FROM ("
+            " SELECT t.webhook_id, t.position, t.next_try_at,"
+            "  ROW_NUMBER() OVER (PARTITION BY t.webhook_id ORDER BY t.next_try_at, t.position) AS n,"
+            "  CASE WHEN e.failing_since IS NULL AND e.delivered_count > 0 THEN ? ELSE 1 END"
+            "   - COALESCE(f.flying, 0) AS room"
+            " FROM timeline_webhook_tries t"
             f" JOIN {_ENDPOINTS} e ON e.id = t.webhook_id"
+            " LEFT JOIN (SELECT webhook_id, COUNT(*) AS flying FROM timeline_webhook_tries"
+            "  WHERE lease_until >= ? GROUP BY webhook_id) f ON f.webhook_id = t.webhook_id"
             " WHERE e.disabled_at IS NULL AND t.next_try_at <= ?"
             " AND (t.lease_owner IS NULL OR t.lease_until < ?)"
-            " ORDER BY t.next_try_at, t.position LIMIT ?",
-            (now, now, limit * 4),
+            ") ranked WHERE n <= room ORDER BY next_try_at, position LIMIT ?",
+            (in_flight, now, now, now, limit * 2),
         )
         if not candidates:
             return []
@@ -483,9 +522,9 @@ class WebhookStore:
                     " RETURNING attempts",
                     (owner, lease_until, webhook_id, position, now, now, webhook_id, now,
                      in_flight, webhook_id),
-                ).fetchone()
-                if row is not None:
-                    claimed.append(Try(webhook_id, position, row[0]))
+                ).fetchall()
+                if row:
+                    claimed.append(Try(webhook_id, position, row[0][0]))
                     if len(claimed) == limit:
                         break
         return claimed
