@@ -20,6 +20,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
+import multiprocessing.connection
+import os
 import socket
 import statistics
 import sys
@@ -39,48 +42,64 @@ LIVE = 45
 SOURCE = [{"title": "Benchmark source"}]
 
 
+def receive(port: "multiprocessing.connection.Connection", log_path: str, refused_event: int) -> None:
+    """The receiver, in a process of its own (as receivers are elsewhere): one server, many
+    endpoints, each a path. Notes when each path got each event, and answers 204, or refuses by
+    the path's rule (``/first/``: an event's first try; ``/one/``: one event)."""
+    lock = threading.Lock()
+    tries: dict[tuple[str, int], int] = {}
+    log = open(log_path, "a", buffering=1)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            at = time.time()
+            position = int(json.loads(body)["sequence"])
+            key = (self.path, position)
+            with lock:
+                tries[key] = tries.get(key, 0) + 1
+                refuse = ((self.path.startswith("/first/") and tries[key] == 1)
+                          or (self.path.startswith("/one/") and position == refused_event))
+                if not refuse:
+                    log.write(f"{self.path} {position} {at}\n")
+            self.send_response(500 if refuse else 204)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server_class = type("Server", (ThreadingHTTPServer,), {"request_queue_size": 1024,
+                                                           "daemon_threads": True})
+    server = server_class(("127.0.0.1", 0), Handler)
+    port.send(server.server_port)
+    server.serve_forever()
+
+
 class Receiver:
-    """One server, many endpoints: notes when each path first got each event, and answers 204,
-    or refuses by the path's rule (``/first/``: an event's first try; ``/one/``: one event)."""
-
-    def __init__(self, refused_event: int) -> None:
-        self.lock = threading.Lock()
+    def __init__(self, refused_event: int, folder: str) -> None:
+        self.log_path = os.path.join(folder, "received.log")
+        open(self.log_path, "w").close()
+        ours, theirs = multiprocessing.Pipe()
+        self.process = multiprocessing.get_context("fork").Process(
+            target=receive, args=(theirs, self.log_path, refused_event), daemon=True)
+        self.process.start()
+        self.base = f"http://127.0.0.1:{ours.recv()}"
         self.received: dict[tuple[str, int], float] = {}
-        self.tries: dict[tuple[str, int], int] = {}
-        receiver = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                at = time.time()
-                position = int(json.loads(body)["sequence"])
-                key = (self.path, position)
-                with receiver.lock:
-                    receiver.tries[key] = receiver.tries.get(key, 0) + 1
-                    refuse = ((self.path.startswith("/first/") and receiver.tries[key] == 1)
-                              or (self.path.startswith("/one/") and position == refused_event))
-                    if not refuse:
-                        receiver.received.setdefault(key, at)
-                self.send_response(500 if refuse else 204)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        server_class = type("Server", (ThreadingHTTPServer,), {"request_queue_size": 1024})
-        self.server = server_class(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.base = f"http://127.0.0.1:{self.server.server_port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def read(self) -> None:
+        with open(self.log_path) as lines:
+            for line in lines:
+                path, position, at = line.split()
+                self.received.setdefault((path, int(position)), float(at))
 
     def count(self, path: str) -> int:
-        with self.lock:
-            return sum(1 for (p, _) in self.received if p == path)
+        return sum(1 for (p, _) in self.received if p == path)
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.process.terminate()
+        self.process.join(10)
+        self.read()
 
 
 class Silent:
@@ -125,7 +144,7 @@ def phase(failing: bool, events: int, rate: float, wait: float) -> dict[str, Any
     with tempfile.TemporaryDirectory(prefix="timeline-bench-webhooks-") as home:
         settings = Settings(home=Path(home), webhook_allow_private=True)
         tracker = Tracker(settings)
-        receiver = Receiver(refused_event)
+        receiver = Receiver(refused_event, home)
         silent = [Silent() for _ in range(3)] if failing else []
         store = WebhookStore(settings)
         tracker.register_rule({"id": "bench-webhook-rule", "title": "Bench", "jurisdiction": "US",
@@ -159,6 +178,7 @@ def phase(failing: bool, events: int, rate: float, wait: float) -> dict[str, Any
             deadline = time.time() + wait
             wanted_first = "/first/0"
             while time.time() < deadline:
+                receiver.read()
                 got = all(receiver.count(path) == events for path in live)
                 if got and (not failing or receiver.count(wanted_first) == events):
                     break

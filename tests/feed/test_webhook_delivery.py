@@ -378,6 +378,21 @@ def test_tries_in_flight_to_one_endpoint_are_capped(private_tracker, clock, rece
     assert len(store.claim("b", clock.now, clock.now + 60, 10, 2)) == 2
 
 
+def test_an_endpoint_with_many_tries_due_takes_no_place_from_the_others(private_tracker, clock):
+    crowded, _ = subscribe(private_tracker, "http://127.0.0.1:9/crowded")
+    register(private_tracker, "us-crowded-rule")
+    record(private_tracker, "us-crowded-rule", 30)
+    deliveries = worker(private_tracker, clock)
+    deliveries.hand_out()  # 31 tries due to an endpoint that has room for one
+    clock.advance(1)
+    other, _ = subscribe(private_tracker, "http://127.0.0.1:9/other")
+    record(private_tracker, "us-crowded-rule", 1)
+    deliveries.hand_out()
+    store = WebhookStore(private_tracker.settings)
+    claimed = store.claim("a", clock.now, clock.now + 60, 2, 4)
+    assert sorted((t.webhook_id, t.position) for t in claimed) == sorted([(crowded, 1), (other, 32)])
+
+
 def test_an_endpoint_that_has_not_answered_or_is_failing_gets_one_try_at_a_time(
     private_tracker, clock
 ):

@@ -207,6 +207,7 @@ class DeliveryWorker:
         self.in_flight = max(1, in_flight)
         self.disable_after = disable_after
         self.owner = owner or f"worker-{uuid.uuid4().hex[:12]}"
+        self._targets: dict[str, tuple[str, str]] = {}
 
     # Handing events out ------------------------------------------------------------------------
 
@@ -275,7 +276,12 @@ class DeliveryWorker:
             return False
 
     def _deliver(self, tried: Try, message: tuple[dict[str, Any], str] | None) -> bool:
-        target = self.store.target(tried.webhook_id)
+        # An endpoint's URL and secret never change, and a claim is only ever of an active one.
+        target = self._targets.get(tried.webhook_id)
+        if target is None:
+            target = self.store.target(tried.webhook_id)
+            if target is not None:
+                self._targets[tried.webhook_id] = target
         if target is None or message is None:
             self.store.release(tried, self.owner)
             return False
