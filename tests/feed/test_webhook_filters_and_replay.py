@@ -412,3 +412,32 @@ def test_a_receiver_refusing_every_first_try_gets_every_event(private_tracker, r
         thread.join(timeout=30)
     positions = sorted(int(json.loads(r.body)["sequence"]) for r in receiver.requests)
     assert positions == sorted(list(range(1, 11)) * 2)
+
+
+def test_backlog_counts_each_active_endpoints_unsettled_events(private_tracker):
+    store = WebhookStore(private_tracker.settings)
+    first = store.register("http://127.0.0.1:9/first", None, 0)[0].id
+    second = store.register("http://127.0.0.1:9/second", None, 0)[0].id
+    add_rule(private_tracker, "us-backlog-rule")
+    record(private_tracker, "us-backlog-rule", 3)
+    head = private_tracker.app.head()
+    assert store.backlog(head) == {first: 4, second: 4}  # not looked at yet
+    sender = Sender(lambda position, attempt: 204 if position >= 3 else 500)
+    DeliveryWorker(private_tracker, sender=sender, now=Clock()).run_until_idle()
+    assert store.backlog(head) == {first: 2, second: 2}  # 1 and 2 wait for their retries
+
+
+def test_every_message_carries_its_sequence(private_tracker, receiver_factory):
+    receiver = receiver_factory()
+    WebhookStore(private_tracker.settings).register(receiver.url, None, 0)
+    add_rule(private_tracker, "us-sequenced-rule")
+    record(private_tracker, "us-sequenced-rule", 2)
+    private_tracker.record_action("us-sequenced-rule", {"id": "a1", "kind": "ban", "effective": "2025",
+                                                        "sources": SOURCE})
+    private_tracker.correct_action("us-sequenced-rule", "a1", {"effective": "2026"}, "misdated")
+    private_tracker.retract_action("us-sequenced-rule", "a1", "wrong rule")
+    DeliveryWorker(private_tracker).run_until_idle()
+    bodies = [json.loads(r.body) for r in receiver.requests]
+    assert len({body["type"] for body in bodies}) == 4
+    assert sorted(int(body["sequence"]) for body in bodies) == list(range(1, 7))
+    assert all(len(body["sequence"]) == 20 for body in bodies)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Sequence
+from urllib.parse import urlencode
 
 from timeline.domain.errors import InvalidInput
 from timeline.events import EVENT_TYPES, event_type
@@ -112,6 +113,13 @@ class EventFilter:
             found = facets({event.originator_id for _, event in rows})
         return [(position, event) for position, event in rows
                 if self.matches(event_type(event), event.originator_id, found.get(event.originator_id))]
+
+    def query(self) -> str:
+        """The filter as a query string for links (``?rule=...``), empty for no filter."""
+        pairs = [(name, value) for name, values in (
+            ("rule", self.rules), ("jurisdiction", self.jurisdictions),
+            ("instrument", self.instruments), ("type", self.types)) for value in sorted(values)]
+        return "?" + urlencode(pairs) if pairs else ""
 
     def public(self) -> dict[str, list[str]]:
         return {"types": sorted(self.types), "rules": sorted(self.rules),

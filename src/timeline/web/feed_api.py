@@ -301,13 +301,17 @@ def _atom_response(document: bytes, final: bool) -> Response:
 
 @atom_blp.route("/feed.atom")
 def feed_atom() -> Response:
-    """The newest events as Atom; older ones in archive pages linked by ``prev-archive``."""
-    return _atom_response(atom.current_document(_tracker(), request.url_root, _page_size()), False)
+    """The newest events as Atom; older ones in archive pages linked by ``prev-archive``.
+    Takes the feed's filters (``rule``, ``jurisdiction``, ``instrument``, ``type``)."""
+    wanted = EventFilter.from_query(request.args)
+    return _atom_response(
+        atom.current_document(_tracker(), request.url_root, _page_size(), wanted), False)
 
 
 @atom_blp.route("/feed/archive/<int:number>.atom")
 def feed_archive(number: int) -> Response:
-    document = atom.archive_document(_tracker(), request.url_root, number, _page_size())
+    wanted = EventFilter.from_query(request.args)
+    document = atom.archive_document(_tracker(), request.url_root, number, _page_size(), wanted)
     if document is None:
         abort(404, description=f"Archive page {number} does not exist (yet).")
     return _atom_response(document, True)
