@@ -197,13 +197,15 @@ class DeliveryListSchema(Schema):
 
 
 class DeliveryQuerySchema(StrictSchema):
-    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200), metadata={
-        "description": "At most this many tries (1 to 200; the newest 200 are kept).",
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1), metadata={
+        "description": "At most this many tries (default 50; the newest 200 of each endpoint "
+                       "are kept, so larger values are served as 200).",
     })
 
 
 class ReplaySchema(StrictSchema):
-    after = fields.Integer(required=True, strict=True, validate=validate.Range(min=0), metadata={
+    after = fields.Integer(required=True, strict=True,
+                           validate=validate.Range(min=0, max=2**63 - 1), metadata={
         "description": "Every matching event with a position greater than this is sent again.",
     })
 

@@ -20,7 +20,7 @@ from timeline.feed.schemas import (
 )
 from timeline.feed.sse import PollWaiter, StreamLimits, Waiter, event_stream
 from timeline.feed.urlsafety import system_resolver
-from timeline.feed.webhooks import WebhookStore
+from timeline.feed.webhooks import KEEP_ATTEMPTS, WebhookStore
 from timeline.schemas import ProblemSchema
 from timeline.web.auth import require_write
 
@@ -267,7 +267,7 @@ class WebhookDeliveries(MethodView):
         store = _webhooks()
         if store.get(webhook_id) is None:
             raise NotFound(f"No webhook {webhook_id!r}.")
-        return {"items": store.attempts(webhook_id, query["limit"])}
+        return {"items": store.attempts(webhook_id, min(query["limit"], KEEP_ATTEMPTS))}
 
 
 @blp.route("/webhooks/<webhook_id>/replay")
