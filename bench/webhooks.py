@@ -201,6 +201,10 @@ def phase(failing: bool, events: int, rate: float, wait: float) -> dict[str, Any
             "p99_ms": percentile(delays, 0.99) * 1000,
             "max_ms": max(delays) * 1000,
             "mean_ms": statistics.fmean(delays) * 1000,
+            # Deliveries to the live endpoints per second, from the first write to the last receipt.
+            "live_per_second": len(delays) / (max(
+                receiver.received[(path, p)] for path in live for p in positions
+                if (path, p) in receiver.received) - started),
         }
         if failing:
             result["refuse_first_received"] = receiver.count("/first/0")
@@ -227,6 +231,8 @@ def main() -> None:
         rows.append((key, f"{baseline[key]:.1f}", f"{failing[key]:.1f}", f"{failing[key] / baseline[key]:.2f}x"))
     rows.append(("live received", f"{baseline['live_received']}/{baseline['live_expected']}",
                  f"{failing['live_received']}/{failing['live_expected']}", ""))
+    rows.append(("live per s", f"{baseline['live_per_second']:.0f}", f"{failing['live_per_second']:.0f}",
+                 f"{failing['live_per_second'] / baseline['live_per_second']:.2f}x"))
     for row in rows:
         print(f"{row[0]:<14} {row[1]:>20} {row[2]:>24} {row[3]:>8}")
     print(f"refuses every first try: received {failing['refuse_first_received']}/{args.events}")
