@@ -8,7 +8,7 @@ senders, cap and timeout) and one receiver server on 127.0.0.1 (every endpoint a
 - baseline: 45 endpoints that answer 204 at once;
 - failing: the same 45, plus 3 endpoints that take the connection and never answer (each try
   runs into the 15 s timeout), 2 on a closed port, one that refuses the first try of every event,
-  and one that always refuses one event.
+  and one that always refuses the event at position 3.
 
 Events are written at --rate per second; for the 45 live endpoints it reports how many events
 arrived and the delay from the write returning to the receipt, p50, p99 and max, and the
@@ -140,7 +140,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def phase(failing: bool, events: int, rate: float, wait: float) -> dict[str, Any]:
-    refused_event = 3  # the third event written is refused for ever by /one/
+    refused_event = 3  # /one/ refuses the event at this position for ever
     with tempfile.TemporaryDirectory(prefix="timeline-bench-webhooks-") as home:
         settings = Settings(home=Path(home), webhook_allow_private=True)
         tracker = Tracker(settings)
@@ -208,7 +208,7 @@ def phase(failing: bool, events: int, rate: float, wait: float) -> dict[str, Any
         }
         if failing:
             result["refuse_first_received"] = receiver.count("/first/0")
-            refused_position = positions[refused_event - 1]
+            refused_position = refused_event
             result["refuse_one_received"] = receiver.count("/one/0")
             result["refuse_one_after_refused"] = sum(
                 1 for p in positions if p > refused_position and ("/one/0", p) in receiver.received)
@@ -236,7 +236,7 @@ def main() -> None:
     for row in rows:
         print(f"{row[0]:<14} {row[1]:>20} {row[2]:>24} {row[3]:>8}")
     print(f"refuses every first try: received {failing['refuse_first_received']}/{args.events}")
-    print(f"refuses event 3 for ever: received {failing['refuse_one_after_refused']}/"
+    print(f"refuses position 3 for ever: received {failing['refuse_one_after_refused']}/"
           f"{failing['refuse_one_expected_after']} of the events after it")
     if args.out:
         args.out.write_text(json.dumps({"baseline": baseline, "failing": failing}, indent=2))
