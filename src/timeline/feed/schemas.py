@@ -179,8 +179,13 @@ class WebhookListSchema(Schema):
 
 class DeliverySchema(Schema):
     event_id = fields.String(metadata={"description": "The CloudEvent's `id`."})
-    sequence = fields.Integer(metadata={"description": "The event's position."})
-    webhook_id = fields.String(metadata={"description": "The `webhook-id` header sent."})
+    sequence = fields.String(metadata={
+        "description": "The event's position, as in the CloudEvent (zero-padded to 20 digits).",
+        "example": "00000000000000000042",
+    })
+    webhook_id = fields.String(metadata={
+        "description": "The `webhook-id` header sent: the same on every try of the event.",
+    })
     attempt = fields.Integer(metadata={"description": "1 for the first try of the event."})
     status = fields.Integer(allow_none=True, metadata={"description": "The HTTP status answered."})
     error = fields.String(allow_none=True, metadata={

@@ -31,6 +31,7 @@ from typing import Any, Iterator, Sequence
 
 from timeline.config import Settings
 from timeline.domain.dates import format_instant
+from timeline.feed.cloudevents import sequence
 from timeline.feed.filters import EventFilter
 from timeline.feed.urlsafety import Resolver, check_url, system_resolver
 from timeline.store import connect_store_database, create_tables, table_exists, utcnow
@@ -401,7 +402,7 @@ class WebhookStore:
             (webhook_id, limit),
         )
         return [{
-            "event_id": event_id, "sequence": position, "webhook_id": message_id,
+            "event_id": event_id, "sequence": sequence(position), "webhook_id": message_id,
             "attempt": attempt, "status": status, "error": error, "at": at,
             "next_try_at": _instant(next_try_at),
         } for event_id, position, message_id, attempt, status, error, at, next_try_at in rows]
