@@ -14,7 +14,6 @@ import pytest
 from timeline.feed import paging
 from timeline.feed.delivery import DeliveryWorker, HttpSender, Result, start_delivery_worker
 from timeline.feed.webhooks import WebhookStore
-from timeline.tokens import TokenStore
 
 from feed_support import make_app, record, wait_until
 

@@ -33,10 +33,9 @@ import urllib3
 from standardwebhooks.webhooks import Webhook
 
 from timeline import __version__
-from timeline.events import event_type
 from timeline.feed.cloudevents import dumps, to_cloudevent
-from timeline.feed.urlsafety import RefusedURL, Resolver, Target, check_url, system_resolver
 from timeline.feed.filters import UnknownRule
+from timeline.feed.urlsafety import RefusedURL, Resolver, Target, check_url, system_resolver
 from timeline.feed.webhooks import Endpoint, Try, WebhookStore
 
 log = logging.getLogger("timeline.webhooks")
