@@ -127,3 +127,19 @@ def test_cpu_by_process_names_each_process_of_the_tree_and_its_cpu():
     assert total[0] == "all"
     # each figure rounded to a tenth on its own
     assert float(total[3]) == pytest.approx(float(command[3]) + float(child[3]), abs=0.11)
+
+
+def test_a_tiny_webhook_fan_out_delivers_everything_to_the_live_endpoints(tmp_path: Path):
+    out = tmp_path / "webhooks.json"
+    done = subprocess.run([sys.executable, str(BENCH / "webhooks.py"), "--events", "4", "--rate", "20",
+                           "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for row in ("p50_ms", "p99_ms", "max_ms", "live received", "refuses every first try"):
+        assert row in done.stdout
+    figures = json.loads(out.read_text())
+    for phase in ("baseline", "failing"):
+        assert figures[phase]["live_received"] == figures[phase]["live_expected"] == 45 * 4
+    assert figures["failing"]["refuse_first_received"] == 4
+    # Positions 2 to 5 are the events written; 3 is refused for ever, 4 and 5 still arrive.
+    assert figures["failing"]["refuse_one_after_refused"] == figures["failing"]["refuse_one_expected_after"] == 2
+    assert figures["failing"]["refuse_one_received"] == 3

@@ -461,14 +461,15 @@ def webhooks() -> None:
 
 
 @webhooks.command(name="run")
-@click.option("--threads", type=click.IntRange(1, 64), default=4, show_default=True,
-              help="Deliveries in flight at once, each to a different endpoint.")
+@click.option("--threads", type=click.IntRange(1, 256), default=32, show_default=True,
+              help="Sender threads: tries in flight at once (a failing or silent endpoint "
+                   "holds at most one).")
 def webhooks_run(threads: int) -> None:
     """Deliver webhooks until interrupted (Ctrl-C).
 
     `timeline serve` delivers webhooks itself; run this beside it (or several of these) for
     larger deployments. Workers share the store's delivery state, so a restarted worker resumes
-    where the last one stopped and no event goes to an endpoint twice at once.
+    where the last one stopped and no try is sent by two workers at once.
     """
     import signal
     import threading

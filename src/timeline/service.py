@@ -384,6 +384,12 @@ class Tracker:
 
         return at, each()
 
+    def rule_facets(self, rule_ids: Iterable[str]) -> dict[str, tuple[str, str]]:
+        """The jurisdiction and instrument of each of these rules (those registered by now)."""
+        self.known_at()
+        with self.readmodel.read() as conn:
+            return queries.rule_facets(conn, rule_ids)
+
     def rule_exists(self, rule_id: str) -> bool:
         at = self.known_at()
         with self.readmodel.read() as conn:

@@ -300,22 +300,42 @@ def ensure_postgres_schema(settings: Settings) -> None:
         _schemas_ready.add(key)
 
 
-def create_tables(settings: Settings, statements: Iterable[str]) -> None:
+def create_tables(settings: Settings, statements: Iterable[str],
+                  migrate: Callable[[Any], None] | None = None) -> None:
     """Run ``CREATE ... IF NOT EXISTS`` statements for tables kept beside the events, one
-    process at a time on PostgreSQL (concurrent DDL on one catalogue can fail there)."""
+    process at a time on PostgreSQL (concurrent DDL on one catalogue can fail there).
+
+    ``migrate(conn)``, when given, runs first in the same transaction: it brings tables of an
+    older shape to the new one."""
     conn = connect_store_database(settings)
     try:
         if settings.on_postgres:
             with conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_KEY,))
+                if migrate is not None:
+                    migrate(conn)
                 for statement in statements:
                     conn.execute(statement)
         else:
+            conn.execute("BEGIN IMMEDIATE")  # one process at a time here too
+            if migrate is not None:
+                migrate(conn)
             for statement in statements:
                 conn.execute(statement)
             conn.commit()
     finally:
         conn.close()
+
+
+def table_exists(settings: Settings, conn: Any, name: str) -> bool:
+    """Whether the store's database (its schema, on PostgreSQL) has this table."""
+    if settings.on_postgres:
+        found = conn.execute("SELECT 1 FROM information_schema.tables WHERE table_schema ="
+                             " current_schema() AND table_name = %s", (name,)).fetchone()
+    else:
+        found = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                             (name,)).fetchone()
+    return found is not None
 
 
 @contextmanager

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from lxml import etree
 
+from timeline.feed import atom
+
 from feed_support import make_app, record
 
 ATOM = "{http://www.w3.org/2005/Atom}"
@@ -112,3 +114,26 @@ def test_an_empty_store_has_a_valid_empty_feed(app):
     root = parse(app.test_client().get("/feed.atom"))
     assert root.findall(f"{ATOM}entry") == []
     assert "prev-archive" not in links(root)
+
+
+def test_a_filtered_feed_walks_back_through_every_matching_event_once(loaded):
+    record(loaded, "us-safe-chips-bill", 20)
+    client = make_app(loaded, TIMELINE_ATOM_PAGE_SIZE=10).test_client()
+    matching = client.get("/api/v1/events?limit=1000&jurisdiction=US").get_json()["events"]
+    everything = client.get("/api/v1/events?limit=1000").get_json()["events"]
+    assert 0 < len(matching) < len(everything)
+
+    current = parse(client.get("/feed.atom?jurisdiction=US"))
+    assert links(current)["self"] == "http://localhost/feed.atom?jurisdiction=US"
+    collected = entry_ids(current)
+    href = links(current).get("prev-archive")
+    assert href == "http://localhost/feed/archive/4.atom?jurisdiction=US"
+    while href:
+        page = parse(client.get(href.removeprefix("http://localhost")))
+        assert links(page)["current"] == "http://localhost/feed.atom?jurisdiction=US"
+        collected.extend(entry_ids(page))
+        href = links(page).get("prev-archive")
+    # The current document overlaps the newest archive page: the same entries, once each.
+    assert set(collected) == {atom.entry_id(event) for event in matching}
+    bad = client.get("/feed.atom?jurisdiction=XX")
+    assert bad.status_code == 422

@@ -68,7 +68,8 @@ def test_webhook_tables_live_in_the_stores_schema(pg_settings, pg_tracker):
         "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (schema,)
     )}
     admin.close()
-    assert {"timeline_webhooks", "timeline_webhook_failures"} <= tables
+    assert {"timeline_webhook_endpoints", "timeline_webhook_tries", "timeline_webhook_attempts",
+            "timeline_webhook_failures"} <= tables
 
 
 def test_paging_while_threads_write_gives_every_event_once(pg_tracker):
@@ -91,26 +92,33 @@ def test_paging_while_threads_write_gives_every_event_once(pg_tracker):
     assert len(seen) == 48 == len(pg_tracker.app.events_after(0, 1000))
 
 
-def test_a_lease_is_claimed_by_one_worker_only(pg_settings, pg_tracker):
+def test_a_try_is_claimed_by_one_worker_only_and_the_cap_holds(pg_settings, pg_tracker,
+                                                               receiver_factory):
     store = WebhookStore(pg_settings)
-    endpoint, _ = store.register("http://127.0.0.1:9/hook", None, pg_tracker.app.head())
+    endpoint, _ = store.register(receiver_factory().url, None, pg_tracker.app.head())
+    register(pg_tracker, "pg-claimed-rule")
     now = time.time()
-    results: list[bool] = []
+    deliveries = DeliveryWorker(pg_tracker, now=lambda: now)
+    deliveries.run_until_idle()  # it has answered: more than one try may be in flight to it
+    record(pg_tracker, "pg-claimed-rule", 5)
+    deliveries.hand_out()
+    results: list[list] = []
     barrier = threading.Barrier(8)
 
     def claim(owner: str) -> None:
         barrier.wait()
-        results.append(store.claim(endpoint.id, owner, now, now + 60))
+        results.append(store.claim(owner, now, now + 60, 10, 3))
 
     threads = [threading.Thread(target=claim, args=(f"w{n}",)) for n in range(8)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert sorted(results) == [False] * 7 + [True]
+    claimed = [t.position for taken in results for t in taken]
+    assert len(claimed) == 3 == len(set(claimed))  # never more in flight than the cap, none twice
 
 
-def test_workers_deliver_each_event_once_in_order_and_resume_after_a_restart(
+def test_workers_deliver_each_event_once_and_resume_after_a_restart(
     pg_settings, pg_tracker, receiver_factory
 ):
     receiver = receiver_factory(script=[(500, {})])
@@ -121,7 +129,7 @@ def test_workers_deliver_each_event_once_in_order_and_resume_after_a_restart(
 
     clock = [time.time()]
     DeliveryWorker(pg_tracker, now=lambda: clock[0]).run_until_idle()
-    assert len(receiver.requests) == 1 and store.get(endpoint.id).attempts == 1
+    assert len(receiver.requests) == 10 and store.get(endpoint.id).pending.attempts == 1
 
     restarted = Tracker(pg_settings)  # a second process's view of the same store
     try:
@@ -135,6 +143,37 @@ def test_workers_deliver_each_event_once_in_order_and_resume_after_a_restart(
     finally:
         restarted.close()
     positions = [int(json.loads(r.body)["sequence"]) for r in receiver.requests]
-    assert positions == [1] + list(range(1, 11))
-    assert receiver.requests[0].header("webhook-id") == receiver.requests[1].header("webhook-id")
+    assert positions == list(range(1, 11)) + [1]  # 1 was refused once, retried after the rest
+    assert receiver.requests[0].header("webhook-id") == receiver.requests[10].header("webhook-id")
     assert store.get(endpoint.id).delivered_count == 10
+
+
+def test_a_store_with_the_old_webhook_table_moves_to_the_new_one(pg_settings, pg_tracker,
+                                                                  receiver_factory):
+    from timeline.store import connect_store_database
+
+    register(pg_tracker, "pg-old-rule")
+    record(pg_tracker, "pg-old-rule", 2)
+    receiver = receiver_factory()
+    conn = connect_store_database(pg_settings)
+    conn.execute(
+        "CREATE TABLE timeline_webhooks (id TEXT PRIMARY KEY, url TEXT NOT NULL, types TEXT NOT NULL,"
+        " secret TEXT NOT NULL, created_at TEXT NOT NULL, start_after BIGINT NOT NULL,"
+        " delivered_through BIGINT NOT NULL, pending_position BIGINT, attempts INTEGER NOT NULL"
+        " DEFAULT 0, next_try_at DOUBLE PRECISION NOT NULL DEFAULT 0, lease_owner TEXT,"
+        " lease_until DOUBLE PRECISION, disabled_at TEXT, disabled_reason TEXT, last_attempt_at TEXT,"
+        " last_status INTEGER, last_error TEXT, delivered_count BIGINT NOT NULL DEFAULT 0,"
+        " failed_count BIGINT NOT NULL DEFAULT 0)")
+    conn.execute(
+        "INSERT INTO timeline_webhooks (id, url, types, secret, created_at, start_after,"
+        " delivered_through, pending_position, attempts, next_try_at)"
+        " VALUES ('wh_old', %s, '[]', 'whsec_c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0',"
+        " '2025-01-01T00:00:00Z', 0, 1, 2, 1, 0)", (receiver.url,))
+    conn.commit()
+    conn.close()
+
+    store = WebhookStore(pg_settings)
+    [endpoint] = store.list()
+    assert endpoint.id == "wh_old" and endpoint.pending.position == 2
+    DeliveryWorker(pg_tracker).run_until_idle()
+    assert sorted(int(json.loads(r.body)["sequence"]) for r in receiver.requests) == [2, 3]

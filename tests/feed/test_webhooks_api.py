@@ -112,7 +112,12 @@ def test_the_openapi_document_describes_the_feed(client):
         assert name in schemas
     assert set(schemas["EventPage"]["properties"]) == {"events", "next_after", "head"}
     parameters = {p["name"] for p in spec["paths"]["/api/v1/events"]["get"]["parameters"]}
-    assert parameters == {"after", "limit"}
+    assert parameters == {"after", "limit", "rule", "jurisdiction", "instrument", "type"}
+    for path in ("/api/v1/webhooks/{webhook_id}/deliveries", "/api/v1/webhooks/{webhook_id}/replay"):
+        assert path in spec["paths"], path
+    assert set(schemas["Delivery"]["properties"]) == {
+        "event_id", "sequence", "webhook_id", "attempt", "status", "error", "at", "next_try_at"}
+    assert {"rules", "jurisdictions", "instruments"} <= set(schemas["WebhookCreate"]["properties"])
     stream = spec["paths"]["/api/v1/events/stream"]["get"]
     assert "text/event-stream" in stream["responses"]["200"]["content"]
     assert {p["name"] for p in stream["parameters"]} == {"after", "Last-Event-ID"}

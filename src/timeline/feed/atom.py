@@ -17,6 +17,7 @@ from feedgen.ext.base import BaseExtension
 from feedgen.feed import FeedGenerator
 
 from timeline.feed.cloudevents import to_cloudevent
+from timeline.feed.filters import EventFilter
 
 PAGE_SIZE = 50
 HISTORY_NS = "http://purl.org/syndication/history/1.0"
@@ -105,30 +106,41 @@ def _document(
     return fg.atom_str(pretty=True, encoding="UTF-8", xml_declaration=True)
 
 
-def current_document(tracker: Any, base_url: str, size: int = PAGE_SIZE) -> bytes:
-    """The newest events, linking to the newest final archive page."""
+def _matching(tracker: Any, rows: list[tuple[int, Any]], wanted: EventFilter) -> list[tuple[int, Any]]:
+    return wanted.select(rows, tracker.rule_facets if wanted.needs_facets else None)
+
+
+def current_document(tracker: Any, base_url: str, size: int = PAGE_SIZE,
+                     wanted: EventFilter = EventFilter()) -> bytes:
+    """The newest events, linking to the newest final archive page.
+
+    Filtered, each document holds the matching events of the same positions as unfiltered, so
+    the archive pages still cover every position once (some hold few events, or none)."""
     head = tracker.app.head()
     rows = tracker.app.events_after(max(0, head - size), size)
-    rows = [row for row in rows if row[0] <= head]
-    links = [("current", base_url + "feed.atom")]
+    rows = _matching(tracker, [row for row in rows if row[0] <= head], wanted)
+    current = base_url + "feed.atom" + wanted.query()
+    links = [("current", current)]
     archives = archive_count(head, size)
     if archives:
-        links.append(("prev-archive", archive_href(base_url, archives)))
-    return _document(rows, base_url, base_url + "feed.atom", links, archive=False)
+        links.append(("prev-archive", archive_href(base_url, archives, wanted)))
+    return _document(rows, base_url, current, links, archive=False)
 
 
-def archive_href(base_url: str, number: int) -> str:
-    return f"{base_url}feed/archive/{number}.atom"
+def archive_href(base_url: str, number: int, wanted: EventFilter = EventFilter()) -> str:
+    return f"{base_url}feed/archive/{number}.atom" + wanted.query()
 
 
-def archive_document(tracker: Any, base_url: str, number: int, size: int = PAGE_SIZE) -> bytes | None:
+def archive_document(tracker: Any, base_url: str, number: int, size: int = PAGE_SIZE,
+                     wanted: EventFilter = EventFilter()) -> bytes | None:
     """Archive page ``number`` (from 1), or None while it is not final yet."""
     if number < 1 or number > archive_count(tracker.app.head(), size):
         return None
     start = (number - 1) * size
     rows = [row for row in tracker.app.events_after(start, size) if row[0] <= start + size]
+    rows = _matching(tracker, rows, wanted)
     # Only links that never change: the current document and the older page.
-    links = [("current", base_url + "feed.atom")]
+    links = [("current", base_url + "feed.atom" + wanted.query())]
     if number > 1:
-        links.append(("prev-archive", archive_href(base_url, number - 1)))
-    return _document(rows, base_url, archive_href(base_url, number), links, archive=True)
+        links.append(("prev-archive", archive_href(base_url, number - 1, wanted)))
+    return _document(rows, base_url, archive_href(base_url, number, wanted), links, archive=True)

@@ -1,15 +1,22 @@
-"""Delivering webhooks: signed CloudEvents, retried on the Standard Webhooks schedule.
+"""Delivering webhooks: signed CloudEvents, each retried on its own Standard Webhooks schedule.
 
 Each event goes to each matching endpoint as one message whose ``webhook-id`` is derived from
-the endpoint and the event, so it is the same on every try and after any restart. A try
-succeeds on a 2xx answer; a 410 disables the endpoint; anything else (another status, a redirect,
-which is never followed, a timeout, a refused address) is tried again after the next delay of
-the schedule, with jitter, or later if the answer's ``Retry-After`` asks for it. After the last
-try the event is listed as a failure and the endpoint goes on with its next event.
+the endpoint and the event, so it is the same on every try, after any restart and in a replay.
+A try succeeds on a 2xx answer; a 410 disables the endpoint; anything else (another status, a
+redirect, which is never followed, a timeout, a refused address) is tried again after the next
+delay of the schedule, with jitter, or later if the answer's ``Retry-After`` asks for it. After
+the last try the event is listed as a failure. Delivery is at least once and not in order: an
+event that fails waits on its own schedule while the events after it go on.
+
+A worker is one dispatcher thread and a bounded pool of sender threads. The dispatcher hands new
+events out (a try per event and endpoint), claims due tries with leases, as many as there are
+free senders, and a cap per endpoint keeps a slow endpoint from taking many of them: a slow or
+dead endpoint holds at most a few senders while the others carry on.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import logging
 import random
@@ -26,10 +33,10 @@ import urllib3
 from standardwebhooks.webhooks import Webhook
 
 from timeline import __version__
-from timeline.events import event_type
 from timeline.feed.cloudevents import dumps, to_cloudevent
+from timeline.feed.filters import UnknownRule
 from timeline.feed.urlsafety import RefusedURL, Resolver, Target, check_url, system_resolver
-from timeline.feed.webhooks import Endpoint, WebhookStore
+from timeline.feed.webhooks import Endpoint, Try, WebhookStore
 
 log = logging.getLogger("timeline.webhooks")
 
@@ -41,7 +48,10 @@ MAX_RETRY_AFTER = 86400.0
 TIMEOUT = 15.0
 LEASE = 60.0  # longer than one try can take
 POLL = 0.5
-SCAN = 200  # events looked at per claim when an endpoint skips types it does not want
+SCAN = 500  # events looked at per endpoint per round when handing out
+SENDERS = 32  # sender threads per worker
+IN_FLIGHT = 4  # tries in flight to one endpoint at a time (one while it is failing)
+DISABLE_AFTER = 5 * 86400.0  # an endpoint whose every try has failed this long is disabled
 CONTENT_TYPE = "application/cloudevents+json; charset=utf-8"
 
 
@@ -159,7 +169,7 @@ class HttpSender:
 
 
 class DeliveryWorker:
-    """Delivers due webhook messages; any number of these may run against one store."""
+    """Delivers due webhook tries; any number of these may run against one store."""
 
     def __init__(
         self,
@@ -174,9 +184,12 @@ class DeliveryWorker:
         rng: Callable[[], float] = random.random,
         lease: float = LEASE,
         poll: float = POLL,
-        threads: int = 4,
+        threads: int = SENDERS,
+        in_flight: int = IN_FLIGHT,
+        disable_after: float = DISABLE_AFTER,
         owner: str | None = None,
     ):
+        self.tracker = tracker
         self.app = tracker.app
         self.store = store or WebhookStore(tracker.settings)
         self.sender = sender or HttpSender(
@@ -190,107 +203,162 @@ class DeliveryWorker:
         self.lease = lease
         self.poll = poll
         self.threads = max(1, threads)
+        self.in_flight = max(1, in_flight)
+        self.disable_after = disable_after
         self.owner = owner or f"worker-{uuid.uuid4().hex[:12]}"
+        self._targets: dict[str, tuple[str, str]] = {}
+
+    # Handing events out ------------------------------------------------------------------------
+
+    def hand_out(self) -> int:
+        """Give each wanted new (or replayed) event a try per endpoint; the tries made."""
+        head = self.app.head()
+        pages: dict[int, list[tuple[int, Any]]] = {}  # endpoints at one cursor share a read
+
+        def page(after: int) -> list[tuple[int, Any]]:
+            if after not in pages:
+                pages[after] = self.app.events_after(after, SCAN)
+            return pages[after]
+
+        made = 0
+        for endpoint in self.store.behind(head):
+            try:
+                made += self._hand_out(endpoint, head, page)
+            except UnknownRule:
+                pass  # the read model has not caught up with the rule yet: next round
+        return made
+
+    def _hand_out(self, endpoint: Endpoint, head: int,
+                  page: Callable[[int], list[tuple[int, Any]]]) -> int:
+        made = 0
+        now = self.now()
+        if endpoint.handed_through < head:
+            rows = [row for row in page(endpoint.handed_through) if row[0] <= head]
+            if rows:
+                wanted = [p for p, _ in endpoint.filter.select(rows, self.tracker.rule_facets)]
+                if self.store.hand_out(endpoint.id, endpoint.handed_through, rows[-1][0], wanted, now):
+                    made += len(wanted)
+        if endpoint.replay_after is not None:
+            through = endpoint.replay_through or 0
+            rows = [row for row in page(endpoint.replay_after) if row[0] <= through]
+            wanted = [p for p, _ in endpoint.filter.select(rows, self.tracker.rule_facets)]
+            last = rows[-1][0] if rows else through
+            if self.store.hand_out_replay(endpoint.id, endpoint.replay_after, last, wanted, now,
+                                          done=last >= through):
+                made += len(wanted)
+        return made
+
+    # Sending -----------------------------------------------------------------------------------
+
+    def claim(self, limit: int) -> list[Try]:
+        now = self.now()
+        return self.store.claim(self.owner, now, now + self.lease, limit, self.in_flight)
+
+    def messages(self, claimed: Sequence[Try]) -> dict[int, tuple[dict[str, Any], str]]:
+        """The CloudEvent and its body for each position claimed, each event read once."""
+        found: dict[int, tuple[dict[str, Any], str]] = {}
+        for position in sorted({tried.position for tried in claimed}):
+            rows = self.app.events_after(position - 1, 1)
+            if rows and rows[0][0] == position:
+                cloudevent = to_cloudevent(position, rows[0][1])
+                found[position] = (cloudevent, dumps(cloudevent))
+        return found
+
+    def deliver(self, tried: Try, message: tuple[dict[str, Any], str] | None = None) -> bool:
+        """Send one claimed try and settle it; False if it could not be sent."""
+        try:
+            return self._deliver(tried, message or self.messages([tried]).get(tried.position))
+        except Exception:
+            log.exception("webhook %s: delivery of %s failed unexpectedly", tried.webhook_id,
+                          tried.position)
+            self.store.release(tried, self.owner)
+            return False
+
+    def _deliver(self, tried: Try, message: tuple[dict[str, Any], str] | None) -> bool:
+        # An endpoint's URL and secret never change, and a claim is only ever of an active one.
+        target = self._targets.get(tried.webhook_id)
+        if target is None:
+            target = self.store.target(tried.webhook_id)
+            if target is not None:
+                self._targets[tried.webhook_id] = target
+        if target is None or message is None:
+            self.store.release(tried, self.owner)
+            return False
+        url, secret = target
+        cloudevent, body = message
+        msg_id = message_id(tried.webhook_id, cloudevent["id"])
+        headers = signed_headers(secret, msg_id, body, datetime.now(timezone.utc))
+        result = self.sender.send(url, body.encode(), headers)
+        now = self.now()
+        settle = (tried, self.owner, cloudevent["id"], msg_id)
+        attempt = tried.attempts + 1
+        if result.ok:
+            assert result.status is not None
+            self.store.delivered(*settle, result.status, now)
+        elif result.status == 410:
+            log.warning("webhook %s answered 410 Gone: disabled", tried.webhook_id)
+            self.store.disable(*settle, "the endpoint answered 410 Gone", 410, now)
+        elif attempt > len(self.schedule):
+            log.warning("webhook %s: giving up on position %s after %s tries: %s",
+                        tried.webhook_id, tried.position, attempt, result.error)
+            self.store.give_up(*settle, result.status, result.error, now, self.disable_after)
+        else:
+            delay = self.schedule[attempt - 1] * (1 + self.jitter * self.rng())
+            if result.retry_after is not None:
+                delay = max(delay, result.retry_after)
+            self.store.retry_later(*settle, result.status, result.error, now, now + delay,
+                                   self.disable_after)
+        return True
 
     # One step at a time (tests drive these directly) -------------------------------------------
 
-    def run_once(self, stop: threading.Event | None = None) -> int:
-        """Serve every due endpoint once; the number of endpoints that made progress."""
-        served = 0
-        ids = self.store.due(self.now(), self.app.head())
-        random.shuffle(ids)  # several threads or workers then rarely race for the same one
-        for webhook_id in ids:
-            if stop is not None and stop.is_set():
-                break
-            if self.serve(webhook_id):
-                served += 1
-        return served
+    def run_once(self) -> int:
+        """Hand out new events, then send every try due now, one after another; the tries sent."""
+        self.hand_out()
+        sent = 0
+        while True:
+            claimed = self.claim(self.threads)
+            if not claimed:
+                return sent
+            messages = self.messages(claimed)
+            sent += sum(self.deliver(tried, messages.get(tried.position)) for tried in claimed)
 
     def run_until_idle(self, max_rounds: int = 10_000) -> int:
-        """Deliver until nothing is due now; the number of steps taken."""
-        steps = 0
+        """Deliver until nothing is due now; the number of tries sent."""
+        sent = 0
         for _ in range(max_rounds):
             done = self.run_once()
-            if not done:
-                return steps
-            steps += done
-        return steps
-
-    def serve(self, webhook_id: str) -> bool:
-        """Claim one endpoint and settle its next event; False if there was nothing to do."""
-        now = self.now()
-        if not self.store.claim(webhook_id, self.owner, now, now + self.lease):
-            return False
-        try:
-            endpoint = self.store.get(webhook_id)
-            if endpoint is None or not endpoint.active:
-                return False  # deleted or disabled meanwhile: nothing to release
-            return self._serve(endpoint)
-        except Exception:
-            log.exception("webhook %s: delivery failed unexpectedly", webhook_id)
-            self.store.release(webhook_id, self.owner, next_try_at=self.now() + self.poll)
-            return False
-
-    def _serve(self, endpoint: Endpoint) -> bool:
-        through = endpoint.delivered_through
-        target = None
-        for position, event in self.app.events_after(endpoint.delivered_through, SCAN):
-            if endpoint.wants(event_type(event)):
-                target = (position, event)
-                break
-            through = position
-        if target is None:
-            self.store.release(endpoint.id, self.owner, through=through)
-            return through > endpoint.delivered_through
-        position, event = target
-        tries = endpoint.attempts + 1 if endpoint.pending_position == position else 1
-        cloudevent = to_cloudevent(position, event)
-        body = dumps(cloudevent)
-        msg_id = message_id(endpoint.id, cloudevent["id"])
-        headers = signed_headers(endpoint.secret, msg_id, body, datetime.now(timezone.utc))
-        result = self.sender.send(endpoint.url, body.encode(), headers)
-        if result.ok:
-            assert result.status is not None
-            self.store.delivered(endpoint.id, self.owner, position, result.status)
-        elif result.status == 410:
-            log.warning("webhook %s answered 410 Gone: disabled", endpoint.id)
-            self.store.disable(endpoint.id, self.owner, "the endpoint answered 410 Gone", 410)
-        elif tries > len(self.schedule):
-            log.warning("webhook %s: giving up on position %s after %s tries: %s",
-                        endpoint.id, position, tries, result.error)
-            self.store.give_up(endpoint.id, self.owner, position, msg_id, tries, result.status,
-                               result.error)
-        else:
-            delay = self.schedule[tries - 1] * (1 + self.jitter * self.rng())
-            if result.retry_after is not None:
-                delay = max(delay, result.retry_after)
-            self.store.retry_later(endpoint.id, self.owner, through, position, tries,
-                                   self.now() + delay, result.status, result.error)
-        return True
+            if not done and self.store.behind(self.app.head()) == []:
+                return sent
+            sent += done
+        return sent
 
     # Running in the background -------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
-        """Deliver until ``stop`` is set, with ``threads`` loops so one slow endpoint holds up no other."""
-        helpers = [
-            threading.Thread(target=self._loop, args=(stop,), name=f"timeline-webhooks-{n}", daemon=True)
-            for n in range(1, self.threads)
-        ]
-        for helper in helpers:
-            helper.start()
-        self._loop(stop)
-        for helper in helpers:
-            helper.join()
-
-    def _loop(self, stop: threading.Event) -> None:
-        while not stop.is_set():
-            try:
-                served = self.run_once(stop)
-            except Exception:
-                log.exception("webhook delivery loop failed; trying again")
-                served = 0
-            if not served:
-                stop.wait(self.poll)
+        """Deliver until ``stop`` is set: this thread hands out and claims, ``threads`` send."""
+        wake = threading.Event()  # a sender is free again
+        busy: set[concurrent.futures.Future] = set()
+        pool = concurrent.futures.ThreadPoolExecutor(self.threads, "timeline-webhooks-send")
+        try:
+            while not stop.is_set():
+                claimed: list[Try] = []
+                wake.clear()
+                try:
+                    self.hand_out()
+                    busy = {future for future in busy if not future.done()}
+                    claimed = self.claim(self.threads - len(busy))
+                    messages = self.messages(claimed)
+                    for tried in claimed:
+                        future = pool.submit(self.deliver, tried, messages.get(tried.position))
+                        future.add_done_callback(lambda _: wake.set())
+                        busy.add(future)
+                except Exception:
+                    log.exception("webhook delivery loop failed; trying again")
+                if not claimed:
+                    wake.wait(self.poll)
+        finally:
+            pool.shutdown(wait=True)
 
 
 def start_delivery_worker(tracker: Any, stop: threading.Event, **options: Any) -> threading.Thread:

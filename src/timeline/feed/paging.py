@@ -13,9 +13,13 @@ from typing import Any
 
 from timeline.domain.errors import TimelineError
 from timeline.feed.cloudevents import to_cloudevent
+from timeline.feed.filters import EventFilter
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
+# Events looked at for one filtered page: a page with few matches still answers promptly, and
+# its ``next_after`` moves past everything looked at, so the next page starts after them.
+SCAN_LIMIT = 10_000
 
 
 class BadFeedParameter(TimelineError):
@@ -56,7 +60,7 @@ class Page:
     events: list[dict[str, Any]]
     next_after: int
     head: int
-    full: bool  # as many events as asked for: this page never changes
+    full: bool  # the page ends before the head: it never changes
 
     def body(self) -> dict[str, Any]:
         return {"events": self.events, "next_after": self.next_after, "head": self.head}
@@ -70,3 +74,35 @@ def read_page(tracker: Any, after: int, limit: int) -> Page:
     # Read the head after the events, so that it is never behind the page it comes with.
     head = max(tracker.app.head(), next_after if rows else 0)
     return Page(events, next_after, head, full=len(rows) == limit)
+
+
+def read_filtered_page(tracker: Any, after: int, limit: int, wanted: EventFilter,
+                       scan_limit: int | None = None) -> Page:
+    """One page of the events after ``after`` that match ``wanted``.
+
+    ``next_after`` is the last position looked at, matching or not, so a consumer paging on
+    it gets every matching event exactly once even where they are sparse.
+    """
+    if wanted.everything:
+        return read_page(tracker, after, limit)
+    facets = tracker.rule_facets if wanted.needs_facets else None
+    scan_limit = scan_limit or SCAN_LIMIT
+    events: list[dict[str, Any]] = []
+    scanned, position, ended = 0, after, False
+    while len(events) < limit and scanned < scan_limit:
+        batch = min(MAX_LIMIT, scan_limit - scanned)
+        rows = tracker.app.events_after(position, batch)
+        for found, event in wanted.select(rows, facets):
+            events.append(to_cloudevent(found, event))
+            if len(events) == limit:
+                position = found  # stop at the last match: the events after it come next
+                break
+        else:
+            if rows:
+                position = rows[-1][0]
+        scanned += len(rows)
+        if len(rows) < batch:
+            ended = len(events) < limit  # looked at everything stored
+            break
+    head = max(tracker.app.head(), position)
+    return Page(events, position, head, full=not ended)

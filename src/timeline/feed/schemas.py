@@ -5,7 +5,10 @@ from __future__ import annotations
 from marshmallow import Schema, ValidationError, fields, validate
 
 from timeline.events import ACTION_CORRECTED, ACTION_RECORDED, ACTION_RETRACTED, EVENT_TYPES, RULE_REGISTERED
-from timeline.schemas import ActionSchema, CorrectionSchema, RuleSchema, StrictSchema
+from timeline.schemas import (
+    INSTRUMENTS, JURISDICTIONS, RULE_ID, ActionSchema, CorrectionSchema, Pattern, RuleSchema,
+    StrictSchema,
+)
 
 
 class RuleRegisteredData(RuleSchema):
@@ -89,17 +92,31 @@ class EventPageSchema(Schema):
     })
 
 
-def _types(values: list[str]) -> None:
+def _not_empty(values: list[str]) -> None:
     if not values:
-        raise ValidationError("give at least one event type, or leave types out for every type")
+        raise ValidationError("give at least one value, or leave the filter out for every event")
+
+
+def _code(value: str) -> None:
+    if value not in JURISDICTIONS:
+        raise ValidationError(f"{value!r} is not an ISO 3166-1 alpha-2 code or EU")
 
 
 class WebhookCreateSchema(StrictSchema):
     url = fields.String(required=True, validate=validate.Length(min=1, max=2000), metadata={
         "description": "An http(s) URL on a public address.",
     })
-    types = fields.List(fields.String(validate=validate.OneOf(EVENT_TYPES)), validate=_types,
+    types = fields.List(fields.String(validate=validate.OneOf(EVENT_TYPES)), validate=_not_empty,
                         metadata={"description": "Event types to send; every type when left out."})
+    rules = fields.List(fields.String(validate=Pattern(RULE_ID, error="is not a rule id")),
+                        validate=_not_empty,
+                        metadata={"description": "Only events of these rules (the CloudEvent's `subject`)."})
+    jurisdictions = fields.List(fields.String(validate=_code), validate=_not_empty, metadata={
+        "description": "Only events of rules issued by these codes (ISO 3166-1 alpha-2 or EU).",
+    })
+    instruments = fields.List(fields.String(validate=validate.OneOf(INSTRUMENTS)),
+                              validate=_not_empty,
+                              metadata={"description": "Only events of rules of these instruments."})
 
 
 class WebhookCreatedSchema(Schema):
@@ -109,13 +126,17 @@ class WebhookCreatedSchema(Schema):
     })
     url = fields.String()
     types = fields.List(fields.String())
+    rules = fields.List(fields.String())
+    jurisdictions = fields.List(fields.String())
+    instruments = fields.List(fields.String())
     created_at = fields.String(metadata={"format": "date-time"})
     after = fields.Integer(metadata={"description": "Events with positions after this are sent."})
 
 
 class PendingDeliverySchema(Schema):
-    position = fields.Integer()
-    attempts = fields.Integer(metadata={"description": "Failed tries so far."})
+    count = fields.Integer(metadata={"description": "Events still to be delivered or given up on."})
+    position = fields.Integer(metadata={"description": "The oldest of them."})
+    attempts = fields.Integer(metadata={"description": "Failed tries of the oldest so far."})
     next_try_at = fields.String(metadata={"format": "date-time"})
 
 
@@ -129,9 +150,18 @@ class WebhookSchema(Schema):
     id = fields.String()
     url = fields.String()
     types = fields.List(fields.String())
+    rules = fields.List(fields.String())
+    jurisdictions = fields.List(fields.String())
+    instruments = fields.List(fields.String())
     created_at = fields.String(metadata={"format": "date-time"})
-    active = fields.Boolean(metadata={"description": "False once disabled (after a 410 Gone)."})
+    active = fields.Boolean(metadata={
+        "description": "False once disabled: after a 410 Gone, or when every try has failed for 5 days.",
+    })
+    disabled_at = fields.String(allow_none=True, metadata={"format": "date-time"})
     disabled_reason = fields.String(allow_none=True)
+    failing_since = fields.String(allow_none=True, metadata={
+        "format": "date-time", "description": "The first failed try since the last delivery.",
+    })
     after = fields.Integer()
     delivered_through = fields.Integer(metadata={
         "description": "Every event up to this position is delivered or listed as failed.",
@@ -139,8 +169,52 @@ class WebhookSchema(Schema):
     delivered = fields.Integer()
     failed = fields.Integer()
     pending = fields.Nested(PendingDeliverySchema, allow_none=True)
+    replaying = fields.Boolean(metadata={"description": "A replay is handing events out again."})
     last_attempt = fields.Nested(LastAttemptSchema, allow_none=True)
 
 
 class WebhookListSchema(Schema):
     items = fields.List(fields.Nested(WebhookSchema))
+
+
+class DeliverySchema(Schema):
+    event_id = fields.String(metadata={"description": "The CloudEvent's `id`."})
+    sequence = fields.String(metadata={
+        "description": "The event's position, as in the CloudEvent (zero-padded to 20 digits).",
+        "example": "00000000000000000042",
+    })
+    webhook_id = fields.String(metadata={
+        "description": "The `webhook-id` header sent: the same on every try of the event.",
+    })
+    attempt = fields.Integer(metadata={"description": "1 for the first try of the event."})
+    status = fields.Integer(allow_none=True, metadata={"description": "The HTTP status answered."})
+    error = fields.String(allow_none=True, metadata={
+        "description": "Why the try failed (a status, a timeout, a refused address); null if it did not.",
+    })
+    at = fields.String(metadata={"format": "date-time"})
+    next_try_at = fields.String(allow_none=True, metadata={
+        "format": "date-time", "description": "When the event is tried again; null when it is not.",
+    })
+
+
+class DeliveryListSchema(Schema):
+    items = fields.List(fields.Nested(DeliverySchema))
+
+
+class DeliveryQuerySchema(StrictSchema):
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1), metadata={
+        "description": "At most this many tries (default 50; the newest 200 of each endpoint "
+                       "are kept, so larger values are served as 200).",
+    })
+
+
+class ReplaySchema(StrictSchema):
+    after = fields.Integer(required=True, strict=True,
+                           validate=validate.Range(min=0, max=2**63 - 1), metadata={
+        "description": "Every matching event with a position greater than this is sent again.",
+    })
+
+
+class ReplayAcceptedSchema(Schema):
+    id = fields.String()
+    after = fields.Integer()

@@ -6,7 +6,7 @@ import base64
 import bisect
 import json
 import sqlite3
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from timeline.domain.dates import PolicyDate
 from timeline.domain.errors import InvalidInput, NotFound
@@ -207,6 +207,20 @@ def jurisdictions(conn: sqlite3.Connection, known_at: str) -> list[str]:
         "SELECT DISTINCT jurisdiction FROM rules WHERE registered_at <= ?", (known_at,)
     ).fetchall()
     return [row[0] for row in rows]
+
+
+def rule_facets(conn: sqlite3.Connection, rule_ids: Iterable[str]) -> dict[str, tuple[str, str]]:
+    """Each registered rule's jurisdiction and instrument (fixed at registration), by rule id."""
+    ids = list(dict.fromkeys(rule_ids))
+    found: dict[str, tuple[str, str]] = {}
+    for start in range(0, len(ids), 500):  # well under SQLite's limit on parameters
+        chunk = ids[start:start + 500]
+        rows = conn.execute(
+            f"SELECT id, jurisdiction, instrument FROM rules WHERE id IN ({', '.join('?' * len(chunk))})",
+            chunk,
+        ).fetchall()
+        found.update((row[0], (row[1], row[2])) for row in rows)
+    return found
 
 
 def rule_exists(conn: sqlite3.Connection, rule_id: str, known_at: str) -> bool:

@@ -12,14 +12,15 @@ from flask_smorest import Blueprint
 
 from timeline.domain.errors import NotFound
 from timeline.feed import atom
-from timeline.feed.paging import parse_limit, parse_position, read_page
+from timeline.feed.filters import EventFilter
+from timeline.feed.paging import parse_limit, parse_position, read_filtered_page
 from timeline.feed.schemas import (
-    DATA_SCHEMAS, EventPageSchema, WebhookCreatedSchema, WebhookCreateSchema, WebhookListSchema,
-    WebhookSchema,
+    DATA_SCHEMAS, DeliveryListSchema, DeliveryQuerySchema, EventPageSchema, ReplayAcceptedSchema,
+    ReplaySchema, WebhookCreatedSchema, WebhookCreateSchema, WebhookListSchema, WebhookSchema,
 )
 from timeline.feed.sse import PollWaiter, StreamLimits, Waiter, event_stream
 from timeline.feed.urlsafety import system_resolver
-from timeline.feed.webhooks import WebhookStore
+from timeline.feed.webhooks import KEEP_ATTEMPTS, WebhookStore
 from timeline.schemas import ProblemSchema
 from timeline.web.auth import require_write
 
@@ -49,6 +50,22 @@ _LAST_EVENT_ID = {
     "schema": {"type": "integer", "minimum": 0},
     "description": "Resume after this position (EventSource sends it on reconnecting); wins over `after`.",
 }
+_FILTERS = [
+    {"in": "query", "name": name, "required": False, "style": "form", "explode": True,
+     "schema": {"type": "array", "items": {"type": "string"}}, "description": description}
+    for name, description in (
+        ("rule", "Only events of this rule (the CloudEvent's `subject`)."),
+        ("jurisdiction", "Only events of rules issued by this code (ISO 3166-1 alpha-2 or EU)."),
+        ("instrument", "Only events of rules of this instrument."),
+        ("type", "Only events of this CloudEvent type."),
+    )
+]
+_FILTERS_NOTE = (
+    " Filters (`rule`, `jurisdiction`, `instrument`, `type`; each may be repeated or hold "
+    "values separated by commas, any of which matches) keep only the events that match every "
+    "filter given; `next_after` then moves past the events looked at, matching or not, so "
+    "paging on it still gives every matching event exactly once, in order. Bad codes are 422."
+)
 _BEARER = [{"bearerAuth": []}]
 
 
@@ -73,12 +90,13 @@ def _etag(body: bytes) -> str:
 
 @blp.route("/events")
 class Events(MethodView):
-    @blp.doc(parameters=[_AFTER, _LIMIT], summary="Page through every recorded event", description=(
+    @blp.doc(parameters=[_AFTER, _LIMIT, *_FILTERS], summary="Page through every recorded event",
+             description=(
         "Events with a position greater than `after`, oldest first, as CloudEvents 1.0. Keep "
         "asking with `after` set to `next_after`: every event comes exactly once, in order. "
         "Positions only grow and may have gaps. A full page never changes and may be cached "
         "for a year; the last page carries an `ETag` and answers 304 to `If-None-Match` while "
-        "nothing new is recorded."
+        "nothing new is recorded." + _FILTERS_NOTE
     ))
     @blp.response(200, EventPageSchema, headers={
         "ETag": {"schema": {"type": "string"}}, "Cache-Control": {"schema": {"type": "string"}},
@@ -86,10 +104,13 @@ class Events(MethodView):
     @blp.alt_response(304, description="Not modified (the last page, unchanged).")
     @blp.alt_response(400, schema=ProblemSchema, content_type="application/problem+json",
                       description="`after` or `limit` is not a valid number.")
+    @blp.alt_response(422, schema=ProblemSchema, content_type="application/problem+json",
+                      description="A filter names an unknown code, instrument, type or a bad rule id.")
     def get(self) -> Response:
         after = parse_position(request.args.get("after"), "after")
         limit = parse_limit(request.args.get("limit"))
-        page = read_page(_tracker(), after, limit)
+        wanted = EventFilter.from_query(request.args)
+        page = read_filtered_page(_tracker(), after, limit, wanted)
         body = json.dumps(page.body(), ensure_ascii=False).encode()
         response = current_app.response_class(body, mimetype="application/json")
         if page.full:
@@ -185,11 +206,15 @@ class Webhooks(MethodView):
         "Every matching event recorded after registration is POSTed to `url` as a CloudEvent "
         "(`application/cloudevents+json`), signed by the Standard Webhooks scheme with the "
         "returned `whsec_` secret: headers `webhook-id` (the same on every try of one event), "
-        "`webhook-timestamp` and `webhook-signature` (`v1,` HMAC-SHA256). A 2xx answer is a "
-        "delivery; 410 disables the endpoint; anything else is tried again after 5 s, 5 min, "
-        "30 min, 2 h, 5 h, 10 h, 14 h, 20 h and 24 h (with jitter; later if `Retry-After` asks). "
-        "Redirects are not followed; each try times out after 15 s. Deliveries to one endpoint "
-        "go in position order. URLs that are not http(s), or whose host resolves to a "
+        "`webhook-timestamp` and `webhook-signature` (`v1,` HMAC-SHA256). An event is sent when "
+        "it matches every filter given (`types`, `rules`, `jurisdictions`, `instruments`; any "
+        "value of a filter matches). A 2xx answer is a delivery; 410 disables the endpoint; "
+        "anything else is tried again after 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h and "
+        "24 h (with jitter; later if `Retry-After` asks), and an endpoint whose every try has "
+        "failed for 5 days is disabled. Delivery is at least once and not in order: each event "
+        "has its own schedule, so one refused event never holds back the others; reconcile "
+        "from `GET /api/v1/events` by each message's `sequence`. Redirects are not followed; "
+        "each try times out after 15 s. URLs that are not http(s), or whose host resolves to a "
         "loopback, private, link-local or multicast address, are refused (422) unless the "
         "server runs with TIMELINE_WEBHOOK_ALLOW_PRIVATE=1."
     ))
@@ -197,11 +222,15 @@ class Webhooks(MethodView):
     @blp.response(201, WebhookCreatedSchema)
     def post(self, body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
         endpoint, secret = _webhooks().register(
-            body["url"], body.get("types"), _tracker().app.head(), resolver=_resolver()
+            body["url"], body.get("types"), _tracker().app.head(), resolver=_resolver(),
+            rules=body.get("rules"), jurisdictions=body.get("jurisdictions"),
+            instruments=body.get("instruments"),
         )
         created = {
             "id": endpoint.id, "secret": secret, "url": endpoint.url, "types": list(endpoint.types),
-            "created_at": endpoint.created_at, "after": endpoint.start_after,
+            "rules": list(endpoint.rules), "jurisdictions": list(endpoint.jurisdictions),
+            "instruments": list(endpoint.instruments), "created_at": endpoint.created_at,
+            "after": endpoint.start_after,
         }
         return created, 201, {"Location": url_for("feed.Webhook", webhook_id=endpoint.id)}
 
@@ -226,6 +255,36 @@ class Webhook(MethodView):
         return "", 204
 
 
+@blp.route("/webhooks/<webhook_id>/deliveries")
+class WebhookDeliveries(MethodView):
+    @require_write
+    @blp.doc(security=_BEARER, summary="An endpoint's recent tries, newest first (write token)",
+             description="Each try with the status answered or the error, and when the event is "
+                         "tried next; the newest 200 tries of each endpoint are kept.")
+    @blp.arguments(DeliveryQuerySchema, location="query")
+    @blp.response(200, DeliveryListSchema)
+    def get(self, query: dict[str, Any], webhook_id: str) -> dict[str, Any]:
+        store = _webhooks()
+        if store.get(webhook_id) is None:
+            raise NotFound(f"No webhook {webhook_id!r}.")
+        return {"items": store.attempts(webhook_id, min(query["limit"], KEEP_ATTEMPTS))}
+
+
+@blp.route("/webhooks/<webhook_id>/replay")
+class WebhookReplay(MethodView):
+    @require_write
+    @blp.doc(security=_BEARER, summary="Send an endpoint's events again (write token)",
+             description="Every event after `after` that the endpoint's filters match is sent "
+                         "again, each with the same `webhook-id` as before, on a fresh retry "
+                         "schedule. Accepted at once; the events go out in the background.")
+    @blp.arguments(ReplaySchema)
+    @blp.response(202, ReplayAcceptedSchema)
+    def post(self, body: dict[str, Any], webhook_id: str) -> tuple[dict[str, Any], int]:
+        if not _webhooks().replay(webhook_id, body["after"]):
+            raise NotFound(f"No webhook {webhook_id!r}.")
+        return {"id": webhook_id, "after": body["after"]}, 202
+
+
 # Atom --------------------------------------------------------------------------------------------
 
 
@@ -242,13 +301,17 @@ def _atom_response(document: bytes, final: bool) -> Response:
 
 @atom_blp.route("/feed.atom")
 def feed_atom() -> Response:
-    """The newest events as Atom; older ones in archive pages linked by ``prev-archive``."""
-    return _atom_response(atom.current_document(_tracker(), request.url_root, _page_size()), False)
+    """The newest events as Atom; older ones in archive pages linked by ``prev-archive``.
+    Takes the feed's filters (``rule``, ``jurisdiction``, ``instrument``, ``type``)."""
+    wanted = EventFilter.from_query(request.args)
+    return _atom_response(
+        atom.current_document(_tracker(), request.url_root, _page_size(), wanted), False)
 
 
 @atom_blp.route("/feed/archive/<int:number>.atom")
 def feed_archive(number: int) -> Response:
-    document = atom.archive_document(_tracker(), request.url_root, number, _page_size())
+    wanted = EventFilter.from_query(request.args)
+    document = atom.archive_document(_tracker(), request.url_root, number, _page_size(), wanted)
     if document is None:
         abort(404, description=f"Archive page {number} does not exist (yet).")
     return _atom_response(document, True)
