@@ -209,6 +209,17 @@ def jurisdictions(conn: sqlite3.Connection, known_at: str) -> list[str]:
     return [row[0] for row in rows]
 
 
+def rules_linking_to(conn: sqlite3.Connection, rule_id: str, known_at: str,
+                     ) -> list[tuple[str, str]]:
+    """The rules registered at ``known_at`` that link to ``rule_id``: (their id, relation)."""
+    rows = conn.execute(
+        "SELECT l.rule_id, l.relation FROM rule_links l JOIN rules r ON r.id = l.rule_id "
+        "WHERE l.linked_id = ? AND r.registered_at <= ? ORDER BY l.rule_id, l.relation",
+        (rule_id, known_at),
+    ).fetchall()
+    return [(row[0], row[1]) for row in rows]
+
+
 def rule_exists(conn: sqlite3.Connection, rule_id: str, known_at: str) -> bool:
     return conn.execute(
         "SELECT 1 FROM rules WHERE id = ? AND registered_at <= ?", (rule_id, known_at)

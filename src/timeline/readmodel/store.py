@@ -113,6 +113,19 @@ CREATE INDEX IF NOT EXISTS actions_by_effective ON actions (effective_start, pos
 CREATE INDEX IF NOT EXISTS actions_by_jurisdiction ON actions (jurisdiction, effective_start, position);
 CREATE INDEX IF NOT EXISTS actions_by_instrument ON actions (instrument, effective_start, position);
 CREATE INDEX IF NOT EXISTS actions_by_kind ON actions (kind, effective_start, position);
+-- Which rules link to a rule (a rule's links are fixed at registration): the rules naming one,
+-- found by its id instead of by reading every rule's links. Kept by a trigger, so every path
+-- that writes the rules (a page of events, a build) keeps it.
+CREATE TABLE IF NOT EXISTS rule_links (
+    linked_id TEXT NOT NULL,
+    rule_id TEXT NOT NULL,
+    relation TEXT NOT NULL,
+    PRIMARY KEY (linked_id, rule_id, relation)
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS rules_links AFTER INSERT ON rules WHEN NEW.links != '[]' BEGIN
+    INSERT OR IGNORE INTO rule_links (linked_id, rule_id, relation)
+    SELECT value ->> 'rule', NEW.id, value ->> 'relation' FROM json_each(NEW.links);
+END;
 -- Idempotency keys, remembered with the request's fingerprint and what it stored.
 CREATE TABLE IF NOT EXISTS requests (
     key TEXT PRIMARY KEY,
@@ -318,7 +331,7 @@ class ReadModel:
         transaction (the full-text indexes are left to :meth:`create_search_in`), with a new
         generation: other processes see the old tables until it commits."""
         for table in ("rules_fts", "actions_fts", "tracking", "rules", "rule_events", "states",
-                      "action_starts", "actions", "requests"):
+                      "action_starts", "actions", "requests", "rule_links"):
             conn.execute(f"DROP TABLE IF EXISTS {table}")
         for statement in _TABLE_STATEMENTS:  # executescript would commit first
             conn.execute(statement)
