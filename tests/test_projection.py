@@ -35,6 +35,7 @@ TABLES = {
     "action_starts": "SELECT * FROM action_starts ORDER BY rule_id, known_from, action_id",
     "actions": "SELECT * FROM actions ORDER BY rule_id, id",
     "requests": "SELECT * FROM requests ORDER BY key",
+    "rule_links": "SELECT * FROM rule_links ORDER BY linked_id, rule_id, relation",
 }
 
 
