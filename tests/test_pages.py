@@ -479,12 +479,21 @@ def test_a_long_rule_page_shows_the_actions_near_its_day_and_the_rest_a_page_awa
     # Each leads to the page of the history holding the next action out of sight.
     assert "act-1940" in get(long_rule, earlier[0]).text
     assert 'id="action-act-1981"' in long_rule.get(later[0]).get_data(as_text=True)
-    # The state rests on all 60 actions up to the day: the ones out of sight link to theirs.
-    why = {a["href"] for a in page.all("a") if a.get("href", "").endswith("#action-act-1901")}
-    assert why and all("/rules/long-rule/history?" in href for href in why)
-    href = why.pop()
-    assert 'id="action-act-1901"' in long_rule.get(href).get_data(as_text=True)
+    # The state rests on all 60 actions up to the day: the last 20 are listed, linked to their
+    # place on the page, and the 40 before them are a link away, in the history.
+    why = page.all("ol", class_="why")[0]
+    assert why["start"] == "41"
+    assert "(the last 20 of 60: the 40 before them are in the history)" in " ".join(page.text.split())
     assert any(a.get("href") == "#action-act-1960" for a in page.all("a"))
+    before = [a["href"] for a in page.all("a") if a.get("href", "").endswith("#action-act-1940")]
+    assert before and all("/rules/long-rule/history?" in href for href in before)
+    assert 'id="action-act-1940"' in long_rule.get(before[0]).get_data(as_text=True)
+    # The periods under the chart: the day's and 20 either side, the others a link away.
+    html = long_rule.get("/rules/long-rule?as_of=1960-12-31").get_data(as_text=True)
+    periods = html.split('<ol class="periods">')[1].split("</ol>")[0]
+    assert periods.count("<li") == 41 and "From 1 June 1940" in periods
+    assert "From 1 June 1939" not in periods and "From 1 June 1981" not in periods
+    assert "earlier periods" in page.text and "later periods" in page.text
 
 
 def test_a_long_rule_history_pages_through_every_action_once_in_order(long_rule) -> None:

@@ -223,7 +223,12 @@ def rule(rule_id: str) -> str:
         return history_url(at) + "#" + anchor(action_id)
 
     chart = build_chart(segments, _today(), as_of, link)
+    # The periods listed under the chart: those around the day's, the others a link away.
+    shown = next((i for i, period in enumerate(chart.periods) if period.current), 0)
+    periods_first = max(0, shown - NEAR)
+    periods_last = min(len(chart.periods), shown + NEAR + 1)
     by_id = {item["id"]: item for item in history}
+    based_on = [by_id[i] for i in state["based_on"] if i in by_id]
     return render_template(
         "rule.html",
         state=state,
@@ -241,7 +246,12 @@ def rule(rule_id: str) -> str:
         later_url=history_url(last) if last < len(history) else None,
         full_history_url=history_url(first),
         action_url=action_url,
-        based_on=[by_id[i] for i in state["based_on"] if i in by_id],
+        based_on=based_on,
+        why_earlier=max(0, len(based_on) - NEAR),  # the last ones decide: the rest are listed
+        periods_first=periods_first,
+        periods_last=periods_last,
+        periods_earlier=periods_first,
+        periods_later=len(chart.periods) - periods_last,
         uncertain=_uncertainty(state, by_id, as_of),
         links=_linked_rules(state["rule"], as_of, instant),
         permalink=page_url("pages.rule", rule_id=rule_id, as_of=as_of.isoformat(), known_at=known_at),
