@@ -47,28 +47,43 @@ def new_id(prefix: str) -> str:
 class EventTranscoder(JSONTranscoder):
     """eventsourcing's JSON transcoder, reading what it writes faster.
 
-    What this project stores holds one transcoded value, the event's timestamp. A state whose
-    only ``"_type_"`` key is the timestamp's is parsed by orjson, which calls no hook for each
-    object as :mod:`json` does here, and that one value is transcoded; any other state is read
-    the general way, and every state is written the general way, byte for byte as before.
+    What this project stores holds transcoded values only at the top of a state (an event's
+    timestamp) or at the top of a snapshot's aggregate state (the rule's creation and last
+    change). A state whose every ``"_type_"`` key is at one of those places is parsed by orjson,
+    which calls no hook for each object as :mod:`json` does here, and those values are
+    transcoded; any other state is read the general way, and every state is written the general
+    way, byte for byte as before.
     """
 
     def decode(self, data: bytes) -> Any:
         # The encoder escapes no letter, so a "_type_" key appears as these bytes; orjson reads
         # an integer past 64 bits as a float, so a run of 19 digits anywhere goes the general way.
-        if isinstance(data, bytes) and data.count(b'"_type_"') == 1 \
-                and not has_long_number(data):
-            try:
-                state = orjson.loads(data)
-            except orjson.JSONDecodeError:  # what orjson refuses (NaN, say): the general way
-                return super().decode(data)
-            stamp = state.get("timestamp") if type(state) is dict else None
-            if type(stamp) is dict and len(stamp) == 2 and "_data_" in stamp:
-                transcoding = self.names.get(stamp.get("_type_"))
-                if transcoding is not None:
-                    state["timestamp"] = transcoding.decode(stamp["_data_"])
-                    return state
+        if isinstance(data, bytes) and not has_long_number(data):
+            expected = data.count(b'"_type_"')
+            if expected:
+                try:
+                    state = orjson.loads(data)
+                except orjson.JSONDecodeError:  # what orjson refuses (NaN, say): the general way
+                    return super().decode(data)
+                if type(state) is dict:
+                    found = self._decode_values(state)
+                    inner = state.get("state")
+                    if type(inner) is dict:
+                        found += self._decode_values(inner)
+                    if found == expected:
+                        return state
         return super().decode(data)
+
+    def _decode_values(self, values: dict[str, Any]) -> int:
+        """Transcode the values of ``values`` that are transcoded objects, in place; how many."""
+        count = 0
+        for name, value in values.items():
+            if type(value) is dict and len(value) == 2 and "_data_" in value:
+                transcoding = self.names.get(value.get("_type_"))
+                if transcoding is not None:
+                    values[name] = transcoding.decode(value["_data_"])
+                    count += 1
+        return count
 
 
 # A write that had to apply more than this many events to load its rule stores a snapshot of
