@@ -25,6 +25,7 @@ PAGES = {
     "timeline": "/",
     "rule-h200": f"/rules/{H200}?as_of=2025-12-09",
     "rule-tariff": "/rules/us-fentanyl-tariff-cn?as_of=2025-10-15",
+    "rule-history": f"/rules/{H200}/history",
     "state": "/state?as_of=2025-12-09",
     "diff-2025": "/diff?from=2024-12-31&to=2025-12-31",
     "data": "/data?jurisdiction=US&from=2025-01-01&to=2025-12-31",
@@ -291,7 +292,7 @@ CONTRAST_SCRIPT = """
 """
 
 
-@pytest.mark.parametrize("name", ["timeline", "rule-h200", "state", "diff-2025", "data"])
+@pytest.mark.parametrize("name", ["timeline", "rule-h200", "rule-history", "state", "diff-2025", "data"])
 def test_text_has_sufficient_contrast(page, base_url: str, name: str) -> None:
     page.goto(base_url + PAGES[name])
     page.evaluate("document.querySelectorAll('details').forEach(d => d.open = true)")

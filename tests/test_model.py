@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from timeline.domain.errors import Conflict, InvalidInput, NotFound
-from timeline.domain.model import CORRECTABLE, Rule
+from timeline.domain.model import CHECKED, CHECKED_FIELDS, CORRECTABLE, RETRACTED, Rule, unchecked
 from timeline.service import Tracker
 
 T0 = datetime(2025, 12, 9, 12, 0, tzinfo=timezone.utc)
@@ -119,7 +119,7 @@ def test_the_same_id_with_other_fields_is_a_conflict(rule: Rule):
         rule.record(action("e", "ease", "2025-12-09"), at(2))
     assert "id" in raised.value.errors
     assert rule.collect_events() == []
-    assert rule.actions["e"]["fields"]["effective"] == "2025-12-08"
+    assert unchecked(rule.actions["e"][CHECKED:])["effective"] == "2025-12-08"
 
 
 CORRECTIONS = [
@@ -143,7 +143,9 @@ def test_each_correctable_field_can_be_corrected(rule: Rule, name: str, original
     assert isinstance(event, Rule.ActionCorrected)
     assert (event.action_id, event.changes, event.reason) == (original["id"], {name: value},
                                                                "a better source")
-    assert rule.actions[original["id"]]["fields"][name] == value
+    if name in CHECKED_FIELDS:  # what the rule keeps to check later corrections
+        kept = unchecked(rule.actions[original["id"]][CHECKED:])
+        assert kept[name] == (value if name != "conditions" else [])
 
 
 def test_the_correctable_fields_are_the_contracts():
@@ -170,7 +172,7 @@ def test_an_invalid_correction_records_nothing(rule: Rule, changes: dict, field:
         rule.correct("c1", "b", changes, "why", at(2))
     assert field in raised.value.errors
     assert rule.collect_events() == []
-    assert rule.actions["b"]["fields"]["effective"] == "2025-03-01"
+    assert unchecked(rule.actions["b"][CHECKED:])["effective"] == "2025-03-01"
 
 
 def test_a_correction_is_checked_against_the_whole_corrected_action(rule: Rule):
@@ -199,7 +201,7 @@ def test_retraction_marks_the_action_and_nothing_more_can_change_it(rule: Rule):
     (event,) = rule.collect_events()
     assert isinstance(event, Rule.ActionRetracted)
     assert (event.action_id, event.reason) == ("b", "recorded on the wrong rule")
-    assert rule.actions["b"]["retracted"] is True
+    assert rule.actions["b"][RETRACTED] is True
     with pytest.raises(Conflict):
         rule.retract("r2", "b", "again", at(3))
     with pytest.raises(Conflict):

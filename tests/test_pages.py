@@ -449,6 +449,84 @@ def test_rule_with_no_action_yet(tracker: Tracker) -> None:
     assert "No action is recorded for this rule yet." in text
 
 
+@pytest.fixture(scope="module")
+def long_rule(tmp_path_factory: pytest.TempPathFactory):
+    """A rule with 120 actions (one a year from 1901, alternating ban and lift), and a rule that
+    links to it."""
+    from timeline.config import Settings
+
+    tracker = Tracker(Settings(home=tmp_path_factory.mktemp("long-rule-home")))
+    register(tracker, "long-rule", "A long rule")
+    for year in range(1901, 2021):
+        record(tracker, "long-rule", id=f"act-{year}", kind="ban" if year % 2 else "lift",
+               effective=f"{year}-06-01", summary=f"What happened in {year}.")
+    client = create_app({"TESTING": True}, tracker=tracker).test_client()
+    client.before_links = tracker.known_at()
+    register(tracker, "linking-rule", "A rule naming the long one",
+             links=[{"rule": "long-rule", "relation": "amends"}])
+    yield client
+    tracker.close()
+
+
+def test_a_long_rule_page_shows_the_actions_near_its_day_and_the_rest_a_page_away(long_rule) -> None:
+    page = get(long_rule, "/rules/long-rule?as_of=1960-12-31")
+    shown = [i for i in (li.get("id", "") for li in page.all("li")) if i.startswith("action-act-")]
+    # The 20 actions up to the day and the 20 after it, in effective order.
+    assert shown == [f"action-act-{year}" for year in range(1941, 1981)]
+    assert "The 40 actions nearest 31 December 1960, of 120" in page.text
+    earlier = [a["href"] for a in page.all("a", rel="prev")]
+    later = [a["href"] for a in page.all("a", rel="next")]
+    assert len(earlier) == 1 and len(later) == 1
+    # Each leads to the page of the history holding the next action out of sight.
+    assert "act-1940" in get(long_rule, earlier[0]).text
+    assert 'id="action-act-1981"' in long_rule.get(later[0]).get_data(as_text=True)
+    # The state rests on all 60 actions up to the day: the last 20 are listed, linked to their
+    # place on the page, and the 40 before them are a link away, in the history.
+    why = page.all("ol", class_="why")[0]
+    assert why["start"] == "41"
+    assert "(the last 20 of 60: the 40 before them are in the history)" in " ".join(page.text.split())
+    assert any(a.get("href") == "#action-act-1960" for a in page.all("a"))
+    before = [a["href"] for a in page.all("a") if a.get("href", "").endswith("#action-act-1940")]
+    assert before and all("/rules/long-rule/history?" in href for href in before)
+    assert 'id="action-act-1940"' in long_rule.get(before[0]).get_data(as_text=True)
+    # The periods under the chart: the day's and 20 either side, the others a link away.
+    html = long_rule.get("/rules/long-rule?as_of=1960-12-31").get_data(as_text=True)
+    periods = html.split('<ol class="periods">')[1].split("</ol>")[0]
+    assert periods.count("<li") == 41 and "From 1 June 1940" in periods
+    assert "From 1 June 1939" not in periods and "From 1 June 1981" not in periods
+    assert "earlier periods" in page.text and "later periods" in page.text
+
+
+def test_a_long_rule_history_pages_through_every_action_once_in_order(long_rule) -> None:
+    url = "/rules/long-rule/history"
+    seen: list[str] = []
+    pages = 0
+    while url:
+        page = get(long_rule, url)
+        seen += [i.removeprefix("action-") for i in (li.get("id", "") for li in page.all("li"))
+                 if i.startswith("action-")]
+        following = [a["href"] for a in page.all("a", rel="next")]
+        url = following[0] if following else None
+        pages += 1
+        assert all("known_at=" in href for href in following)  # pages of one snapshot
+    assert seen == [f"act-{year}" for year in range(1901, 2021)]
+    assert pages == 3
+    get(long_rule, "/rules/long-rule/history?page=4", status=400)
+    get(long_rule, "/rules/long-rule/history?page=zero", status=400)
+    get(long_rule, "/rules/no-such-rule/history", status=404)
+
+
+def test_rules_linking_to_a_rule_are_found_as_known_then(long_rule) -> None:
+    text = get(long_rule, "/rules/long-rule?as_of=2000-01-01").text
+    assert "A rule naming the long one" in text
+    linked_at = long_rule.get("/rules/linking-rule").get_data(as_text=True)
+    assert "A long rule" in Page(linked_at).text
+    # Before the linking rule was registered, nothing links to the long one.
+    before = long_rule.before_links
+    assert "Linked rules" in text and "Linked rules" not in get(
+        long_rule, f"/rules/long-rule?as_of=2000-01-01&known_at={before}").text
+
+
 def test_rule_not_registered_at_known_at_is_404(client) -> None:
     response = client.get(f"/rules/{H200}?known_at=2001-01-01T00:00:00Z")
     assert response.status_code == 404 and response.mimetype == "text/html"

@@ -35,6 +35,7 @@ TABLES = {
     "action_starts": "SELECT * FROM action_starts ORDER BY rule_id, known_from, action_id",
     "actions": "SELECT * FROM actions ORDER BY rule_id, id",
     "requests": "SELECT * FROM requests ORDER BY key",
+    "rule_links": "SELECT * FROM rule_links ORDER BY linked_id, rule_id, relation",
 }
 
 
@@ -85,8 +86,10 @@ def test_small_pages_and_a_tiny_cache_write_the_reference_rows(imported, tmp_pat
     readmodel.close()
 
 
-def test_two_projectors_taking_turns_write_the_reference_rows(imported, tmp_path: Path):
-    """Two processes keep one read model: each notices the other's pages and reloads."""
+@pytest.mark.parametrize("turn", [37, 3, 1500])
+def test_two_projectors_taking_turns_write_the_reference_rows(imported, tmp_path: Path, turn: int):
+    """Two processes keep one read model: each notices the other's pages and takes them into
+    the rules it holds (or, after too many of them, forgets the rules)."""
     tracker, expected, _ = imported
     first = Projector(ReadModel(tmp_path / "shared.sqlite"))
     second = Projector(ReadModel(tmp_path / "shared.sqlite"))
@@ -94,7 +97,7 @@ def test_two_projectors_taking_turns_write_the_reference_rows(imported, tmp_path
     stop = 0
     while stop < head:
         for projector in (first, second):
-            stop += 37
+            stop += turn
             projector.catch_up(lambda after, limit, stop=stop: tracker.app.events_after(after, min(limit, max(0, stop - after))))
     assert tables(first.readmodel) == expected
     first.readmodel.close()

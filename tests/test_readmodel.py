@@ -263,3 +263,26 @@ def test_concurrent_writers_keep_record_time_in_position_order(
     times = [r["recorded_at"] for r in records]
     assert times == sorted(set(times))
     assert tracker.state("rule-a", DAY)["version"] == 1 + 6 * 8
+
+
+@pytest.mark.parametrize("sparse_below", [0, 10**9])
+def test_a_search_of_the_timeline_finds_the_same_pages_whether_its_matches_are_few_or_many(
+    loaded: Tracker, monkeypatch: pytest.MonkeyPatch, sparse_below: int,
+):
+    # Few matches are fetched and sorted, many are walked in order: the answer is one.
+    from timeline.readmodel import queries
+
+    everything, _ = loaded.timeline(limit=1000)
+    expected = [i["id"] for i in everything
+                if i["rule_id"] in found(loaded, "H200") or "H200" in i.get("summary", "")]
+    monkeypatch.setattr(queries, "SPARSE_MATCHES", sparse_below)
+    for newest_first in (False, True):
+        seen, cursor = [], None
+        while True:
+            page, cursor = loaded.timeline(q="H200", limit=2, cursor=cursor,
+                                           newest_first=newest_first)
+            seen.extend(i["id"] for i in page)
+            if cursor is None:
+                break
+        assert seen == (expected[::-1] if newest_first else expected)
+    assert len(expected) >= 4

@@ -92,3 +92,18 @@ def test_any_state_reads_as_eventsourcing_reads_it(state: dict, stamped: bool) -
     if stamped:
         state = {**state, "timestamp": WHEN}
     same_reading(state)
+
+
+def test_a_snapshot_with_times_in_its_aggregate_state_reads_the_same():
+    # A rule's snapshot: its own time, and the rule's creation and last change in its state.
+    snapshot = {"originator_id": "r", "originator_version": 60, "timestamp": WHEN,
+                "topic": "timeline.domain.model:Rule.Snapshot",
+                "state": {"_created_on": WHEN, "_modified_on": WHEN + timedelta(days=1),
+                          "title": "A rule", "links": [],
+                          "actions": {"a": [2, False, "0123456789abcdef", "ban", "2025", None,
+                                            None, None, []]}}}
+    same_reading(snapshot)
+    decoded = OURS.decode(PLAIN.encode(snapshot))
+    assert decoded["state"]["_modified_on"] == WHEN + timedelta(days=1)
+    # A time deeper in the state is read the general way, and still the same.
+    same_reading({**snapshot, "state": {**snapshot["state"], "nested": {"at": WHEN}}})

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import orjson
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError, Application, project_aggregate
 from eventsourcing.persistence import IntegrityError, JSONTranscoder, StoredEvent, Transcoder
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
 
@@ -47,32 +47,57 @@ def new_id(prefix: str) -> str:
 class EventTranscoder(JSONTranscoder):
     """eventsourcing's JSON transcoder, reading what it writes faster.
 
-    What this project stores holds one transcoded value, the event's timestamp. A state whose
-    only ``"_type_"`` key is the timestamp's is parsed by orjson, which calls no hook for each
-    object as :mod:`json` does here, and that one value is transcoded; any other state is read
-    the general way, and every state is written the general way, byte for byte as before.
+    What this project stores holds transcoded values only at the top of a state (an event's
+    timestamp) or at the top of a snapshot's aggregate state (the rule's creation and last
+    change). A state whose every ``"_type_"`` key is at one of those places is parsed by orjson,
+    which calls no hook for each object as :mod:`json` does here, and those values are
+    transcoded; any other state is read the general way, and every state is written the general
+    way, byte for byte as before.
     """
 
     def decode(self, data: bytes) -> Any:
         # The encoder escapes no letter, so a "_type_" key appears as these bytes; orjson reads
         # an integer past 64 bits as a float, so a run of 19 digits anywhere goes the general way.
-        if isinstance(data, bytes) and data.count(b'"_type_"') == 1 \
-                and not has_long_number(data):
-            try:
-                state = orjson.loads(data)
-            except orjson.JSONDecodeError:  # what orjson refuses (NaN, say): the general way
-                return super().decode(data)
-            stamp = state.get("timestamp") if type(state) is dict else None
-            if type(stamp) is dict and len(stamp) == 2 and "_data_" in stamp:
-                transcoding = self.names.get(stamp.get("_type_"))
-                if transcoding is not None:
-                    state["timestamp"] = transcoding.decode(stamp["_data_"])
-                    return state
+        if isinstance(data, bytes) and not has_long_number(data):
+            expected = data.count(b'"_type_"')
+            if expected:
+                try:
+                    state = orjson.loads(data)
+                except orjson.JSONDecodeError:  # what orjson refuses (NaN, say): the general way
+                    return super().decode(data)
+                if type(state) is dict:
+                    found = self._decode_values(state)
+                    inner = state.get("state")
+                    if type(inner) is dict:
+                        found += self._decode_values(inner)
+                    if found == expected:
+                        return state
         return super().decode(data)
+
+    def _decode_values(self, values: dict[str, Any]) -> int:
+        """Transcode the values of ``values`` that are transcoded objects, in place; how many."""
+        count = 0
+        for name, value in values.items():
+            if type(value) is dict and len(value) == 2 and "_data_" in value:
+                transcoding = self.names.get(value.get("_type_"))
+                if transcoding is not None:
+                    values[name] = transcoding.decode(value["_data_"])
+                    count += 1
+        return count
+
+
+# A write that had to apply more than this many events to load its rule stores a snapshot of
+# the rule as saved: the next write loads the snapshot and the few events after it, so the cost
+# of a write does not grow with the rule's history.
+SNAPSHOT_AFTER = 50
 
 
 class PolicyApplication(Application[str]):
     name = "timeline"
+    # Snapshots live in a table of their own: the events, their positions and an export are
+    # the same with them or without. Any snapshot holds the state of the events before it, so
+    # one taken by any process, at any time, stays right (several processes may write).
+    is_snapshotting_enabled = True
 
     def construct_transcoder(self) -> Transcoder:
         transcoder = EventTranscoder()
@@ -80,21 +105,47 @@ class PolicyApplication(Application[str]):
         return transcoder
 
     def get_rule(self, rule_id: str) -> Rule:
+        return self._load(rule_id)[0]
+
+    def _load(self, rule_id: str) -> tuple[Rule, int]:
+        """The rule and how many stored events (a snapshot counting as one) made it."""
+        applied = 0
+
+        def counted(events: Iterable[Rule.Event]) -> Iterator[Rule.Event]:
+            nonlocal applied
+            for event in events:
+                applied += 1
+                yield event
+
         try:
-            return self.repository.get(rule_id)
+            rule = self.repository.get(
+                rule_id, projector_func=lambda initial, events: project_aggregate(
+                    initial, counted(events)))
         except AggregateNotFoundError:
             raise NotFound(f"No rule {rule_id!r} is registered.") from None
+        return rule, applied
+
+    def _snapshot(self, rule: Rule) -> None:
+        """Store the rule's state as just saved."""
+        assert self.snapshots is not None
+        try:
+            self.snapshots.put([Rule.Snapshot.take(rule)])
+        except IntegrityError:
+            pass  # the same version's snapshot is stored already
 
     def rule_exists(self, rule_id: str) -> bool:
         return rule_id in self.repository
 
-    def _save(self, rule: Rule, ident: str) -> Outcome:
+    def _save(self, rule: Rule, ident: str, applied: int = 0) -> Outcome:
+        """Save the rule's new events; ``applied``: how many events loading it took."""
         try:
             recordings = self.save(rule)
         except IntegrityError:
             raise Conflict(
                 f"Rule {rule.id!r} was changed by another writer; try again.",
             ) from None
+        if applied > SNAPSHOT_AFTER:
+            self._snapshot(rule)
         last = recordings[-1]
         return Outcome(
             rule_id=rule.id,
@@ -114,8 +165,7 @@ class PolicyApplication(Application[str]):
             raise Conflict(f"Rule {rule['id']!r} is already registered with other fields.",
                            {"id": "already registered with other fields"})
         for action in rule.get("actions", []):
-            known = existing.actions.get(action.get("id"))
-            if known is not None and known["fingerprint"] != fingerprint(action):
+            if existing.has_other(action):
                 raise Conflict(f"Action {action['id']!r} already exists with other fields.",
                                {"id": f"action {action['id']!r} already exists with other fields"})
 
@@ -143,14 +193,14 @@ class PolicyApplication(Application[str]):
     def record_action(
         self, rule_id: str, action: dict[str, Any], clock: RecordClock, request: dict | None = None
     ) -> Outcome:
-        rule = self.get_rule(rule_id)
+        rule, applied = self._load(rule_id)
         action = dict(action)
         if not action.get("id"):
             action["id"] = new_id(action["kind"])
         check_action_fields(action)
         if not rule.record(action, clock.next(), request):
-            return Outcome(rule_id, action["id"], rule.actions[action["id"]]["version"], False)
-        return self._save(rule, action["id"])
+            return Outcome(rule_id, action["id"], rule.action_version(action["id"]), False)
+        return self._save(rule, action["id"], applied)
 
     def correct_action(
         self,
@@ -161,18 +211,18 @@ class PolicyApplication(Application[str]):
         clock: RecordClock,
         request: dict | None = None,
     ) -> Outcome:
-        rule = self.get_rule(rule_id)
+        rule, applied = self._load(rule_id)
         correction_id = new_id("correction")
         rule.correct(correction_id, action_id, changes, reason, clock.next(), request)
-        return self._save(rule, correction_id)
+        return self._save(rule, correction_id, applied)
 
     def retract_action(
         self, rule_id: str, action_id: str, reason: str, clock: RecordClock, request: dict | None = None
     ) -> Outcome:
-        rule = self.get_rule(rule_id)
+        rule, applied = self._load(rule_id)
         retraction_id = new_id("retraction")
         rule.retract(retraction_id, action_id, reason, clock.next(), request)
-        return self._save(rule, retraction_id)
+        return self._save(rule, retraction_id, applied)
 
     # Reading the log -------------------------------------------------------------------------
 

@@ -390,6 +390,12 @@ class Tracker:
         with self.readmodel.read() as conn:
             return queries.rule_facets(conn, rule_ids)
 
+    def rules_linking_to(self, rule_id: str, known_at: datetime | None = None,
+                         ) -> list[tuple[str, str]]:
+        """The rules that link to ``rule_id`` as known at ``known_at``: (id, relation)."""
+        at = self.known_at(known_at)
+        return queries.rules_linking_to(self.readmodel.connection(), rule_id, at)
+
     def rule_exists(self, rule_id: str) -> bool:
         at = self.known_at()
         with self.readmodel.read() as conn:

@@ -11,7 +11,9 @@ import json
 from datetime import datetime
 from typing import Any, ClassVar
 
-from eventsourcing.domain import BaseAggregate, CanInitAggregate, CanMutateAggregate, MetaDomainEvent
+from eventsourcing.domain import (
+    BaseAggregate, CanInitAggregate, CanMutateAggregate, CanSnapshotAggregate, MetaDomainEvent,
+)
 
 from timeline.domain.dates import InvalidDate, PolicyDate, parse_text
 from timeline.domain.errors import Conflict, InvalidInput, NotFound
@@ -83,6 +85,23 @@ def unchecked(kept: tuple) -> dict[str, Any]:
     return {name: value for name, value in zip(CHECKED_FIELDS, kept) if value is not None}
 
 
+# What a rule keeps of each action, by id: a short list, as a snapshot of a rule with thousands
+# of actions holds one each: the version of the event that recorded it, whether it was
+# retracted, its fingerprint, then what checked_fields keeps (from CHECKED on).
+VERSION, RETRACTED, FINGERPRINT, CHECKED = 0, 1, 2, 3
+
+
+def action_fingerprint(action: dict[str, Any]) -> str:
+    """An action's fingerprint as a rule keeps it: 64 bits tell a repeated request from another
+    with the same id as well as 256, in a quarter of a snapshot's room."""
+    return fingerprint(action)[:16]
+
+
+def _kept(fields: dict[str, Any]) -> list:
+    """:func:`checked_fields` as the rule keeps them (a list, as its snapshots store it)."""
+    return [[] if value == () else value for value in checked_fields(fields)]
+
+
 def to_fold_action(fields: dict[str, Any], order: int) -> Action:
     conditions = fields.get("conditions")
     until = fields.get("until")
@@ -101,6 +120,16 @@ class Rule(BaseAggregate[str]):
         originator_id: str
         originator_version: int
         timestamp: datetime
+
+    class Snapshot(CanSnapshotAggregate[str], metaclass=MetaDomainEvent):
+        """The rule's state at one version, kept beside its events (never one of them): a load
+        starts from the newest snapshot and applies only the events after it."""
+
+        originator_id: str
+        originator_version: int
+        timestamp: datetime
+        topic: str
+        state: dict[str, Any]
 
     class Created(Event, CanInitAggregate[str]):
         originator_topic: str
@@ -122,12 +151,9 @@ class Rule(BaseAggregate[str]):
         request: dict[str, str] | None
 
         def apply(self, aggregate: Rule) -> None:
-            aggregate.actions[self.action["id"]] = {
-                "fields": dict(self.action),
-                "fingerprint": fingerprint(self.action),
-                "version": self.originator_version,
-                "retracted": False,
-            }
+            aggregate.actions[self.action["id"]] = [
+                self.originator_version, False, action_fingerprint(self.action),
+                *_kept(self.action)]
 
     class Banned(ActionRecorded):
         pass
@@ -161,7 +187,8 @@ class Rule(BaseAggregate[str]):
         request: dict[str, str] | None
 
         def apply(self, aggregate: Rule) -> None:
-            aggregate.actions[self.action_id]["fields"].update(self.changes)
+            known = aggregate.actions[self.action_id]
+            known[CHECKED:] = _kept({**unchecked(known[CHECKED:]), **self.changes})
 
     class ActionRetracted(Event):
         retraction_id: str
@@ -170,7 +197,7 @@ class Rule(BaseAggregate[str]):
         request: dict[str, str] | None
 
         def apply(self, aggregate: Rule) -> None:
-            aggregate.actions[self.action_id]["retracted"] = True
+            aggregate.actions[self.action_id][RETRACTED] = True
 
     EVENT_BY_KIND: ClassVar[dict[str, type[Rule.ActionRecorded]]] = {}
 
@@ -191,7 +218,9 @@ class Rule(BaseAggregate[str]):
         self.subjects = list(subjects)
         self.tags = list(tags)
         self.links = [dict(link) for link in links]
-        self.actions: dict[str, dict[str, Any]] = {}
+        # Each action's id -> what the rule's checks need of it, never its summary or sources
+        # (see VERSION): small, so that a snapshot of a long rule loads quickly.
+        self.actions: dict[str, list] = {}
 
     @classmethod
     def register(
@@ -215,7 +244,7 @@ class Rule(BaseAggregate[str]):
         """Record an action; False when the same action (same id, same fields) is already here."""
         existing = self.actions.get(action["id"])
         if existing is not None:
-            if existing["fingerprint"] == fingerprint(action):
+            if existing[FINGERPRINT] == action_fingerprint(action):
                 return False
             raise Conflict(
                 f"Action {action['id']!r} already exists on rule {self.id!r} with other fields.",
@@ -225,11 +254,20 @@ class Rule(BaseAggregate[str]):
         self.trigger_event(self.EVENT_BY_KIND[action["kind"]], action=action, timestamp=at, request=request)
         return True
 
-    def _live_action(self, action_id: str) -> dict[str, Any]:
+    def has_other(self, action: dict[str, Any]) -> bool:
+        """Whether an action with ``action``'s id is here with other fields."""
+        known = self.actions.get(action.get("id"))
+        return known is not None and known[FINGERPRINT] != action_fingerprint(action)
+
+    def action_version(self, action_id: str) -> int:
+        """The version of the event that recorded the action."""
+        return self.actions[action_id][VERSION]
+
+    def _live_action(self, action_id: str) -> list:
         found = self.actions.get(action_id)
         if found is None:
             raise NotFound(f"Rule {self.id!r} has no action {action_id!r}.")
-        if found["retracted"]:
+        if found[RETRACTED]:
             raise Conflict(f"Action {action_id!r} was retracted; it can no longer change.")
         return found
 
@@ -254,7 +292,7 @@ class Rule(BaseAggregate[str]):
                 "A correction must change at least one field.",
                 {"_schema": f"give one or more of {', '.join(CORRECTABLE)}"},
             )
-        corrected = {**found["fields"], **changes}
+        corrected = {**unchecked(found[CHECKED:]), **changes}
         corrected = {k: v for k, v in corrected.items() if v is not None}
         check_action_fields(corrected)
         self.trigger_event(

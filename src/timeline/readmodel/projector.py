@@ -45,6 +45,10 @@ CACHE_UNITS = 300_000
 # Events per statement batch when a read model is built rule by rule (see Projector.build).
 BUILD_PAGE = 10_000
 
+# Up to this many events projected by another process are taken into the rules held in memory
+# (see Projector._follow); more, and they are forgotten.
+FOLLOW_EVENTS = 1_000
+
 # From this many events on, a build folds in this process and writes in another (see build).
 SEPARATE_WRITER_EVENTS = 20_000
 
@@ -184,8 +188,7 @@ class Projector:
                     position = self.readmodel.position(conn)
                     generation = self.readmodel.generation(conn)
                     if self._synced != (generation, position):
-                        # Another process (or a rebuild) moved the read model on: start afresh.
-                        self._forget()
+                        self._follow(conn, fetch, generation, position)
                     page = fetch(position, batch)
                     if not page:
                         self._synced = (generation, position)
@@ -309,6 +312,38 @@ class Projector:
         if progress is not None and rows.events:
             progress(rows.events[-1][0], len(rows.events))
         return count
+
+    def _follow(self, conn: sqlite3.Connection,
+                fetch: Callable[[int, int], Sequence[tuple[int, Rule.Event]]],
+                generation: int, position: int) -> None:
+        """Another process (or a rebuild) moved the read model on to ``position``.
+
+        After a few events of another process (several servers on one store), the rules held
+        here take them in as if this projector had written them, rows left out: a rule with a
+        long history is not folded again from its rows. Otherwise they are forgotten.
+        """
+        synced = self._synced
+        missed: Sequence[tuple[int, Rule.Event]] = []
+        if synced is not None and synced[0] == generation and synced[1] < position:
+            missed = fetch(synced[1], FOLLOW_EVENTS)
+        if not missed or missed[-1][0] < position:
+            self._forget()
+            return
+        kept, self._rows = self._rows, _Page()  # rows already written by the other process
+        try:
+            for event_position, event in missed:
+                if event_position > position:
+                    break
+                if event.originator_id in self._views and event_type(event) != RULE_REGISTERED:
+                    self.apply(conn, event_position, event)
+        except BaseException:
+            self._forget()
+            raise
+        finally:
+            for _, known in self._rows.actions.values():
+                known.fields = None
+            self._rows = kept
+        self._last_rule = self._last_view = None
 
     def _forget(self) -> None:
         self._views.clear()

@@ -223,6 +223,17 @@ def rule_facets(conn: sqlite3.Connection, rule_ids: Iterable[str]) -> dict[str, 
     return found
 
 
+def rules_linking_to(conn: sqlite3.Connection, rule_id: str, known_at: str,
+                     ) -> list[tuple[str, str]]:
+    """The rules registered at ``known_at`` that link to ``rule_id``: (their id, relation)."""
+    rows = conn.execute(
+        "SELECT l.rule_id, l.relation FROM rule_links l JOIN rules r ON r.id = l.rule_id "
+        "WHERE l.linked_id = ? AND r.registered_at <= ? ORDER BY l.rule_id, l.relation",
+        (rule_id, known_at),
+    ).fetchall()
+    return [(row[0], row[1]) for row in rows]
+
+
 def rule_exists(conn: sqlite3.Connection, rule_id: str, known_at: str) -> bool:
     return conn.execute(
         "SELECT 1 FROM rules WHERE id = ? AND registered_at <= ?", (rule_id, known_at)
@@ -283,6 +294,24 @@ def decode_cursor(cursor: str) -> list[Any]:
         raise InvalidInput("The cursor is not one this server gave.", {"cursor": "is not valid"}) from None
 
 
+# Below this many matching actions, a search's timeline sorts its matches; above, it walks the
+# actions in order (see timeline).
+SPARSE_MATCHES = 20_000
+
+
+def _matches_fewer_than(conn: sqlite3.Connection, match: str, bound: int) -> bool:
+    """Whether fewer than ``bound`` actions match a full-text query, themselves or by their
+    rule: counted up to the bound, as SQLite cannot know it before running the query."""
+    row = conn.execute(
+        "SELECT (SELECT count(*) FROM (SELECT 1 FROM actions_fts WHERE actions_fts MATCH :q "
+        "LIMIT :bound)) + (SELECT count(*) FROM (SELECT 1 FROM actions WHERE rule_id IN "
+        "(SELECT r.id FROM rules r JOIN rules_fts f ON f.rowid = r.rowid WHERE rules_fts MATCH :q) "
+        "LIMIT :bound))",
+        {"q": match, "bound": bound},
+    ).fetchone()
+    return row[0] < bound
+
+
 def timeline(
     conn: sqlite3.Connection,
     *,
@@ -312,12 +341,23 @@ def timeline(
         if value:
             clauses.append(clause)
             params[name] = value
+    if day_from:
+        # An action's period lies within the year it starts in, so one that reaches day_from
+        # starts in its year or later: a bound the index of effective days can start from.
+        clauses.append("a.effective_start >= :from_year")
+        params["from_year"] = day_from[:4] + "-01-01"
     if q:
-        clauses.append(
-            "(a.rowid IN (SELECT rowid FROM actions_fts WHERE actions_fts MATCH :q) OR a.rule_id IN "
-            "(SELECT r.id FROM rules r JOIN rules_fts f ON f.rowid = r.rowid WHERE rules_fts MATCH :q))"
-        )
         params["q"] = fts_query(q)
+        # A word found in few actions: their rows are fetched by the full-text indexes and
+        # sorted. A common one: the actions are walked in order, each looked up among the
+        # matches (the unary + keeps SQLite from fetching and sorting every match).
+        sparse = _matches_fewer_than(conn, params["q"], SPARSE_MATCHES)
+        plus = "" if sparse else "+"
+        clauses.append(
+            f"({plus}a.rowid IN (SELECT rowid FROM actions_fts WHERE actions_fts MATCH :q) OR "
+            f"{plus}a.rule_id IN (SELECT r.id FROM rules r JOIN rules_fts f ON f.rowid = r.rowid "
+            "WHERE rules_fts MATCH :q))"
+        )
     order = "DESC" if newest_first else "ASC"
     if cursor:
         start, position = decode_cursor(cursor)

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import bisect
 import csv
 import io
 import re
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, Iterable, Iterator
+from urllib.parse import urlencode
 
 from flask import (Blueprint, Flask, Response, current_app, render_template, request,
                    stream_with_context, url_for)
 
 from timeline.domain.dates import InvalidDate, PolicyDate, YEAR, parse_day, parse_instant
-from timeline.domain.errors import InvalidInput, TimelineError
+from timeline.domain.errors import InvalidInput, NotFound, TimelineError
 from timeline.domain.fold import KINDS
 from timeline.schemas import INSTRUMENTS, JURISDICTIONS, RULE_ID
 from timeline.web import present
@@ -179,9 +181,14 @@ def _group_by_month(items: list[dict]) -> list[dict[str, Any]]:
     return years
 
 
+NEAR = 20  # actions a rule's page shows on each side of its day; the rest are a page away
+HISTORY_PAGE = 50  # actions on one page of a rule's history
+
+
 @bp.get("/rules/<rule_id>")
 def rule(rule_id: str) -> str:
-    """One rule: its state on a day, why, a chart over time, its history and its linked rules."""
+    """One rule: its state on a day, why, a chart over time, the actions near the day and its
+    linked rules."""
     as_of = _day("as_of") or _today()
     requested = _known_at()
     tracker = _tracker()
@@ -191,15 +198,39 @@ def rule(rule_id: str) -> str:
     instant = parse_instant(known_at)
     _, history = tracker.history(rule_id, instant)
     _, segments = tracker.state_segments(rule_id, instant)
-    everyone = tracker.states(as_of, instant)
 
     keep_known = _text("known_at") or None
+    # The chart links every period to its day: the address is made once, not once a period.
+    base = url_for("pages.rule", rule_id=rule_id)
+    kept = {"known_at": keep_known} if keep_known else {}
 
     def link(day: str) -> str:
-        return page_url("pages.rule", rule_id=rule_id, as_of=day, known_at=keep_known) + "#chart"
+        return f"{base}?{urlencode({'as_of': day, **kept})}#chart"
+
+    # The actions around the day: those starting on or before it come first in the history.
+    day = as_of.isoformat()
+    split = bisect.bisect_right([PolicyDate.parse(a["effective"]).start for a in history], as_of)
+    first, last = max(0, split - NEAR), min(len(history), split + NEAR)
+    index = {item["id"]: i for i, item in enumerate(history)}
+
+    def history_url(at: int) -> str:
+        """The page of the rule's history holding its action number ``at`` (from 0)."""
+        return page_url("pages.rule_history", rule_id=rule_id, as_of=day, known_at=known_at,
+                        page=at // HISTORY_PAGE + 1)
+
+    def action_url(action_id: str) -> str:
+        at = index.get(action_id)
+        if at is None or first <= at < last:
+            return "#" + anchor(action_id)
+        return history_url(at) + "#" + anchor(action_id)
 
     chart = build_chart(segments, _today(), as_of, link)
+    # The periods listed under the chart: those around the day's, the others a link away.
+    shown = next((i for i, period in enumerate(chart.periods) if period.current), 0)
+    periods_first = max(0, shown - NEAR)
+    periods_last = min(len(chart.periods), shown + NEAR + 1)
     by_id = {item["id"]: item for item in history}
+    based_on = [by_id[i] for i in state["based_on"] if i in by_id]
     return render_template(
         "rule.html",
         state=state,
@@ -208,14 +239,71 @@ def rule(rule_id: str) -> str:
         known_at=known_at,
         requested_known_at=_text("known_at"),
         chart=chart,
-        history=history,
-        based_on=[by_id[i] for i in state["based_on"] if i in by_id],
+        history=history[first:last],
+        history_total=len(history),
+        applied=set(state["based_on"]),
+        earlier=first,
+        later=len(history) - last,
+        earlier_url=history_url(first - 1) if first else None,
+        later_url=history_url(last) if last < len(history) else None,
+        full_history_url=history_url(first),
+        action_url=action_url,
+        based_on=based_on,
+        why_earlier=max(0, len(based_on) - NEAR),  # the last ones decide: the rest are listed
+        periods_first=periods_first,
+        periods_last=periods_last,
+        periods_earlier=periods_first,
+        periods_later=len(chart.periods) - periods_last,
         uncertain=_uncertainty(state, by_id, as_of),
-        links=_linked_rules(state["rule"], everyone),
+        links=_linked_rules(state["rule"], as_of, instant),
         permalink=page_url("pages.rule", rule_id=rule_id, as_of=as_of.isoformat(), known_at=known_at),
         day_before=link((as_of - timedelta(days=1)).isoformat()) if as_of > date.min else None,
         day_after=link((as_of + timedelta(days=1)).isoformat()) if as_of < date.max else None,
     )
+
+
+@bp.get("/rules/<rule_id>/history")
+def rule_history(rule_id: str) -> str:
+    """A rule's whole history, a page of actions at a time."""
+    as_of = _day("as_of")
+    requested = _known_at()
+    number = _page_number()
+    tracker = _tracker()
+    known_at, history = tracker.history(rule_id, requested)
+    instant = parse_instant(known_at)
+    state = tracker.state(rule_id, as_of, instant)
+    pages = max(1, -(-len(history) // HISTORY_PAGE))
+    if number > pages:
+        raise BadQuery(f"page: this history has {pages} page{'s' if pages > 1 else ''}.",
+                       {"page": f"must be at most {pages}"})
+    start = (number - 1) * HISTORY_PAGE
+    shown = history[start:start + HISTORY_PAGE]
+    day = as_of.isoformat() if as_of else None
+
+    def page_link(n: int) -> str:
+        return page_url("pages.rule_history", rule_id=rule_id, as_of=day, known_at=known_at, page=n)
+
+    return render_template(
+        "rule_history.html",
+        rule=state["rule"],
+        known_at=known_at,
+        history=shown,
+        first=start + 1,
+        last=start + len(shown),
+        total=len(history),
+        rule_url=page_url("pages.rule", rule_id=rule_id, as_of=day, known_at=_text("known_at")),
+        prev_url=page_link(number - 1) if number > 1 else None,
+        next_url=page_link(number + 1) if number < pages else None,
+    )
+
+
+def _page_number() -> int:
+    text = _text("page")
+    if not text:
+        return 1
+    if not text.isdigit() or int(text) < 1:
+        raise BadQuery("page: must be a whole number from 1.", {"page": "must be a whole number from 1"})
+    return int(text)
 
 
 def _uncertainty(state: dict, actions: dict[str, dict], as_of: date) -> list[dict[str, str]]:
@@ -238,19 +326,19 @@ def _uncertainty(state: dict, actions: dict[str, dict], as_of: date) -> list[dic
     return notes
 
 
-def _linked_rules(rule: dict, states: list[dict]) -> list[dict[str, Any]]:
+def _linked_rules(rule: dict, as_of: date, known_at: datetime) -> list[dict[str, Any]]:
     """Rules this one names, and rules that name this one, with their state on the same day."""
-    by_id = {s["rule"]["id"]: s for s in states}
+    tracker = _tracker()
+    pairs = [(link["rule"], present.RELATION_LABELS[link["relation"]][0]) for link in rule["links"]]
+    pairs += [(other, present.RELATION_LABELS[relation][1])
+              for other, relation in tracker.rules_linking_to(rule["id"], known_at)]
     linked = []
-    for link in rule["links"]:
-        linked.append({"id": link["rule"], "relation": present.RELATION_LABELS[link["relation"]][0],
-                       "state": by_id.get(link["rule"])})
-    for other in states:
-        for link in other["rule"]["links"]:
-            if link["rule"] == rule["id"]:
-                linked.append({"id": other["rule"]["id"],
-                               "relation": present.RELATION_LABELS[link["relation"]][1],
-                               "state": other})
+    for other, relation in pairs:
+        try:
+            state = tracker.state(other, as_of, known_at)
+        except NotFound:  # named before it was registered
+            state = None
+        linked.append({"id": other, "relation": relation, "state": state})
     return linked
 
 

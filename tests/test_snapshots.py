@@ -1,0 +1,151 @@
+"""Writes to a long rule load a snapshot and the few events after it, and stay correct."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+from eventsourcing.application import project_aggregate
+
+from timeline.application import SNAPSHOT_AFTER
+from timeline.config import Settings
+from timeline.domain.model import Rule
+from timeline.service import Tracker
+from timeline.store import RecordClock
+
+RULE = "us-long-rule"
+ACTIONS = 200
+SOURCES = [{"title": "A notice"}]
+
+
+def seed(tracker: Tracker, actions: int = ACTIONS) -> None:
+    """A rule with many actions stored in one save, as an import leaves it: no snapshot."""
+    fields = {"title": "A long rule", "jurisdiction": "US", "instrument": "export_control",
+              "targets": ["CN"], "subjects": [], "tags": [], "links": []}
+    with tracker.lock.hold():
+        clock = RecordClock(tracker.app.last_recorded_at())
+        rule = Rule.register(RULE, fields, clock.next())
+        for i in range(actions):
+            rule.record({"id": f"a-{i}", "kind": "ban" if i % 2 else "lift",
+                         "effective": f"{1800 + i}-01-01", "summary": f"Action {i}.",
+                         "sources": SOURCES}, clock.next())
+        tracker.app.save(rule)
+    tracker.catch_up()
+
+
+class Reads:
+    """Counts the stored events and snapshots a tracker's application reads."""
+
+    def __init__(self, tracker: Tracker, monkeypatch: pytest.MonkeyPatch):
+        self.count = 0
+        for recorder in (tracker.app.recorder, tracker.app.snapshots.recorder):
+            select = recorder.select_events
+
+            def counted(*args: Any, _select: Any = select, **kwargs: Any) -> Any:
+                found = _select(*args, **kwargs)
+                self.count += len(found)
+                return found
+
+            monkeypatch.setattr(recorder, "select_events", counted)
+
+    def during(self, write: Any) -> int:
+        before = self.count
+        write()
+        return self.count - before
+
+
+def replayed(tracker: Tracker) -> dict[str, Any]:
+    """The rule made from every one of its events, no snapshot: what a load must equal."""
+    rule = project_aggregate(None, tracker.app.events.get(RULE))
+    return {k: v for k, v in vars(rule).items() if k != "_pending_events"}
+
+
+def test_a_write_to_a_long_rule_reads_a_bounded_number_of_events(
+    tracker: Tracker, monkeypatch: pytest.MonkeyPatch,
+):
+    seed(tracker)
+    reads = Reads(tracker, monkeypatch)
+    action = {"kind": "fee", "effective": "2030-01-01", "rate_percent": 10, "sources": SOURCES}
+    # The first write finds no snapshot: it reads the whole history, and leaves one.
+    assert reads.during(lambda: tracker.record_action(RULE, {**action, "id": "f-0"})) > ACTIONS
+    writes = [
+        lambda: tracker.record_action(RULE, {**action, "id": "f-1"}),
+        lambda: tracker.correct_action(RULE, "a-7", {"effective": "1700"}, "an older notice"),
+        lambda: tracker.retract_action(RULE, "a-8", "recorded in error"),
+        lambda: tracker.record_action(RULE, {**action, "id": "f-2"}),
+        # A repeat of a recorded action stores nothing, and still reads little.
+        lambda: tracker.record_action(RULE, {**action, "id": "f-2"}),
+    ]
+    for write in writes:
+        assert reads.during(write) <= SNAPSHOT_AFTER + 1
+    # A rule loaded from a snapshot is the rule replayed from all its events.
+    assert {k: v for k, v in vars(tracker.app.get_rule(RULE)).items()
+            if k != "_pending_events"} == replayed(tracker)
+    history = {item["id"]: item for item in tracker.history(RULE)[1]}
+    assert history["a-7"]["effective"] == "1700" and history["a-8"]["retracted"]
+    assert history["f-2"]["rate_percent"] == 10
+
+
+def test_a_repeat_or_a_conflict_is_told_apart_after_a_snapshot(tracker: Tracker):
+    from timeline.domain.errors import Conflict
+
+    seed(tracker, SNAPSHOT_AFTER + 5)
+    first = tracker.record_action(RULE, {"id": "f", "kind": "fee", "effective": "2030",
+                                         "rate_percent": 5, "sources": SOURCES})
+    assert tracker.app.snapshots is not None and list(tracker.app.snapshots.get(RULE))
+    again = tracker.record_action(RULE, {"id": "f", "kind": "fee", "effective": "2030",
+                                         "rate_percent": 5, "sources": SOURCES})
+    assert not again.created and again.position == first.position
+    with pytest.raises(Conflict):
+        tracker.record_action(RULE, {"id": "f", "kind": "fee", "effective": "2030",
+                                     "rate_percent": 6, "sources": SOURCES})
+    with pytest.raises(Conflict):  # a retracted action cannot be corrected, snapshot or not
+        tracker.retract_action(RULE, "a-1", "wrong")
+        tracker.correct_action(RULE, "a-1", {"effective": "1900"}, "too late")
+
+
+def test_snapshots_stay_out_of_an_export_and_a_round_trip_is_identical(
+    tracker: Tracker, tmp_path: Path,
+):
+    seed(tracker)
+    for i in range(3):
+        tracker.record_action(RULE, {"id": f"f-{i}", "kind": "fee", "effective": "2030",
+                                     "rate_percent": i, "sources": SOURCES})
+    assert list(tracker.app.snapshots.get(RULE))
+    lines = list(tracker.export())
+    assert len(lines) == tracker.app.head() == ACTIONS + 4
+    assert not any("napshot" in line for line in lines)
+    other = Tracker(Settings(home=tmp_path / "other"))
+    try:
+        other.import_records(lambda: (json.loads(line) for line in lines))
+        assert list(other.export()) == lines
+        # The imported rule has no snapshot yet: its writes are right all the same.
+        other.record_action(RULE, {"id": "f-9", "kind": "fee", "effective": "2031",
+                                   "rate_percent": 9, "sources": SOURCES})
+        assert other.state(RULE, date(2030, 12, 31))["rate_percent"] == 2
+        assert [i["id"] for i in other.history(RULE)[1]][-1] == "f-9"
+    finally:
+        other.close()
+
+
+def test_two_trackers_taking_turns_on_a_long_rule_see_each_others_writes(
+    settings: Settings, tracker: Tracker,
+):
+    # Two trackers on one store stand for two processes: each loads the other's snapshot and
+    # the events after it.
+    seed(tracker)
+    other = Tracker(settings)
+    try:
+        for i in range(6):
+            writer = (tracker, other)[i % 2]
+            writer.record_action(RULE, {"id": f"f-{i}", "kind": "fee", "effective": f"{2030 + i}",
+                                        "rate_percent": i, "sources": SOURCES})
+        for reader in (tracker, other):
+            assert {k: v for k, v in vars(reader.app.get_rule(RULE)).items()
+                    if k != "_pending_events"} == replayed(tracker)
+            assert [i["id"] for i in reader.history(RULE)[1]][-6:] == [f"f-{i}" for i in range(6)]
+    finally:
+        other.close()
