@@ -167,7 +167,8 @@ def test_real_answers_match_the_document(loaded, app):
 def test_real_answers_are_what_the_output_schemas_would_dump(loaded, app):
     """The read model's answers are the contract's shape already: dumping them through the
     output schemas (as the API once did) changes nothing."""
-    from timeline.schemas import DiffSchema, HistorySchema, StateListSchema, StateSchema
+    from timeline.schemas import (DiffSchema, HistorySchema, StateListSchema, StateSchema,
+                                  TimelinePageSchema)
 
     client = app.test_client()
     h200 = "us-h200-export-licensing-cn"
@@ -178,6 +179,7 @@ def test_real_answers_are_what_the_output_schemas_would_dump(loaded, app):
         ("/api/v1/rules/cn-rare-earth-export-restrictions?as_of=2025-12-09", StateSchema()),
         (f"/api/v1/rules/{h200}/history", HistorySchema()),
         ("/api/v1/diff?from=2020-01-01&to=2025-12-09", DiffSchema()),
+        ("/api/v1/timeline?limit=50", TimelinePageSchema()),
     ):
         body = client.get(url).get_json()
         assert schema.dump(body if "from" not in body else

@@ -217,7 +217,7 @@ def diff(day_from: date, day_to: date, known_at: datetime | None = None,
                as_kwargs=True)
 @blp.response(200, TimelinePageSchema)
 def timeline(day_from: str | None = None, day_to: str | None = None,
-             **params: Any) -> dict[str, Any]:
+             **params: Any) -> Response:
     """Actions as known now (corrections applied, retractions left out), in effective order,
     a page at a time."""
     if day_from:
@@ -225,7 +225,7 @@ def timeline(day_from: str | None = None, day_to: str | None = None,
     if day_to:
         params["day_to"] = PolicyDate.parse(day_to).end.isoformat()
     items, next_cursor = tracker().timeline(**params)
-    return {"items": items, "next_cursor": next_cursor}
+    return _answer({"items": items, "next_cursor": next_cursor})
 
 
 # Writes --------------------------------------------------------------------------------------
