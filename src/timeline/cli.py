@@ -401,7 +401,7 @@ def _write_download(rows: Iterator[dict], columns: tuple[str, ...], fmt: str,
     from timeline.research import chunks
 
     try:
-        stream = open(out, "w", encoding="utf-8", newline="") if out else click.get_text_stream("stdout")
+        stream = open(out, "w", encoding="utf-8", newline="") if out else sys.stdout
     except OSError as exc:
         raise click.ClickException(f"{out}: cannot be written ({exc.strerror}).") from None
     try:
