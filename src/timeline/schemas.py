@@ -292,7 +292,10 @@ class SpellsQuerySchema(StrictSchema):
     instrument = _instrument_filter()
     rule = fields.String(validate=Pattern(RULE_ID, error="is not a rule id"),
                          metadata={"description": "Only this rule."})
-    q = _text_filter()
+    q = fields.String(validate=validate.Length(min=1, max=200), metadata={
+        "description": "Only rules whose title or subjects, or one of whose actions' summary as "
+                       "known now, match every word (a download with q can change when an "
+                       "action's summary is corrected later)."})
     format = fields.String(load_default="csv", validate=validate.OneOf(("csv", "jsonl")),
                            metadata={"description": "csv (default: a header line, lists as JSON "
                                                     "arrays) or jsonl (JSON Lines)."})

@@ -77,7 +77,7 @@ def panel(day_from: date, day_to: date, every: str, format: str,  # noqa: A002
     """A balanced panel: every rule registered at the instant, for every calendar period
     between from and to (the first and last cut to them), in the state of the period's last
     day (period); changed says whether status, rate or conditions differ from the rule's row
-    for the previous period. More than 50 million rows is refused: filter or widen the periods."""
+    for the previous period (false on the first). More than 50 million rows is refused: filter or widen the periods."""
     at, rows = _tracker().panel(day_from, day_to, every, known_at, **filters)
     return _stream(rows, PANEL_COLUMNS, format, f"panel-{every}", at)
 
