@@ -296,9 +296,10 @@ class SpellsQuerySchema(StrictSchema):
         "description": "Only rules whose title or subjects, or one of whose actions' summary as "
                        "known now, match every word (a download with q can change when an "
                        "action's summary is corrected later)."})
-    format = fields.String(load_default="csv", validate=validate.OneOf(("csv", "jsonl")),
-                           metadata={"description": "csv (default: a header line, lists as JSON "
-                                                    "arrays) or jsonl (JSON Lines)."})
+    fmt = fields.String(data_key="format", load_default="csv",
+                        validate=validate.OneOf(("csv", "jsonl")),
+                        metadata={"description": "csv (default: a header line, lists as JSON "
+                                                 "arrays) or jsonl (JSON Lines)."})
 
 
 class PanelQuerySchema(SpellsQuerySchema):

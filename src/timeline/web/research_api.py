@@ -60,11 +60,11 @@ def _tracker() -> Any:
                as_kwargs=True)
 @blp.doc(responses={"200": _content(SPELL_COLUMNS, "Spells, ordered by rule id, then valid_from")})
 @blp.alt_response(400, response=HTTPStatus.BAD_REQUEST.name)
-def spells(format: str, known_at: datetime | None = None, **filters: Any) -> Response:  # noqa: A002
+def spells(fmt: str, known_at: datetime | None = None, **filters: Any) -> Response:
     """Every rule's spells: one row per rule per stretch of valid time in which its state holds
     (valid_to is the first day after, empty while open), as known at an instant."""
     at, rows = _tracker().spells(known_at, **filters)
-    return _stream(rows, SPELL_COLUMNS, format, "spells", at)
+    return _stream(rows, SPELL_COLUMNS, fmt, "spells", at)
 
 
 @blp.route("/panel", methods=["GET"])
@@ -72,14 +72,14 @@ def spells(format: str, known_at: datetime | None = None, **filters: Any) -> Res
                as_kwargs=True)
 @blp.doc(responses={"200": _content(PANEL_COLUMNS, "The panel, ordered by rule id, then period")})
 @blp.alt_response(400, response=HTTPStatus.BAD_REQUEST.name)
-def panel(day_from: date, day_to: date, every: str, format: str,  # noqa: A002
+def panel(day_from: date, day_to: date, every: str, fmt: str,
           known_at: datetime | None = None, **filters: Any) -> Response:
     """A balanced panel: every rule registered at the instant, for every calendar period
     between from and to (the first and last cut to them), in the state of the period's last
     day (period); changed says whether status, rate or conditions differ from the rule's row
     for the previous period (false on the first). More than 50 million rows is refused: filter or widen the periods."""
     at, rows = _tracker().panel(day_from, day_to, every, known_at, **filters)
-    return _stream(rows, PANEL_COLUMNS, format, f"panel-{every}", at)
+    return _stream(rows, PANEL_COLUMNS, fmt, f"panel-{every}", at)
 
 
 def init_app(app: Flask) -> None:
