@@ -31,6 +31,9 @@ from timeline.store import (
     utcnow,
 )
 
+# The most rows a panel may have: more is refused (400) before any row is read.
+PANEL_MAX_ROWS = 50_000_000
+
 
 @dataclass(frozen=True)
 class Written:
@@ -263,10 +266,11 @@ class Tracker:
         return at, self._download(lambda conn: research.iter_spells(conn, at, **filters))
 
     def panel(self, day_from: date, day_to: date, every: str, known_at: datetime | None = None,
+              *, max_rows: int = PANEL_MAX_ROWS,
               **filters: Any) -> tuple[str, Iterator[dict[str, Any]]]:
         """A balanced rule x period panel as known at ``known_at`` (settled here): the instant,
         and the rows (see :func:`timeline.readmodel.research.iter_panel`), read when iterated.
-        A panel of more than PANEL_MAX_ROWS rows is refused before any row is read."""
+        A panel of more than ``max_rows`` rows is refused before any row is read."""
         if day_from > day_to:
             raise TimelineError(f"from ({day_from}) is after to ({day_to}).",
                                 {"from": "must not be after to"})
@@ -276,13 +280,13 @@ class Tracker:
         at = self.known_at(known_at)
         periods = research.period_count(day_from, day_to, every)
         rules = research.count_rules(self.readmodel.connection(), at, **filters)
-        if rules * periods > PANEL_MAX_ROWS:
+        if rules * periods > max_rows:
             raise TimelineError(
                 f"This panel would have {rules * periods:,} rows ({rules:,} rules x {periods:,} "
-                f"periods), more than {PANEL_MAX_ROWS:,}: ask for fewer periods or fewer rules "
+                f"periods), more than {max_rows:,}: ask for fewer periods or fewer rules "
                 "(jurisdiction, instrument, rule or q).",
                 {"every": f"gives {periods:,} periods for {rules:,} rules, over "
-                          f"{PANEL_MAX_ROWS:,} rows"})
+                          f"{max_rows:,} rows"})
         return at, self._download(lambda conn: research.iter_panel(
             conn, at, day_from, day_to, every, **filters))
 
@@ -356,9 +360,6 @@ def _events_by_rule_of(settings: Settings, head: int, first_rule: str,
     finally:
         app.close()
 
-
-# The most rows a panel may have: more is refused (400) before any row is read.
-PANEL_MAX_ROWS = 50_000_000
 
 # Events per insert when importing (all in one transaction: see import_transaction).
 IMPORT_PAGE = 10_000

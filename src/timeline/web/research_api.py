@@ -10,12 +10,13 @@ from datetime import date, datetime
 from http import HTTPStatus
 from typing import Any, Iterator
 
-from flask import Flask, Response
+from flask import Flask, Response, current_app
 from flask_smorest import Blueprint
 
 from timeline import research
 from timeline.readmodel.research import PANEL_COLUMNS, SPELL_COLUMNS
 from timeline.schemas import PanelQuerySchema, SpellsQuerySchema
+from timeline.service import PANEL_MAX_ROWS
 
 blp = Blueprint(
     "research", __name__, url_prefix="/api/v1",
@@ -78,7 +79,9 @@ def panel(day_from: date, day_to: date, every: str, fmt: str,
     between from and to (the first and last cut to them), in the state of the period's last
     day (period); changed says whether status, rate or conditions differ from the rule's row
     for the previous period (false on the first). More than 50 million rows is refused: filter or widen the periods."""
-    at, rows = _tracker().panel(day_from, day_to, every, known_at, **filters)
+    # A deployment (or a test) may set a lower limit than the contract's 50 million rows.
+    max_rows = current_app.config.get("TIMELINE_PANEL_MAX_ROWS", PANEL_MAX_ROWS)
+    at, rows = _tracker().panel(day_from, day_to, every, known_at, max_rows=max_rows, **filters)
     return _stream(rows, PANEL_COLUMNS, fmt, f"panel-{every}", at)
 
 
