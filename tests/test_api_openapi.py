@@ -85,6 +85,8 @@ def test_every_error_response_is_problem_json(client):
                 assert content == {}, (method, path, status)  # these carry no body
             elif path == "/api/v1/events/stream":
                 assert list(content) == ["text/event-stream"], (method, path, status)
+            elif path in ("/api/v1/spells", "/api/v1/panel"):  # research downloads
+                assert list(content) == ["text/csv", "application/x-ndjson"], (method, path)
             else:
                 assert list(content) == ["application/json"], (method, path, status)
 

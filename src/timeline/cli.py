@@ -434,6 +434,114 @@ def publish(out: Path, known_at: datetime | None, replace: bool, license_: str,
     click.echo(f"Published {out} and {metadata_path(out)}, as known at {at}.")
 
 
+def _research_options(command: Any) -> Any:
+    """The options of a research download, named as the API's parameters."""
+    options = [
+        click.option("--known-at", type=INSTANT,
+                     help="What the tracker knew at this instant (default: now); echoed in "
+                          "every row, and asking again with it gives the same rows."),
+        click.option("--jurisdiction", help="Only rules issued by this jurisdiction code."),
+        click.option("--instrument", help="Only rules of this instrument."),
+        click.option("--rule", help="Only this rule."),
+        click.option("--q", "q", help="Only rules or actions matching every word."),
+        click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="csv",
+                     show_default=True, help="CSV (lists as JSON arrays) or JSON Lines."),
+        click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+                     help="Write here instead of standard output."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _write_download(rows: Iterator[dict], columns: tuple[str, ...], fmt: str,
+                    out: Path | None, label: str) -> None:
+    """Stream ``rows`` to ``out`` (standard output by default), with a progress bar counting
+    rows when standard error is a terminal."""
+    from timeline.research import chunks
+
+    try:
+        stream = open(out, "w", encoding="utf-8", newline="") if out else sys.stdout
+    except OSError as exc:
+        raise click.ClickException(f"{out}: cannot be written ({exc.strerror}).") from None
+    try:
+        if sys.stderr.isatty():
+            # The number of rows is not known before the last: the bar counts them.
+            with click.progressbar(rows, label=label, file=sys.stderr, show_pos=True,
+                                   update_min_steps=1000) as counted:
+                for chunk in chunks(counted, columns, fmt):
+                    stream.write(chunk)
+        else:
+            for chunk in chunks(rows, columns, fmt):
+                stream.write(chunk)
+    finally:
+        if out:
+            stream.close()
+        else:
+            stream.flush()
+
+
+@main.command()
+@_research_options
+def spells(known_at: datetime | None, jurisdiction: str | None, instrument: str | None,
+           rule: str | None, q: str | None, fmt: str, out: Path | None) -> None:
+    """Every rule's spells as known at an instant, as CSV or JSON Lines.
+
+    One row per rule per stretch of valid time in which its state holds, ordered by rule id,
+    then valid_from (valid_to is the first day after, empty while open), with the columns of
+    GET /api/v1/spells.
+    """
+    from timeline.readmodel.research import SPELL_COLUMNS
+
+    _check_filters(jurisdiction, instrument, rule, q)
+    with tracker() as t:
+        _, rows = t.spells(known_at, jurisdiction=jurisdiction, instrument=instrument,
+                           rule=rule, q=q)
+        _write_download(rows, SPELL_COLUMNS, fmt, out, "Spells")
+
+
+@main.command()
+@click.option("--from", "day_from", type=DAY, required=True, help="The first day of the first period.")
+@click.option("--to", "day_to", type=DAY, required=True, help="The last day of the last period.")
+@click.option("--every", type=click.Choice(["day", "week", "month", "quarter", "year"]),
+              required=True, help="The periods: calendar days, ISO weeks (Monday to Sunday), "
+                                  "months, quarters or years.")
+@_research_options
+def panel(day_from: date, day_to: date, every: str, known_at: datetime | None,
+          jurisdiction: str | None, instrument: str | None, rule: str | None, q: str | None,
+          fmt: str, out: Path | None) -> None:
+    """A balanced rule x period panel as known at an instant, as CSV or JSON Lines.
+
+    One row for every rule registered then and every period between --from and --to (the first
+    and last cut to them), in the state of the period's last day, with changed: whether status,
+    rate or conditions differ from the rule's row for the previous period. The columns of
+    GET /api/v1/panel.
+    """
+    from timeline.readmodel.research import PANEL_COLUMNS
+
+    _check_filters(jurisdiction, instrument, rule, q)
+    with tracker() as t:
+        _, rows = t.panel(day_from, day_to, every, known_at, jurisdiction=jurisdiction,
+                          instrument=instrument, rule=rule, q=q)
+        _write_download(rows, PANEL_COLUMNS, fmt, out, "Panel")
+
+
+def _check_filters(jurisdiction: str | None, instrument: str | None, rule: str | None,
+                   q: str | None) -> None:
+    """The filters checked as the API checks them, each error naming its option."""
+    from marshmallow import ValidationError
+
+    from timeline.schemas import SpellsQuerySchema
+
+    given = {"jurisdiction": jurisdiction, "instrument": instrument, "rule": rule, "q": q}
+    try:
+        SpellsQuerySchema().load({k: v for k, v in given.items() if v is not None})
+    except ValidationError as exc:
+        name, message = next(iter(exc.normalized_messages().items()))
+        text = message[0] if isinstance(message, list) else message
+        raise click.BadParameter(text, param_hint=f"'--{name}'") from None
+
+
 @main.group()
 def token() -> None:
     """Manage API tokens."""

@@ -318,6 +318,40 @@ class TimelineQuerySchema(StrictSchema):
         return data
 
 
+class SpellsQuerySchema(StrictSchema):
+    """The query of a research download (see the contract's Research data)."""
+
+    known_at = _known_at()
+    jurisdiction = _jurisdiction_filter()
+    instrument = _instrument_filter()
+    rule = fields.String(validate=Pattern(RULE_ID, error="is not a rule id"),
+                         metadata={"description": "Only this rule."})
+    q = fields.String(validate=validate.Length(min=1, max=200), metadata={
+        "description": "Only rules whose title or subjects, or one of whose actions' summary as "
+                       "known now, match every word (a download with q can change when an "
+                       "action's summary is corrected later)."})
+    fmt = fields.String(data_key="format", load_default="csv",
+                        validate=validate.OneOf(("csv", "jsonl")),
+                        metadata={"description": "csv (default: a header line, lists as JSON "
+                                                 "arrays) or jsonl (JSON Lines)."})
+
+
+class PanelQuerySchema(SpellsQuerySchema):
+    day_from = DayField(data_key="from", required=True,
+                        metadata={"description": "The first day of the first period."})
+    day_to = DayField(data_key="to", required=True,
+                      metadata={"description": "The last day of the last period."})
+    every = fields.String(required=True,
+                          validate=validate.OneOf(("day", "week", "month", "quarter", "year")),
+                          metadata={"description": "The periods: calendar days, ISO weeks (Monday "
+                                                   "to Sunday), months, quarters or years."})
+
+    @validates_schema
+    def _range(self, data: dict[str, Any], **_: Any) -> None:
+        if "day_from" in data and "day_to" in data and data["day_from"] > data["day_to"]:
+            raise ValidationError("must not be after to", "from")
+
+
 class IdempotencyHeaderSchema(Schema):
     """Headers a write reads; any others are ignored."""
 

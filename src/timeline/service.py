@@ -15,11 +15,12 @@ from timeline.application import Outcome, PolicyApplication
 from timeline.config import Settings
 from timeline.cursors import LIST_LIMIT, LIST_MAX_LIMIT, ListCursor
 from timeline.domain.dates import PolicyDate, format_instant, parse_instant
-from timeline.domain.errors import InvalidInput, StoreNotEmpty
+from timeline.domain.errors import InvalidInput, StoreNotEmpty, TimelineError
 from timeline.events import from_record, to_record
 from timeline.imports import CheckInParallel
-from timeline.readmodel import ReadModel, published, queries
+from timeline.readmodel import ReadModel, published, queries, research
 from timeline.readmodel.projector import SEPARATE_WRITER_EVENTS, Projector
+from timeline.readmodel.store import connect
 from timeline.readmodel.writer import FedEvents, HelperEvents, can_fork
 from timeline.store import (
     ONE_MICROSECOND,
@@ -30,6 +31,9 @@ from timeline.store import (
     schema_changes,
     utcnow,
 )
+
+# The most rows a panel may have: more is refused (400) before any row is read.
+PANEL_MAX_ROWS = 50_000_000
 
 
 @dataclass(frozen=True)
@@ -400,6 +404,53 @@ class Tracker:
         at = self.known_at()
         with self.readmodel.read() as conn:
             return queries.rule_exists(conn, rule_id, at)
+
+    # Research downloads ------------------------------------------------------------------
+
+    def spells(self, known_at: datetime | None = None,
+               **filters: Any) -> tuple[str, Iterator[dict[str, Any]]]:
+        """Every rule's spells as known at ``known_at`` (settled here): the instant, and the
+        rows (see :func:`timeline.readmodel.research.iter_spells`), read when iterated."""
+        at = self.known_at(known_at)
+        return at, self._download(lambda conn: research.iter_spells(conn, at, **filters))
+
+    def panel(self, day_from: date, day_to: date, every: str, known_at: datetime | None = None,
+              *, max_rows: int = PANEL_MAX_ROWS,
+              **filters: Any) -> tuple[str, Iterator[dict[str, Any]]]:
+        """A balanced rule x period panel as known at ``known_at`` (settled here): the instant,
+        and the rows (see :func:`timeline.readmodel.research.iter_panel`), read when iterated.
+        A panel of more than ``max_rows`` rows is refused before any row is read."""
+        if day_from > day_to:
+            raise TimelineError(f"from ({day_from}) is after to ({day_to}).",
+                                {"from": "must not be after to"})
+        if every not in research.PERIODS:
+            raise TimelineError(f"every must be one of {', '.join(research.PERIODS)}.",
+                                {"every": f"must be one of {', '.join(research.PERIODS)}"})
+        at = self.known_at(known_at)
+        periods = research.period_count(day_from, day_to, every)
+        rules = research.count_rules(self.readmodel.connection(), at, **filters)
+        if rules * periods > max_rows:
+            raise TimelineError(
+                f"This panel would have {rules * periods:,} rows ({rules:,} rules x {periods:,} "
+                f"periods), more than {max_rows:,}: ask for fewer periods or fewer rules "
+                "(jurisdiction, instrument, rule or q).",
+                {"every": f"gives {periods:,} periods for {rules:,} rules, over "
+                          f"{max_rows:,} rows"})
+        return at, self._download(lambda conn: research.iter_panel(
+            conn, at, day_from, day_to, every, **filters))
+
+    def _download(self, rows: Callable[[Any], Iterator[dict[str, Any]]]) -> Iterator[dict[str, Any]]:
+        """``rows`` read in one snapshot on a connection of their own, opened at the first row
+        and closed after the last (or when the reader stops): a download may outlast any
+        request's use of the tracker's shared connections."""
+        conn = connect(self.readmodel.path)
+        try:
+            # A download reads each page once, in key order: a small page cache is enough.
+            conn.execute("PRAGMA cache_size=-8192")
+            conn.execute("BEGIN")
+            yield from rows(conn)
+        finally:
+            conn.close()
 
     # Export and import -------------------------------------------------------------------
 

@@ -99,6 +99,10 @@ def create_app(test_config: dict[str, Any] | None = None, tracker: Tracker | Non
     from timeline.web.data_page import bp as data_page
 
     app.register_blueprint(data_page)
+
+    from timeline.web import research_api
+
+    research_api.init_app(app)
     return app
 
 
