@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 from datetime import datetime, timedelta, timezone
 from html.parser import HTMLParser
@@ -632,9 +633,11 @@ def test_state_csv_download(client) -> None:
     assert len(rows) == 11
     h200 = next(r for r in rows if r["rule_id"] == H200)
     assert (h200["status"], h200["rate_percent"], h200["since"], h200["as_of"]) == (
-        "eased", "25", "2025-12-08", "2025-12-09")
-    assert h200["conditions"] == "Sales only to approved customers vetted by the US Commerce Department"
-    assert h200["targets"] == "CN" and h200["certain"] == "true"
+        "eased", "25.0", "2025-12-08", "2025-12-09")
+    # Lists as JSON arrays, the form that reads back exactly (as every download writes them).
+    assert json.loads(h200["conditions"]) == [
+        "Sales only to approved customers vetted by the US Commerce Department"]
+    assert json.loads(h200["targets"]) == ["CN"] and h200["certain"] == "true"
     assert parse_instant(h200["known_at"])
 
 

@@ -16,7 +16,8 @@ import pytest
 from timeline.config import Settings
 from timeline.domain.dates import parse_instant
 from timeline.readmodel.research import PANEL_COLUMNS, SPELL_COLUMNS, period_count, period_ends
-from timeline.research import csv_cell, read_text_cell, text_cell
+from timeline.research import csv_cell
+from timeline.spreadsheet import protect, unprotect
 from timeline.service import Tracker
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
@@ -259,7 +260,7 @@ def test_csv_keeps_lists_as_json_arrays_and_formulas_as_text(tracker, client):
     assert list(rows[0]) == list(SPELL_COLUMNS)
     row = rows[0]
     assert row["title"] == "'=HYPERLINK(\"http://example.com\")"
-    assert read_text_cell(row["title"]) == "=HYPERLINK(\"http://example.com\")"
+    assert unprotect(row["title"]) == "=HYPERLINK(\"http://example.com\")"
     assert json.loads(row["targets"]) == ["CN"]
     assert json.loads(row["conditions"]) == ["-1 quota", "ordinary, with \"quotes\""]
     assert row["valid_from"] == "2025-02-03" and row["valid_to"] == ""
@@ -270,10 +271,10 @@ def test_csv_keeps_lists_as_json_arrays_and_formulas_as_text(tracker, client):
 @pytest.mark.parametrize("text", ["=1+1", "+1", "-1", "@SUM(A1)", "\tx", "\rx", "'quoted", "plain",
                                   ""])
 def test_a_text_cell_reads_back_as_the_text_it_was(text):
-    cell = text_cell(text)
+    cell = csv_cell(text)
     assert not cell.startswith(("=", "+", "-", "@", "\t", "\r"))
-    assert read_text_cell(cell) == text
-    assert csv_cell(text) == cell
+    assert unprotect(cell) == text
+    assert cell == protect(text)
 
 
 def test_cells_of_other_values():

@@ -1,9 +1,8 @@
 """How research downloads are written: CSV cells and JSON Lines, the same for every download.
 
-A list cell in CSV is a JSON array (``["US","CN"]``), the one form that reads back exactly.
-Text that a spreadsheet would run as a formula is kept as text with a leading apostrophe
-(OWASP's advice for CSV injection); :func:`read_text_cell` takes it off again, so a cell
-written here reads back as the text it was.
+A list cell in CSV is a JSON array (``["US","CN"]``), the one form that reads back exactly;
+text that a spreadsheet would run as a formula is kept as text by :mod:`timeline.spreadsheet`'s
+rule, which ``timeline load`` reads back.
 """
 
 from __future__ import annotations
@@ -13,28 +12,15 @@ import io
 from typing import Any, Iterable, Iterator, Sequence
 
 from timeline import fastjson
+from timeline.spreadsheet import list_cell, protect
 
 FORMATS = ("csv", "jsonl")
 MEDIA_TYPES = {"csv": "text/csv", "jsonl": "application/x-ndjson"}
 SUFFIXES = {"csv": "csv", "jsonl": "jsonl"}
 
-# What a spreadsheet reads as the start of a formula, and the apostrophe that marks a cell
-# kept as text (marked itself, so that every cell reads back as it was written).
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "'")
-
 # Rows written per chunk of a stream: large enough that a server writes few chunks, small
 # enough that memory stays flat.
 _ROWS_PER_CHUNK = 500
-
-
-def text_cell(text: str) -> str:
-    """``text`` as a spreadsheet shows it, never as a formula it would run."""
-    return "'" + text if text.startswith(_FORMULA_STARTS) else text
-
-
-def read_text_cell(cell: str) -> str:
-    """The text a cell written by :func:`text_cell` holds."""
-    return cell[1:] if cell.startswith("'") else cell
 
 
 def csv_cell(value: Any) -> str:
@@ -42,11 +28,11 @@ def csv_cell(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, str):
-        return text_cell(value)
+        return protect(value)
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, (list, dict)):
-        return fastjson.dumps(value)  # starts with [ or {: never a formula
+    if isinstance(value, list):
+        return list_cell(value)  # starts with [: never a formula
     return repr(value) if isinstance(value, float) else str(value)
 
 

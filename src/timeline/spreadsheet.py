@@ -9,9 +9,10 @@ character gets one more, so a ``'`` the text itself began with is never taken fo
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
+
+from timeline import fastjson
 
 # A cell that a spreadsheet would run, behind any number of quotes (the quotes a guard added).
 _GUARDED = re.compile(r"'*[=+\-@\t\r]")
@@ -29,4 +30,4 @@ def unprotect(cell: str) -> str:
 
 def list_cell(values: list[Any]) -> str:
     """A list as a CSV cell: a JSON array, the one form that reads back exactly."""
-    return json.dumps(values, ensure_ascii=False, separators=(",", ":"))
+    return fastjson.dumps(values)

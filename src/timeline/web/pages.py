@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import bisect
-import csv
-import io
 import re
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, Iterable, Iterator
@@ -13,6 +11,7 @@ from urllib.parse import urlencode
 from flask import (Blueprint, Flask, Response, current_app, render_template, request,
                    stream_with_context, url_for)
 
+from timeline import research
 from timeline.domain.dates import InvalidDate, PolicyDate, YEAR, parse_day, parse_instant
 from timeline.domain.errors import InvalidInput, NotFound, TimelineError
 from timeline.domain.fold import KINDS
@@ -426,38 +425,12 @@ CSV_COLUMNS = ("rule_id", "title", "jurisdiction", "instrument", "targets", "sta
                "conditions", "since", "until", "certain", "as_of", "known_at")
 
 
-def _cell(value: str) -> str:
-    """Text that a spreadsheet would run as a formula is kept as text (OWASP's advice)."""
-    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
-
-
-CSV_CHUNK = 64 * 1024  # characters of CSV sent at a time: a few writes per page of rules
-
-
-def _csv_text(rows: Iterable[Iterable[Any]]) -> Iterator[str]:
-    """CSV text in chunks, as the rows come."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
-    for row in rows:
-        writer.writerow(row)
-        if out.tell() >= CSV_CHUNK:
-            yield out.getvalue()
-            out.seek(0)
-            out.truncate()
-    yield out.getvalue()
-
-
-def _state_rows(states: Iterable[dict]) -> Iterator[list[str]]:
-    yield list(CSV_COLUMNS)
+def _state_rows(states: Iterable[dict]) -> Iterator[dict[str, Any]]:
     for s in states:
         rule = s["rule"]
-        yield [
-            rule["id"], _cell(rule["title"]), rule["jurisdiction"], rule["instrument"],
-            " ".join(rule["targets"]), s["status"],
-            "" if s["rate_percent"] is None else f"{s['rate_percent']:g}",
-            _cell(" | ".join(s["conditions"])), s["since"] or "", s["until"] or "",
-            "true" if s["certain"] else "false", s["as_of"], s["known_at"],
-        ]
+        yield {**s, "rule_id": rule["id"], "title": rule["title"],
+               "jurisdiction": rule["jurisdiction"], "instrument": rule["instrument"],
+               "targets": rule["targets"]}
 
 
 @bp.get("/state.csv")
@@ -469,7 +442,8 @@ def state_csv() -> Response:
     known_at = tracker.known_at(_known_at())
     states = tracker.iter_states(as_of, known_at, **filters)
     return Response(
-        stream_with_context(_csv_text(_state_rows(states))), mimetype="text/csv",
+        stream_with_context(research.csv_chunks(_state_rows(states), CSV_COLUMNS)),
+        mimetype="text/csv",
         headers={"Content-Disposition": f'attachment; filename="timeline-state-{as_of.isoformat()}.csv"'},
     )
 
