@@ -13,14 +13,13 @@ import os
 import sqlite3
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import sqlite_utils
 
 from timeline import __version__, fastjson
 from timeline.domain.dates import PolicyDate, parse_instant
 from timeline.domain.errors import TimelineError
-from timeline.readmodel.queries import OPEN_END  # where a rule's last state segment ends
 
 # Rows written per statement: a few MiB at most, whatever the size of the tracker.
 BATCH = 1000
@@ -174,22 +173,18 @@ TABLES: dict[str, dict[str, Any]] = {
     },
 }
 
-# Spell rows as the /api/v1/spells download makes them, for the spells table.
-SpellSource = Callable[[Any, str], Iterable[dict[str, Any]]]
-
-
 def metadata_path(out: Path) -> Path:
     """Where the Datasette metadata file of ``out`` goes: ``OUT.metadata.json`` beside it."""
     return out.with_name(out.stem + ".metadata.json")
 
 
 def publish(tracker: Any, out: Path, known_at: datetime | None = None, *, replace: bool = False,
-            spells: SpellSource | None = None, license: str = DEFAULT_LICENSE,
+            license: str = DEFAULT_LICENSE,
             license_url: str | None = DEFAULT_LICENSE_URL) -> str:
     """Write the database and its metadata file; returns the ``known_at`` they answer for.
 
     The file is made beside ``out`` and moved there when complete, so ``out`` is never half
-    written. ``spells`` gives the spells table's rows (default: :func:`tracker_spells`).
+    written.
     """
     out = Path(out)
     meta = metadata_path(out)
@@ -205,7 +200,7 @@ def publish(tracker: Any, out: Path, known_at: datetime | None = None, *, replac
     partial = out.with_name(f".{out.name}.partial")
     partial.unlink(missing_ok=True)
     try:
-        at = _write(tracker, partial, known_at, spells or tracker_spells)
+        at = _write(tracker, partial, known_at)
         _write_metadata(partial.with_name(partial.name + ".json"), out.stem, at, license,
                         license_url)
     except BaseException:
@@ -235,7 +230,7 @@ def _create_indexes(db: sqlite_utils.Database) -> None:
             db[name].enable_fts(table["fts"], tokenize="porter")
 
 
-def _write(tracker: Any, path: Path, known_at: datetime | None, spells: SpellSource) -> str:
+def _write(tracker: Any, path: Path, known_at: datetime | None) -> str:
     try:
         db = sqlite_utils.Database(path)
         db.execute("PRAGMA synchronous=OFF")  # a new file, moved into place only when complete
@@ -259,7 +254,8 @@ def _write(tracker: Any, path: Path, known_at: datetime | None, spells: SpellSou
                     for correction in item["corrections"]:
                         batches.add("corrections", _correction_row(rule["id"], item["id"],
                                                                    correction))
-            for spell in spells(tracker, at):
+            _, spells = tracker.spells(parse_instant(at))  # the /api/v1/spells rows
+            for spell in spells:
                 batches.add("spells", _plain(spell))
         _create_indexes(db)
         db.execute("ANALYZE")  # statistics for the query planner of whoever opens the file
@@ -338,34 +334,6 @@ def _correction_row(rule_id: str, action_id: str, correction: dict[str, Any]) ->
             "reason": correction["reason"], "changes": _json(correction["changes"]),
             "previous": _json(correction["previous"]), "recorded_at": correction["recorded_at"],
             "position": correction["position"]}
-
-
-def tracker_spells(tracker: Any, known_at: str) -> Iterator[dict[str, Any]]:
-    """The spells table's rows, as known at ``known_at``.
-
-    To be replaced by the spells download's own rows when it is merged
-    (``Tracker.spells`` over ``timeline.readmodel.research.iter_spells``):
-    ``return tracker.spells(parse_instant(known_at))[1]``. Until then: each rule's stretches of
-    valid time from the read model's states (``Tracker.state_segments``), from its first
-    action's day on.
-    """
-    instant = parse_instant(known_at)
-    _, rules = tracker.rules(instant)
-    for rule in rules:
-        _, segments = tracker.state_segments(rule["id"], instant)
-        for segment in segments:
-            if not segment["based_on"]:
-                continue  # before the rule's first action
-            yield {
-                "rule_id": rule["id"], "title": rule["title"],
-                "jurisdiction": rule["jurisdiction"], "instrument": rule["instrument"],
-                "targets": rule["targets"], "subjects": rule["subjects"],
-                "status": segment["status"], "rate_percent": segment["rate_percent"],
-                "conditions": segment["conditions"], "valid_from": segment["valid_from"],
-                "valid_to": None if segment["valid_to"] == OPEN_END else segment["valid_to"],
-                "certain": segment["certain"], "uncertain_because": segment["uncertain_because"],
-                "based_on": segment["based_on"], "known_at": known_at,
-            }
 
 
 def datasette_metadata(database: str, known_at: str, license: str = DEFAULT_LICENSE,
