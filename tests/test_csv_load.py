@@ -258,6 +258,48 @@ def test_an_exported_timeline_comes_back_as_nothing_new(runner: CliRunner, loade
     assert f"0 rule(s) and 0 action(s) added" in load(runner, path).output
 
 
+def test_a_spells_download_edited_in_a_spreadsheet_comes_back_as_its_rules(
+        runner: CliRunner, loaded: Tracker, tmp_path: Path):
+    """A spells (or panel) download reads back as its rules: unchanged rows add nothing, a rule
+    added by the user is registered, and a rule's fields changed in the sheet are refused."""
+    from timeline.web import create_app
+
+    client = create_app({"TESTING": True}, tracker=loaded).test_client()
+    text = client.get("/api/v1/spells").get_data(as_text=True)
+    spells = list(csv.DictReader(io.StringIO(text)))
+    header = list(spells[0])
+    rows = [{k: (json.loads(v) if v.startswith("[") else unprotect(v)) for k, v in row.items()}
+            for row in spells]
+    path = write_spreadsheet_csv(tmp_path / "spells.csv", header, rows)
+    assert "0 rule(s) and 0 action(s) added" in load(runner, path).output
+
+    added = {**rows[0], "rule_id": "jp-new-rule-from-sheet", "title": "A rule typed in a sheet",
+             "jurisdiction": "JP", "targets": ["CN"], "subjects": ["gallium"]}
+    path = write_spreadsheet_csv(tmp_path / "edited.csv", header, [*rows, added])
+    assert "1 rule(s) and 0 action(s) added" in load(runner, path).output
+    rule = loaded.state("jp-new-rule-from-sheet")["rule"]
+    assert (rule["title"], rule["targets"], rule["subjects"]) == (
+        "A rule typed in a sheet", ["CN"], ["gallium"])
+
+    first = rows[0]["rule_id"]
+    changed = [{**row, "title": "Retitled in the sheet"} if row["rule_id"] == first else row
+               for row in rows]
+    path = write_spreadsheet_csv(tmp_path / "changed.csv", header, changed)
+    result = load(runner, path, code=1)
+    assert f"{path}, row 2: rule {first!r}" in result.output
+    assert "already registered with other fields" in result.output
+
+    # Two rows of one rule that disagree: the later one is named.
+    index = next(i for i in range(1, len(rows)) if rows[i]["rule_id"] == rows[i - 1]["rule_id"])
+    disagreeing = [dict(row) for row in rows]
+    disagreeing[index]["title"] = "Retitled in one row"
+    path = write_spreadsheet_csv(tmp_path / "disagreeing.csv", header, disagreeing)
+    result = load(runner, path, code=1)
+    assert (f"{path}, row {index + 2}: rule {rows[index]['rule_id']!r} is not as in {path}, "
+            f"row {index + 1}") in result.output
+    assert loaded.state(rows[0]["rule_id"])["rule"]["title"] == rows[0]["title"]
+
+
 # The cell rule shared with the downloads --------------------------------------------------------
 
 

@@ -203,6 +203,8 @@ def load(paths: tuple[Path, ...]) -> None:
     empty cell is a field not given; a list is a JSON array (["US","CN"]) or one plain value;
     rows are counted as a spreadsheet shows them (the header is row 1). Every action needs an
     id. An exported timeline or history, edited, loads back: its other columns are read past.
+    A spells or panel download (rule_id with valid_from or period) loads back as its rules:
+    new ones are registered, and the state columns, which follow from actions, are read past.
     """
     from timeline.fixtures import FIXTURE_SUFFIXES, load_fixtures
 

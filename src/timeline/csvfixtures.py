@@ -7,7 +7,9 @@ may be given as ``source_title``, ``source_url``, ``source_publisher``, ``source
 schemas, and every problem names the file, the row (counted as a spreadsheet shows it, the
 header being row 1) and the column.
 
-A file is told by its header: a ``kind`` column makes it a file of actions, else a ``title``
+A file is told by its header: a ``kind`` column makes it a file of actions, a ``rule_id``
+column with ``valid_from`` or ``period`` a spells or panel download (read for its rules: a
+rule's state follows from its actions, so those columns are read past), else a ``title``
 column a file of rules. The columns that downloads and exports add to actions (``rule_id``,
 ``recorded_at``, ``position``, ``rule_title`` and the like) are read as those exports mean them,
 so an exported and edited file comes back in.
@@ -39,6 +41,9 @@ SOURCE_COLUMNS = ("source_title", "source_url", "source_publisher", "source_publ
 EXPORTED_COLUMNS = ("rule_id", "rule_title", "jurisdiction", "instrument", "targets",
                     "recorded_at", "position", "corrected", "original", "corrections",
                     "retraction", "retracted", "known_at")
+# What the spells and panel downloads add to a rule's columns: its state over time.
+STATE_COLUMNS = ("status", "rate_percent", "conditions", "valid_from", "valid_to", "period",
+                 "changed", "certain", "uncertain_because", "based_on", "known_at")
 TRUE_CELLS = ("true", "1", "yes")
 TRIMMED = frozenset({"id", "rule", "rule_id", "kind", "effective", "announced", "until",
                      "rate_percent", "jurisdiction", "instrument", "targets", "tags", "links",
@@ -66,6 +71,9 @@ class ActionRow:
 class CsvFixture:
     rules: list[tuple[dict[str, Any], str]] = field(default_factory=list)  # (rule, where)
     actions: list[ActionRow] = field(default_factory=list)
+    # The rule fields the file gives, when it gives only some (a spells or panel download):
+    # the others are the registered rule's.
+    rule_fields: tuple[str, ...] | None = None
 
 
 def read_csv_fixture(path: Path) -> CsvFixture:
@@ -77,6 +85,11 @@ def read_csv_fixture(path: Path) -> CsvFixture:
             raise CsvError(f"{path}, row 1: an actions file needs a rule column naming each "
                            "action's rule.")
         return CsvFixture(actions=[_action(path, header, number, cells) for number, cells in rows])
+    if "rule_id" in header and ("valid_from" in header or "period" in header):
+        _unknown(path, header, ("rule_id",) + RULE_COLUMNS[1:] + STATE_COLUMNS,
+                 "a spells or panel file")
+        given = tuple(name for name in RULE_COLUMNS[1:] if name in header)
+        return CsvFixture(rules=_rules_of_states(path, header, rows), rule_fields=("id", *given))
     if "title" in header:
         _unknown(path, header, RULE_COLUMNS, "a rules file")
         return CsvFixture(rules=[_rule(path, header, number, cells) for number, cells in rows])
@@ -192,13 +205,30 @@ def _checked(schema: Any, data: dict[str, Any], where: str,
                        {column_of(k): v for k, v in problems.items()}) from None
 
 
-def _rule(path: Path, header: list[str], number: int, cells: list[str]) -> tuple[dict, str]:
+def _rule(path: Path, header: list[str], number: int, cells: list[str],
+          id_column: str = "id") -> tuple[dict, str]:
     readers: dict[str, Callable[[str], Any]] = dict.fromkeys(RULE_LISTS, _list)
     readers["links"] = _objects
     data = _cells(path, number, header, cells, readers)
+    data = {("id" if name == id_column else name): value for name, value in data.items()
+            if name == id_column or name in RULE_COLUMNS[1:]}
     where = f"{path}, row {number}"
-    rule = _checked(FixtureRuleSchema(), data, where, lambda name: name.split(".")[0])
+    rule = _checked(FixtureRuleSchema(), data, where,
+                    lambda name: id_column if name == "id" else name.split(".")[0])
     return rule, where
+
+
+def _rules_of_states(path: Path, header: list[str], rows: list[tuple[int, list[str]]],
+                     ) -> list[tuple[dict, str]]:
+    """The rules of a spells or panel download: one per rule id, its rows agreeing."""
+    found: dict[str, tuple[dict, str]] = {}
+    for number, cells in rows:
+        rule, where = _rule(path, header, number, cells, id_column="rule_id")
+        first = found.setdefault(rule["id"], (rule, where))
+        if first[0] != rule:
+            raise CsvError(f"{where}: rule {rule['id']!r} is not as in {first[1]}; every row of "
+                           "a rule gives the same rule fields.", {"rule_id": "rows disagree"})
+    return list(found.values())
 
 
 def _action(path: Path, header: list[str], number: int, cells: list[str]) -> ActionRow:

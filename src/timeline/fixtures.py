@@ -132,7 +132,8 @@ def load_fixtures(tracker: Any, paths: list[Path]) -> LoadReport:
                 found = read_csv_fixture(Path(path))
             except CsvError as exc:
                 raise FixtureError(exc.detail, exc.errors) from None
-            rules.extend((where, rule) for rule, where in found.rules)
+            rules.extend((where, _completed(tracker, rule, found.rule_fields))
+                         for rule, where in found.rules)
             rows.extend(found.actions)
         else:
             rules.extend((str(path), rule) for rule in read_fixture(path))
@@ -205,6 +206,15 @@ def load_fixtures(tracker: Any, paths: list[Path]) -> LoadReport:
             raise FixtureError(f"{labels[(rule_id, action['id'])]}: {exc.detail}", exc.errors) from None
         report.actions_added += int(written.created)
     return report
+
+
+def _completed(tracker: Any, rule: dict[str, Any], given: tuple[str, ...] | None) -> dict:
+    """A rule read from a file that gives only some of its fields (``given``): a registered
+    rule's other fields are its own, so an unedited row registers nothing new."""
+    if given is None or not tracker.rule_exists(rule["id"]):
+        return rule
+    stored = tracker.state(rule["id"])["rule"]
+    return {**rule, **{k: v for k, v in stored.items() if k not in given}}
 
 
 def _new_actions(tracker: Any, by_rule: list[tuple[str, list[dict]]],
