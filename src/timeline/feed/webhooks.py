@@ -232,6 +232,14 @@ class WebhookStore:
         keys = ("position", "message_id", "attempts", "last_status", "last_error", "failed_at")
         return [dict(zip(keys, row)) for row in rows]
 
+    def backlog(self, head: int) -> dict[str, int]:
+        """Events each active endpoint has still to settle: those after ``delivered_through``
+        up to ``head`` (counted in positions, which on SQLite have no gaps)."""
+        rows = self._query(
+            "SELECT id, delivered_through FROM timeline_webhooks WHERE disabled_at IS NULL"
+        )
+        return {webhook_id: max(0, head - through) for webhook_id, through in rows}
+
     # Delivery state ----------------------------------------------------------------------------
 
     def due(self, now: float, head: int, limit: int = 100) -> list[str]:

@@ -95,6 +95,10 @@ def create_app(test_config: dict[str, Any] | None = None, tracker: Tracker | Non
     from timeline.web import feed_api
 
     feed_api.init_app(app)
+
+    from timeline.web import ops
+
+    ops.init_app(app)
     return app
 
 

@@ -12,6 +12,7 @@ from flask_smorest import Blueprint
 
 from timeline.domain.errors import NotFound
 from timeline.feed import atom
+from timeline.feed.filters import RuleFacets, keeps, parse_event_filter
 from timeline.feed.paging import parse_limit, parse_position, read_page
 from timeline.feed.schemas import (
     DATA_SCHEMAS, EventPageSchema, WebhookCreatedSchema, WebhookCreateSchema, WebhookListSchema,
@@ -49,6 +50,16 @@ _LAST_EVENT_ID = {
     "schema": {"type": "integer", "minimum": 0},
     "description": "Resume after this position (EventSource sends it on reconnecting); wins over `after`.",
 }
+_FILTERS = [
+    {"in": "query", "name": name, "required": False, "style": "form", "explode": True,
+     "schema": {"type": "array", "items": {"type": "string"}}, "description": description}
+    for name, description in [
+        ("rule", "Only events of these rules (repeat the parameter or separate ids by commas)."),
+        ("jurisdiction", "Only events of rules issued by these jurisdictions (ISO 3166-1 alpha-2 "
+                         "or EU)."),
+        ("instrument", "Only events of rules of these instruments."),
+    ]
+]
 _BEARER = [{"bearerAuth": []}]
 
 
@@ -103,7 +114,7 @@ class Events(MethodView):
         return response.make_conditional(request)
 
 
-def _waiter() -> Waiter:
+def stream_waiter() -> Waiter:
     factory = current_app.config.get("TIMELINE_FEED_WAITER")
     if factory is not None:
         return factory(_tracker())
@@ -114,7 +125,7 @@ def _waiter() -> Waiter:
     return PollWaiter(current_app.config.get("TIMELINE_FEED_POLL_SECONDS", 0.5))
 
 
-def _stream_limits() -> StreamLimits:
+def stream_limits() -> StreamLimits:
     """Heartbeat and bounds; the bounds exist so that tests can end a stream (app config only)."""
     config = current_app.config
     return StreamLimits(
@@ -138,17 +149,24 @@ _SSE_EVENT = {
 
 @blp.route("/events/stream")
 class EventStream(MethodView):
-    @blp.doc(parameters=[_AFTER, _LAST_EVENT_ID], summary="Follow recorded events live (SSE)",
-             description=(
+    @blp.doc(parameters=[_AFTER, _LAST_EVENT_ID, *_FILTERS],
+             summary="Follow recorded events live (SSE)", description=(
         "Server-Sent Events: `id:` is the position, `event:` the CloudEvent type and `data:` "
         "the CloudEvent JSON. Without `Last-Event-ID` or `after` the stream starts at the head "
-        "(new events only); `Last-Event-ID` wins over `after`. A comment line comes at least "
-        "every 15 seconds."
+        "(new events only); `Last-Event-ID` wins over `after`. With `rule`, `jurisdiction` or "
+        "`instrument`, only the events matching every filter given come, still in order and "
+        "without gaps within them. A comment line comes at least every 15 seconds. A server "
+        "that holds as many subscribers as it may answers 503 with `Retry-After` at once."
     ))
     @blp.response(200, _SSE_EVENT, content_type="text/event-stream",
                   description="An endless event stream; each event is described by the schema.")
     @blp.alt_response(400, schema=ProblemSchema, content_type="application/problem+json",
-                      description="`after` or `Last-Event-ID` is not a valid position.")
+                      description="`after` or `Last-Event-ID` is not a valid position, or a "
+                                  "filter names an unknown jurisdiction or instrument.")
+    @blp.alt_response(503, schema=ProblemSchema, content_type="application/problem+json",
+                      headers={"Retry-After": {"schema": {"type": "integer"}}},
+                      description="The server holds as many subscribers as it may; try again "
+                                  "after `Retry-After` seconds.")
     def get(self) -> Response:
         tracker = _tracker()
         # Both are checked; Last-Event-ID (a reconnecting client) wins over ?after=.
@@ -158,7 +176,10 @@ class EventStream(MethodView):
             start = after
         if start is None:
             start = tracker.app.head()
-        stream = event_stream(tracker.app.events_after, start, _waiter(), _stream_limits())
+        wanted = parse_event_filter(request.args.to_dict(flat=False))
+        keep = keeps(wanted, RuleFacets(tracker).of) if wanted else None
+        stream = event_stream(tracker.app.events_after, start, stream_waiter(), stream_limits(),
+                              keep=keep)
         response = Response(stream, mimetype="text/event-stream")
         response.headers["Cache-Control"] = "no-cache"
         response.headers["X-Accel-Buffering"] = "no"  # ask proxies not to hold events back
