@@ -117,6 +117,20 @@ def _streaming_server(front: Any) -> Any:
     return StreamingServer
 
 
+def _no_delay(sockets: list[Any]) -> None:
+    """Send small responses at once on the connections these listening sockets accept.
+
+    asyncio turns Nagle's algorithm off only on sockets it makes itself; on a socket handed to
+    it (ours, or gunicorn's) a keep-alive client would wait for a delayed ACK on every request.
+    Linux gives accepted connections the listening socket's TCP_NODELAY.
+    """
+    import socket
+
+    for sock in sockets:
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 def _uvicorn_config(front: Any, **options: Any) -> Any:
     import uvicorn
 
@@ -147,6 +161,7 @@ def serve(app: Any, host: str, port: int, announce: Callable[[str], None]) -> No
     allow_many_connections()
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.create_server((host, port), family=family, backlog=2048)
+    _no_delay([sock])
     front = Front(app)
     server = _streaming_server(front)(_uvicorn_config(front))
     # uvicorn stops on SIGTERM and SIGINT, then raises the signal again with the handler it
@@ -188,6 +203,7 @@ def serve_workers(make_app: Callable[[], Any], host: str, port: int, workers: in
             self.config.app = self.wsgi
             server = _streaming_server(self.wsgi)(config=self.config)
             self._install_sigquit_handler()
+            _no_delay(self.sockets)
             await server.serve(sockets=self.sockets)
             if not server.started:
                 sys.exit(Arbiter.WORKER_BOOT_ERROR)
