@@ -28,6 +28,9 @@ from timeline.web import ops
 from timeline.web.server import THREADS, RequestLog
 
 STREAM_PATH = "/api/v1/events/stream"
+# On SQLite the broadcaster looks for new events this often: one small read per process
+# however many subscribers there are, and a new event reaches them within it.
+BROADCAST_POLL_SECONDS = 0.1
 # How long a client at capacity is asked to wait before trying again, in seconds.
 RETRY_AFTER_SECONDS = 5
 
@@ -47,7 +50,7 @@ class Front:
         self.wsgi = WSGIMiddleware(RequestLog(app), workers=threads)
         self.request_log = RequestLog(app)
         with app.app_context():
-            waiter = stream_waiter()
+            waiter = stream_waiter(BROADCAST_POLL_SECONDS)
             self.limits = stream_limits()
         self.broadcaster = Broadcaster(self.tracker, waiter, self.tracker.settings.max_subscribers)
 

@@ -114,7 +114,8 @@ class Events(MethodView):
         return response.make_conditional(request)
 
 
-def stream_waiter() -> Waiter:
+def stream_waiter(poll_seconds: float = 0.5) -> Waiter:
+    """How a stream (or a process's broadcaster) waits for new events."""
     factory = current_app.config.get("TIMELINE_FEED_WAITER")
     if factory is not None:
         return factory(_tracker())
@@ -122,7 +123,7 @@ def stream_waiter() -> Waiter:
         from timeline.feed.listen import notify_waiter
 
         return notify_waiter(_tracker())
-    return PollWaiter(current_app.config.get("TIMELINE_FEED_POLL_SECONDS", 0.5))
+    return PollWaiter(current_app.config.get("TIMELINE_FEED_POLL_SECONDS", poll_seconds))
 
 
 def stream_limits() -> StreamLimits:
