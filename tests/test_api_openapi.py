@@ -83,6 +83,8 @@ def test_every_error_response_is_problem_json(client):
                 assert content == {}, (method, path, status)  # these carry no body
             elif path == "/api/v1/events/stream":
                 assert list(content) == ["text/event-stream"], (method, path, status)
+            elif path == "/metrics":
+                assert list(content) == ["text/plain"], (method, path, status)  # Prometheus text
             else:
                 assert list(content) == ["application/json"], (method, path, status)
 
