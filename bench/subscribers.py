@@ -8,7 +8,8 @@ streams (--streams, default 0,100,500) holds that many `GET /api/v1/events/strea
 client process (asyncio, raw sockets) while the main process measures:
 
 - read latency, `GET /api/v1/rules/<id>?as_of=` (p50, p99), sequential requests;
-- write latency, `POST /api/v1/rules/<id>/actions` (p50, p99), sequential requests;
+- write latency, `POST /api/v1/rules/<id>/actions` (p50, p99), sequential requests
+  --write-gap seconds apart;
 - delivery latency: from the start of each write to each stream's receipt of its event (p50,
   p99, and whether every stream got every event);
 
@@ -257,7 +258,8 @@ def timed(connection: HTTPConnection, method: str, path: str, body: Any = None,
 
 
 def measure(server: Server, token: str, rule_ids: list[str], reads: int, writes: int,
-            holder: RemoteHolder | None, streams: int, step: int) -> dict[str, Any]:
+            holder: RemoteHolder | None, streams: int, step: int,
+            write_gap: float = 0.25) -> dict[str, Any]:
     connection = HTTPConnection(server.host, server.port, timeout=30)
     read_times = []
     for n in range(reads):
@@ -278,7 +280,7 @@ def measure(server: Server, token: str, rule_ids: list[str], reads: int, writes:
         write_times.append(seconds)
         started.append(began)
         positions.append(json.loads(payload)["position"])
-        time.sleep(0.05)  # writes arrive one by one, as they would from editors
+        time.sleep(write_gap)  # writes arrive one by one, as they would from editors
     connection.close()
     result: dict[str, Any] = {
         "streams": streams,
@@ -307,6 +309,8 @@ def main() -> None:
     parser.add_argument("--extra", type=int, default=100, help="streams tried past capacity")
     parser.add_argument("--reads", type=int, default=400)
     parser.add_argument("--writes", type=int, default=40)
+    parser.add_argument("--write-gap", type=float, default=0.25,
+                        help="seconds between one write's answer and the next write")
     parser.add_argument("--out", type=Path, default=Path("subscribers.json"))
     args = parser.parse_args()
     counts = [int(n) for n in args.streams.split(",")]
@@ -335,7 +339,7 @@ def main() -> None:
                     held = count
                 measure(server, token, rule_ids, 50, 5, None, count, 100 + step)  # warm up
                 results.append(measure(server, token, rule_ids, args.reads, args.writes,
-                                       holder, held, step))
+                                       holder, held, step, args.write_gap))
                 print(json.dumps(results[-1]), flush=True)
             capacity: dict[str, Any] = {}
             if args.extra:

@@ -139,3 +139,25 @@ def test_filters_take_repeated_and_comma_separated_values():
     assert wanted.rules == {"a-rule", "b-rule", "c-rule"}
     assert wanted.jurisdictions == {"US"} and not wanted.instruments
     assert not parse_event_filter({})
+
+
+def test_a_quiet_stream_sends_heartbeats_and_ends_when_the_server_stops(tracker):
+    broadcaster = Broadcaster(tracker, PollWaiter(0.01), capacity=10)
+
+    async def run() -> list[bytes]:
+        chunks: list[bytes] = []
+
+        async def collect() -> None:
+            async for chunk in broadcaster.events(tracker.app.head(), EventFilter(),
+                                                  StreamLimits(heartbeat=0.05)):
+                chunks.append(chunk)
+
+        follower = asyncio.ensure_future(collect())
+        await asyncio.sleep(0.5)
+        broadcaster.close()  # no bound on the stream: only the server stopping ends it
+        await asyncio.wait_for(follower, 10)
+        return chunks
+
+    chunks = asyncio.run(run())
+    assert chunks[0].startswith(b"retry: ")
+    assert chunks.count(b": heartbeat\n\n") >= 3

@@ -82,6 +82,10 @@ class RuleFacets:
         self._known: dict[str, Facets] = {}
         self._lock = threading.Lock()
 
+    def known(self, rule_id: str) -> Facets | None:
+        """The facets if already looked up (no reading)."""
+        return self._known.get(rule_id)
+
     def of(self, rule_id: str) -> Facets | None:
         facets = self._known.get(rule_id)
         if facets is None:

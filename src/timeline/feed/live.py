@@ -37,7 +37,6 @@ class AtCapacity(Exception):
 class LiveEvent:
     position: int
     rule_id: str
-    facets: Facets | None
     chunk: bytes
 
 
@@ -93,10 +92,10 @@ class Broadcaster:
                     continue
             self._waiter.wait(position, 1.0)
 
-    def _live(self, position: int, event: Any, with_facets: bool = True) -> LiveEvent:
+    @staticmethod
+    def _live(position: int, event: Any) -> LiveEvent:
         chunk = format_event(position, to_cloudevent(position, event)).encode()
-        facets = self.facets.of(event.originator_id) if with_facets else None
-        return LiveEvent(position, event.originator_id, facets, chunk)
+        return LiveEvent(position, event.originator_id, chunk)
 
     def _publish(self, events: list[LiveEvent]) -> None:
         self._positions.extend(e.position for e in events)
@@ -132,9 +131,16 @@ class Broadcaster:
         finally:
             self.subscribers -= 1
 
-    def _stored_after(self, position: int, wanted: EventFilter) -> list[LiveEvent]:
-        rows = self._tracker.app.events_after(position, BATCH)
-        return [self._live(p, event, with_facets=wanted.needs_facets) for p, event in rows]
+    def _stored_after(self, position: int) -> list[LiveEvent]:
+        return [self._live(p, event) for p, event in self._tracker.app.events_after(position, BATCH)]
+
+    async def _passes(self, wanted: EventFilter, event: LiveEvent) -> bool:
+        facets: Facets | None = None
+        if wanted.needs_facets:
+            # Looked up once per rule and process, by the subscribers that filter on them.
+            facets = self.facets.known(event.rule_id) or await asyncio.to_thread(
+                self.facets.of, event.rule_id)
+        return wanted.matches(event.rule_id, facets)
 
     async def events(self, start: int, wanted: EventFilter,
                      limits: StreamLimits = StreamLimits()) -> AsyncIterator[bytes]:
@@ -146,7 +152,7 @@ class Broadcaster:
         yield f"retry: {RETRY_MILLISECONDS}\n: streaming events after position {start}\n\n".encode()
         while not self._closed:
             if position < self._floor:
-                batch = await asyncio.to_thread(self._stored_after, position, wanted)
+                batch = await asyncio.to_thread(self._stored_after, position)
                 if not batch:
                     position = self._floor
             else:
@@ -154,7 +160,7 @@ class Broadcaster:
                 batch = self._events[first:first + BATCH]
             for event in batch:
                 position = event.position
-                if wanted and not wanted.matches(event.rule_id, event.facets):
+                if wanted and not await self._passes(wanted, event):
                     continue
                 yield event.chunk
                 sent += 1
