@@ -158,12 +158,19 @@ class Broadcaster:
             else:
                 first = bisect.bisect_right(self._positions, position)
                 batch = self._events[first:first + BATCH]
+            # What one wake brings goes out in one write: a subscriber costs one send per wake,
+            # however many events arrived since the last.
+            chunks: list[bytes] = []
             for event in batch:
                 position = event.position
                 if wanted and not await self._passes(wanted, event):
                     continue
-                yield event.chunk
-                sent += 1
+                chunks.append(event.chunk)
+                if limits.max_events is not None and sent + len(chunks) >= limits.max_events:
+                    break
+            if chunks:
+                yield b"".join(chunks)
+                sent += len(chunks)
                 last_sent = loop.time()
                 if limits.max_events is not None and sent >= limits.max_events:
                     return
