@@ -13,7 +13,8 @@ client process (asyncio, raw sockets) while the main process measures:
 - delivery latency: from the start of each write to each stream's receipt of its event (p50,
   p99, and whether every stream got every event);
 
-then, with the streams at capacity, opens --extra more and reports how they are answered (503
+The counts take turns for --rounds rounds and each figure is the median of its rounds. Then,
+with the streams at capacity, it opens --extra more and reports how they are answered (503
 with Retry-After, and how long that took). Figures are printed as a table with ratios to the
 run without streams, and written as JSON to --out. Loopback only; every wait is bounded.
 """
@@ -27,6 +28,7 @@ import multiprocessing
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -307,6 +309,7 @@ def main() -> None:
     parser.add_argument("--streams", default="0,100,500", help="counts of streams to hold")
     parser.add_argument("--capacity", type=int, default=500, help="TIMELINE_MAX_SUBSCRIBERS")
     parser.add_argument("--extra", type=int, default=100, help="streams tried past capacity")
+    parser.add_argument("--rounds", type=int, default=3, help="turns of every count")
     parser.add_argument("--reads", type=int, default=400)
     parser.add_argument("--writes", type=int, default=40)
     parser.add_argument("--write-gap", type=float, default=0.25,
@@ -325,6 +328,7 @@ def main() -> None:
         token = made.stdout.strip().splitlines()[-1]
         server = Server(home, args.capacity)
         holder = RemoteHolder(server.host, server.port)
+        rounds: list[dict[str, Any]] = []
         results: list[dict[str, Any]] = []
         try:
             connection = HTTPConnection(server.host, server.port, timeout=60)
@@ -332,15 +336,27 @@ def main() -> None:
             rule_ids = [item["rule"]["id"] for item in json.loads(body)["items"]][:50]
             connection.close()
             held = 0
-            for step, count in enumerate(counts):
-                if count > held:
-                    opened = holder.ask("open", count - held)
-                    assert all(status == 200 for status, _, _ in opened), opened
-                    held = count
-                measure(server, token, rule_ids, 50, 5, None, count, 100 + step)  # warm up
-                results.append(measure(server, token, rule_ids, args.reads, args.writes,
-                                       holder, held, step, args.write_gap))
-                print(json.dumps(results[-1]), flush=True)
+            measure(server, token, rule_ids, 50, 5, None, 0, 999)  # warm up
+            # The counts take turns, round after round, so that a machine busy with other work
+            # for a while weighs on every count alike; each figure is the median of the rounds.
+            for round_ in range(args.rounds):
+                for step, count in enumerate(counts):
+                    if count != held:
+                        holder.ask("close")
+                        opened = holder.ask("open", count) if count else []
+                        assert all(status == 200 for status, _, _ in opened), opened
+                        held = count
+                    rounds.append(measure(server, token, rule_ids, args.reads, args.writes,
+                                          holder, held, round_ * len(counts) + step,
+                                          args.write_gap))
+                    print(json.dumps(rounds[-1]), flush=True)
+            for count in counts:
+                mine = [r for r in rounds if r["streams"] == count]
+                results.append({key: (statistics.median(r[key] for r in mine)
+                                      if isinstance(mine[0][key], float) else mine[0][key])
+                                 for key in mine[0]})
+                results[-1]["every_stream_got_every_event"] = all(
+                    r.get("every_stream_got_every_event", True) for r in mine)
             capacity: dict[str, Any] = {}
             if args.extra:
                 if held < args.capacity:
@@ -369,7 +385,8 @@ def main() -> None:
               f"{r['write_p50_ms'] / base['write_p50_ms']:>6.2f} {r['write_p99_ms']:>8.2f}ms "
               + (f"{r['delivery_p50_ms']:>8.1f}ms {r['delivery_p99_ms']:>8.1f}ms "
                  f"{str(r['every_stream_got_every_event']):>12}" if "delivery_p50_ms" in r else ""))
-    args.out.write_text(json.dumps({"runs": results, "past_capacity": capacity}, indent=2))
+    args.out.write_text(json.dumps({"medians": results, "rounds": rounds,
+                                    "past_capacity": capacity}, indent=2))
 
 
 if __name__ == "__main__":
