@@ -112,13 +112,22 @@ class SseStream:
             self._writer.close()
 
 
+def _new_loop() -> asyncio.AbstractEventLoop:
+    """uvloop where it is installed (the server's own dependency): a lighter client."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
 class StreamHolder:
     """Streams held open by an event loop in a thread of its own (for tests and the bench)."""
 
     def __init__(self, host: str, port: int):
         self.host, self.port = host, port
         self.streams: list[SseStream] = []
-        self._loop = asyncio.new_event_loop()
+        self._loop = _new_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
 
