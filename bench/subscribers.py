@@ -1,6 +1,6 @@
 """Live subscribers against `timeline serve`: many event streams held, reads and writes meanwhile.
 
-    python bench/subscribers.py --home /work/data/home-10k
+    python bench/subscribers.py --home HOME
 
 It copies the store (--home, a TIMELINE_HOME) to a temporary folder, serves it with
 `timeline serve --port 0` and TIMELINE_MAX_SUBSCRIBERS=--capacity, and for each count of
@@ -313,8 +313,9 @@ def measure(server: Server, token: str, rule_ids: list[str], reads: int, writes:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--home", type=Path, default=Path("/work/data/home-10k"),
-                        help="a TIMELINE_HOME to copy and serve")
+    parser.add_argument("--home", type=Path, required=True,
+                        help="a TIMELINE_HOME to copy and serve, e.g. an empty one into which "
+                             "`timeline import` put `bench/generate.py --actions 10000`'s file")
     parser.add_argument("--streams", default="0,100,500", help="counts of streams to hold")
     parser.add_argument("--capacity", type=int, default=500, help="TIMELINE_MAX_SUBSCRIBERS")
     parser.add_argument("--extra", type=int, default=100, help="streams tried past capacity")
