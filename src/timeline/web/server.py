@@ -165,9 +165,9 @@ def serve(app: Any, host: str, port: int, announce: Callable[[str], None]) -> No
     front = Front(app)
     server = _streaming_server(front)(_uvicorn_config(front))
     # uvicorn stops on SIGTERM and SIGINT, then raises the signal again with the handler it
-    # found: this one, so that a stop ends here normally.
-    previous = {sig: signal.signal(sig, lambda signum, frame: None)
-                for sig in (signal.SIGTERM, signal.SIGINT)}
+    # found: this one, so that a stop ends here normally; a signal that comes before uvicorn
+    # has set up its own handlers stops the server as soon as it starts.
+    previous = {sig: signal.signal(sig, server.handle_exit) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         bound_host, bound_port = sock.getsockname()[:2]
         if ":" in str(bound_host):
