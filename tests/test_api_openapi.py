@@ -87,6 +87,8 @@ def test_every_error_response_is_problem_json(client):
                 assert list(content) == ["text/event-stream"], (method, path, status)
             elif path in ("/api/v1/spells", "/api/v1/panel"):  # research downloads
                 assert list(content) == ["text/csv", "application/x-ndjson"], (method, path)
+            elif path == "/metrics":
+                assert list(content) == ["text/plain"], (method, path, status)  # Prometheus text
             else:
                 assert list(content) == ["application/json"], (method, path, status)
 

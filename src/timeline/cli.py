@@ -125,9 +125,16 @@ def main() -> None:
 def serve(host: str, port: int, workers: int) -> None:
     """Serve the web pages and the API on a production WSGI server, and deliver webhooks.
 
-    One process runs waitress; --workers N runs N gunicorn processes. On an empty store, the
-    bundled fixtures are loaded first. One line per request is logged to stderr.
+    One process runs uvicorn; --workers N runs N such processes under gunicorn. Live event
+    streams are served on an event loop, so they never hold up reads and writes; past
+    TIMELINE_MAX_SUBSCRIBERS streams per process (default 1000) a new one is answered 503. On
+    an empty store, the bundled fixtures are loaded first. One line per request is logged to
+    stderr.
     """
+    import os
+    import shutil
+    import tempfile
+
     import threading
 
     from timeline.feed.delivery import start_delivery_worker
@@ -153,14 +160,20 @@ def serve(host: str, port: int, workers: int) -> None:
                 run_server(app, host, port, announce=announce)
             except OSError as exc:
                 raise click.ClickException(f"Cannot listen on {host}:{port}: {exc.strerror or exc}.") from None
-            except ValueError as exc:  # waitress: a host that does not resolve
-                raise click.ClickException(f"Cannot listen on {host}:{port}: {exc}") from None
             finally:
                 stop.set()
                 delivery.join(20)
             return
-    # Several processes: each one builds its own tracker after the fork.
-    serve_workers(lambda: _worker_app(), host, port, workers, announce)
+    # Several processes: each one builds its own tracker after the fork, and they add up their
+    # metrics in a directory of this run (before any process imports prometheus-client).
+    metrics_dir = tempfile.mkdtemp(prefix="timeline-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    arbiter = os.getpid()
+    try:
+        serve_workers(lambda: _worker_app(), host, port, workers, announce)
+    finally:
+        if os.getpid() == arbiter:  # a server process leaving does not take the directory along
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def _worker_app() -> Any:

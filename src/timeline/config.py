@@ -19,6 +19,11 @@ class Settings:
     home: Path
     database_url: str | None = None
     webhook_allow_private: bool = False
+    # Live event streams one server process holds at most; past it, 503 with Retry-After.
+    max_subscribers: int = 1000
+    # Where the server processes of one run share their metrics (prometheus-client's
+    # multiprocess mode); None in a single process.
+    metrics_dir: Path | None = None
 
     @property
     def on_postgres(self) -> bool:
@@ -97,6 +102,15 @@ class Settings:
         }
 
 
+def _positive(env: Mapping[str, str], name: str, default: int) -> int:
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    if not text.isdigit() or int(text) < 1:
+        raise ConfigError(f"{name} must be a positive whole number, not {text!r}")
+    return int(text)
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if environ is None else environ
     home = Path(env.get("TIMELINE_HOME") or "./var").expanduser().absolute()
@@ -104,6 +118,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         home=home,
         database_url=env.get("TIMELINE_DATABASE_URL") or None,
         webhook_allow_private=env.get("TIMELINE_WEBHOOK_ALLOW_PRIVATE", "") in ("1", "true", "yes"),
+        max_subscribers=_positive(env, "TIMELINE_MAX_SUBSCRIBERS", 1000),
+        metrics_dir=Path(env["PROMETHEUS_MULTIPROC_DIR"]) if env.get("PROMETHEUS_MULTIPROC_DIR") else None,
     )
     settings.sqlite_path  # validates the URL early, with a clear message
     return settings

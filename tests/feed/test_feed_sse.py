@@ -183,3 +183,24 @@ def test_a_live_client_over_http_gets_new_events_and_resumes_with_last_event_id(
     assert positions(resumed) == [4, 5, 6]
     assert [e["data"]["type"] for e in resumed] == ["timeline.action.recorded"] * 3
     wait_until(lambda: tracker.app.head() == 7, what="the last writes")
+
+
+def test_filters_keep_only_the_matching_events_in_order(loaded):
+    """The stream takes the feed's filters; what it skips never holds up what matches."""
+    from feed_support import register
+
+    register(loaded, "us-filtered-rule")
+    head = loaded.app.head()
+
+    def writes() -> None:
+        record(loaded, "us-safe-chips-bill", 150)  # more than a batch of others first
+        record(loaded, "us-filtered-rule", 2)
+
+    events, _ = stream(loaded, f"/api/v1/events/stream?after={head}&rule=us-filtered-rule",
+                       writes=writes, TIMELINE_SSE_MAX_EVENTS=2)
+    assert positions(events) == [head + 151, head + 152]
+    assert {e["data"]["subject"] for e in events} == {"us-filtered-rule"}
+
+    events, _ = stream(loaded, f"/api/v1/events/stream?after={head}&jurisdiction=CN",
+                       TIMELINE_SSE_MAX_EVENTS=1, TIMELINE_SSE_MAX_SECONDS=1)
+    assert events == []  # both rules are US rules

@@ -1,13 +1,16 @@
-"""Which events a consumer asked for: one predicate for the paged feed, webhooks and streams.
+"""Which events a consumer asked for: one predicate for the paged feed, Atom, webhooks and the
+live stream.
 
 An event matches when it matches every filter given (types, rules, jurisdictions, instruments);
 within one filter, any of the values given. The rule of an event is its subject; a rule's
 jurisdiction and instrument are fixed at its registration, so they are looked up by rule id
-(``facets``) only when a filter asks for them.
+(``facets``) only when a filter asks for them, and a process may keep them once looked up
+(:class:`RuleFacets`).
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Sequence
 from urllib.parse import urlencode
@@ -68,9 +71,11 @@ class EventFilter:
     @classmethod
     def from_query(cls, args: Any) -> EventFilter:
         """From query parameters ``type``, ``rule``, ``jurisdiction``, ``instrument`` (each may
-        be repeated, or hold values separated by commas)."""
+        be repeated, or hold values separated by commas): a request's ``args``, or a mapping of
+        names to the list of values given (``urllib.parse.parse_qs``)."""
         def values(name: str) -> list[str]:
-            return [v.strip() for item in args.getlist(name) for v in item.split(",") if v.strip()]
+            given = args.getlist(name) if hasattr(args, "getlist") else args.get(name, ())
+            return [v.strip() for item in given for v in item.split(",") if v.strip()]
 
         return cls.of(types=values("type"), rules=values("rule"),
                       jurisdictions=values("jurisdiction"), instruments=values("instrument"),
@@ -124,3 +129,43 @@ class EventFilter:
     def public(self) -> dict[str, list[str]]:
         return {"types": sorted(self.types), "rules": sorted(self.rules),
                 "jurisdictions": sorted(self.jurisdictions), "instruments": sorted(self.instruments)}
+
+
+class RuleFacets:
+    """Rule id -> its jurisdiction and instrument, looked up through the tracker once per rule
+    and remembered (they never change once registered), for streams that filter on them."""
+
+    def __init__(self, tracker: Any):
+        self._tracker = tracker
+        self._known: dict[str, tuple[str, str]] = {}
+        self._lock = threading.Lock()
+
+    def known(self, rule_id: str) -> tuple[str, str] | None:
+        """The facets if already looked up (no reading)."""
+        return self._known.get(rule_id)
+
+    def of(self, rule_id: str) -> tuple[str, str] | None:
+        facets = self._known.get(rule_id)
+        if facets is None:
+            # The event being filtered is stored, so its rule's registration is too: the
+            # tracker catches its read model up before it answers.
+            facets = self._tracker.rule_facets([rule_id]).get(rule_id)
+            if facets is not None:
+                with self._lock:
+                    self._known[rule_id] = facets
+        return facets
+
+
+def keeps(wanted: EventFilter, facets: Callable[[str], tuple[str, str] | None],
+          ) -> Callable[[Any], bool]:
+    """Whether a stored event passes ``wanted`` (an event's rule is its originator)."""
+
+    def keep(event: Any) -> bool:
+        rule_id = event.originator_id
+        try:
+            return wanted.matches(event_type(event), rule_id,
+                                  facets(rule_id) if wanted.needs_facets else None)
+        except UnknownRule:
+            return False
+
+    return keep

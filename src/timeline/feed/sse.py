@@ -54,8 +54,10 @@ def event_stream(
     waiter: Waiter,
     limits: StreamLimits = StreamLimits(),
     clock: Callable[[], float] = time.monotonic,
+    keep: Callable[[Any], bool] | None = None,
 ) -> Iterator[str]:
-    """Every event after ``start`` as it is recorded, with a comment at least every heartbeat."""
+    """Every event after ``start`` as it is recorded (those ``keep`` lets through, if given), with
+    a comment at least every heartbeat."""
     began = last_sent = clock()
     position = start
     sent = 0
@@ -64,8 +66,10 @@ def event_stream(
     while True:
         rows = events_after(position, BATCH)
         for row_position, event in rows:
-            yield format_event(row_position, to_cloudevent(row_position, event))
             position = row_position
+            if keep is not None and not keep(event):
+                continue
+            yield format_event(row_position, to_cloudevent(row_position, event))
             sent += 1
             last_sent = clock()
             if limits.max_events is not None and sent >= limits.max_events:

@@ -103,6 +103,10 @@ def create_app(test_config: dict[str, Any] | None = None, tracker: Tracker | Non
     from timeline.web import research_api
 
     research_api.init_app(app)
+
+    from timeline.web import ops
+
+    ops.init_app(app)
     return app
 
 

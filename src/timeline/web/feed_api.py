@@ -12,7 +12,7 @@ from flask_smorest import Blueprint
 
 from timeline.domain.errors import NotFound
 from timeline.feed import atom
-from timeline.feed.filters import EventFilter
+from timeline.feed.filters import EventFilter, RuleFacets, keeps
 from timeline.feed.paging import parse_limit, parse_position, read_filtered_page
 from timeline.feed.schemas import (
     DATA_SCHEMAS, DeliveryListSchema, DeliveryQuerySchema, EventPageSchema, ReplayAcceptedSchema,
@@ -124,7 +124,8 @@ class Events(MethodView):
         return response.make_conditional(request)
 
 
-def _waiter() -> Waiter:
+def stream_waiter(poll_seconds: float = 0.5) -> Waiter:
+    """How a stream (or a process's broadcaster) waits for new events."""
     factory = current_app.config.get("TIMELINE_FEED_WAITER")
     if factory is not None:
         return factory(_tracker())
@@ -132,10 +133,10 @@ def _waiter() -> Waiter:
         from timeline.feed.listen import notify_waiter
 
         return notify_waiter(_tracker())
-    return PollWaiter(current_app.config.get("TIMELINE_FEED_POLL_SECONDS", 0.5))
+    return PollWaiter(current_app.config.get("TIMELINE_FEED_POLL_SECONDS", poll_seconds))
 
 
-def _stream_limits() -> StreamLimits:
+def stream_limits() -> StreamLimits:
     """Heartbeat and bounds; the bounds exist so that tests can end a stream (app config only)."""
     config = current_app.config
     return StreamLimits(
@@ -159,17 +160,26 @@ _SSE_EVENT = {
 
 @blp.route("/events/stream")
 class EventStream(MethodView):
-    @blp.doc(parameters=[_AFTER, _LAST_EVENT_ID], summary="Follow recorded events live (SSE)",
-             description=(
+    @blp.doc(parameters=[_AFTER, _LAST_EVENT_ID, *_FILTERS],
+             summary="Follow recorded events live (SSE)", description=(
         "Server-Sent Events: `id:` is the position, `event:` the CloudEvent type and `data:` "
         "the CloudEvent JSON. Without `Last-Event-ID` or `after` the stream starts at the head "
-        "(new events only); `Last-Event-ID` wins over `after`. A comment line comes at least "
-        "every 15 seconds."
+        "(new events only); `Last-Event-ID` wins over `after`. With `rule`, `jurisdiction` or "
+        "`instrument`, only the events matching every filter given come, still in order and "
+        "without gaps within them. A comment line comes at least every 15 seconds. A server "
+        "that holds as many subscribers as it may answers 503 with `Retry-After` at once."
     ))
     @blp.response(200, _SSE_EVENT, content_type="text/event-stream",
                   description="An endless event stream; each event is described by the schema.")
     @blp.alt_response(400, schema=ProblemSchema, content_type="application/problem+json",
                       description="`after` or `Last-Event-ID` is not a valid position.")
+    @blp.alt_response(422, schema=ProblemSchema, content_type="application/problem+json",
+                      description="A filter names an unknown rule id, jurisdiction, instrument "
+                                  "or type, as on `GET /api/v1/events`.")
+    @blp.alt_response(503, schema=ProblemSchema, content_type="application/problem+json",
+                      headers={"Retry-After": {"schema": {"type": "integer"}}},
+                      description="The server holds as many subscribers as it may; try again "
+                                  "after `Retry-After` seconds.")
     def get(self) -> Response:
         tracker = _tracker()
         # Both are checked; Last-Event-ID (a reconnecting client) wins over ?after=.
@@ -179,7 +189,10 @@ class EventStream(MethodView):
             start = after
         if start is None:
             start = tracker.app.head()
-        stream = event_stream(tracker.app.events_after, start, _waiter(), _stream_limits())
+        wanted = EventFilter.from_query(request.args)
+        keep = None if wanted.everything else keeps(wanted, RuleFacets(tracker).of)
+        stream = event_stream(tracker.app.events_after, start, stream_waiter(), stream_limits(),
+                              keep=keep)
         response = Response(stream, mimetype="text/event-stream")
         response.headers["Cache-Control"] = "no-cache"
         response.headers["X-Accel-Buffering"] = "no"  # ask proxies not to hold events back

@@ -1,4 +1,5 @@
-"""Serving the app in production: waitress, with one log line per request."""
+"""Serving the app in production (uvicorn, and gunicorn for several processes), with one log
+line per request."""
 
 from __future__ import annotations
 
@@ -11,11 +12,8 @@ from typing import Any, Callable, Iterable, Iterator
 
 log = logging.getLogger("timeline.requests")
 
-# Waitress answers on a pool of threads; SSE clients hold one each while connected.
+# Threads answering requests in the Flask app, per process (event streams hold none).
 THREADS = 8
-# Waitress buffers a whole body before the app sees it. Bodies up to this size reach the app,
-# which answers 413 as problem+json past 1 MiB; larger ones waitress refuses by itself.
-MAX_BUFFERED_BODY = 8 * 1024 * 1024
 
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict, StartResponse], Iterable[bytes]]
@@ -44,11 +42,12 @@ class RequestLog:
             body = self.app(environ, recording_start_response)
         except BaseException:
             seen["status"] = "500"
-            self._log(environ, seen["status"], 0, started)
+            self.log_request(environ, seen["status"], 0, started)
             raise
-        return _LoggedBody(body, lambda sent: self._log(environ, seen["status"], sent, started))
+        return _LoggedBody(body, lambda sent: self.log_request(environ, seen["status"], sent, started))
 
-    def _log(self, environ: dict, status: str, sent: int, started: float) -> None:
+    def log_request(self, environ: dict, status: str, sent: int, started: float) -> None:
+        """One line for a finished request (``started`` from :func:`time.perf_counter`)."""
         path = environ.get("PATH_INFO", "")
         if environ.get("QUERY_STRING"):
             path += "?" + environ["QUERY_STRING"]
@@ -91,7 +90,7 @@ def configure_logging() -> None:
     """Request lines and server messages on stderr, one per line."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
-    for name in ("timeline", "waitress"):
+    for name in ("timeline",):
         logger = logging.getLogger(name)
         if any(getattr(h, "_timeline", False) for h in logger.handlers):
             continue  # already set up (a forked server process inherits it)
@@ -101,58 +100,137 @@ def configure_logging() -> None:
         logger.propagate = False
 
 
-def serve(app: WSGIApp, host: str, port: int, announce: Callable[[str], None]) -> None:
-    """Serve ``app`` with waitress until interrupted (Ctrl-C or SIGTERM).
+# On SIGTERM or Ctrl-C, requests in progress get this long to finish; open event streams end
+# at once (their clients reconnect with Last-Event-ID to another server).
+GRACEFUL_SECONDS = 10
+
+
+def _streaming_server(front: Any) -> Any:
+    """A uvicorn server that ends the open event streams as soon as it is asked to stop."""
+    import uvicorn
+
+    class StreamingServer(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            super().handle_exit(sig, frame)
+            front.close()
+
+    return StreamingServer
+
+
+def _no_delay(sockets: list[Any]) -> None:
+    """Send small responses at once on the connections these listening sockets accept.
+
+    asyncio turns Nagle's algorithm off only on sockets it makes itself; on a socket handed to
+    it (ours, or gunicorn's) a keep-alive client would wait for a delayed ACK on every request.
+    Linux gives accepted connections the listening socket's TCP_NODELAY.
+    """
+    import socket
+
+    for sock in sockets:
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def _uvicorn_config(front: Any, **options: Any) -> Any:
+    import uvicorn
+
+    return uvicorn.Config(front, interface="asgi3", lifespan="on", log_config=None,
+                          access_log=False, timeout_graceful_shutdown=GRACEFUL_SECONDS, **options)
+
+
+def allow_many_connections() -> None:
+    """Let this process (and its children) open as many sockets as the system allows: every
+    live subscriber holds one."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY
+                                                    else max(soft, 65536), hard))
+
+
+def serve(app: Any, host: str, port: int, announce: Callable[[str], None]) -> None:
+    """Serve the Flask ``app`` in this process until interrupted (Ctrl-C or SIGTERM).
 
     ``announce`` receives the address actually bound, so ``--port 0`` can be used.
     """
-    from waitress import create_server
+    import socket
 
-    server = create_server(RequestLog(app), host=host, port=port, threads=THREADS,
-                           max_request_body_size=MAX_BUFFERED_BODY, ident="timeline")
+    from timeline.web.asgi import Front
 
-    def stop(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, stop)
+    allow_many_connections()
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.create_server((host, port), family=family, backlog=2048)
+    _no_delay([sock])
+    front = Front(app)
+    server = _streaming_server(front)(_uvicorn_config(front))
+    # uvicorn stops on SIGTERM and SIGINT, then raises the signal again with the handler it
+    # found: this one, so that a stop ends here normally; a signal that comes before uvicorn
+    # has set up its own handlers stops the server as soon as it starts.
+    previous = {sig: signal.signal(sig, server.handle_exit) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        bound_host = server.effective_host
+        bound_host, bound_port = sock.getsockname()[:2]
         if ":" in str(bound_host):
             bound_host = f"[{bound_host}]"
-        announce(f"http://{bound_host}:{server.effective_port}/")
-        server.run()
-    except KeyboardInterrupt:
-        pass
+        announce(f"http://{bound_host}:{bound_port}/")
+        server.run(sockets=[sock])
     finally:
-        signal.signal(signal.SIGTERM, previous)
-        server.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        sock.close()
 
 
-def serve_workers(make_app: Callable[[], WSGIApp], host: str, port: int, workers: int,
+def serve_workers(make_app: Callable[[], Any], host: str, port: int, workers: int,
                   announce: Callable[[str], None]) -> None:
     """Serve with gunicorn: ``workers`` processes, each building its own app after the fork.
 
-    Each process opens its own connections (SQLite files or a PostgreSQL pool) and runs its own
-    webhook delivery thread; the store's write lock and the delivery leases keep them in step.
+    Each process opens its own connections (SQLite files or a PostgreSQL pool), runs its own
+    webhook delivery thread and its own event-stream broadcaster; the store's write lock and
+    the delivery leases keep them in step. Each is served like ``serve``: an event loop for the
+    streams, Flask on a thread pool for the rest.
     """
     from gunicorn.app.base import BaseApplication
+    from gunicorn.arbiter import Arbiter
+    from uvicorn_worker import UvicornWorker
+
+    from timeline.web.asgi import Front
+
+    class Worker(UvicornWorker):
+        CONFIG_KWARGS = {"interface": "asgi3", "lifespan": "on", "access_log": False,
+                         "timeout_graceful_shutdown": GRACEFUL_SECONDS}
+
+        async def _serve(self) -> None:
+            self.config.app = self.wsgi
+            server = _streaming_server(self.wsgi)(config=self.config)
+            self._install_sigquit_handler()
+            _no_delay(self.sockets)
+            await server.serve(sockets=self.sockets)
+            if not server.started:
+                sys.exit(Arbiter.WORKER_BOOT_ERROR)
+
+    def worker_exited(server: Any, worker: Any) -> None:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
 
     class Workers(BaseApplication):
         def load_config(self) -> None:
             self.cfg.set("bind", f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
             self.cfg.set("workers", workers)
-            self.cfg.set("worker_class", "gthread")
-            self.cfg.set("threads", THREADS)
+            self.cfg.set("worker_class", Worker)
             self.cfg.set("timeout", 120)
-            self.cfg.set("graceful_timeout", 20)
+            self.cfg.set("graceful_timeout", GRACEFUL_SECONDS + 10)
+            self.cfg.set("backlog", 2048)
             self.cfg.set("accesslog", None)
             self.cfg.set("proc_name", "timeline")
             self.cfg.set("control_socket_disable", True)
+            self.cfg.set("child_exit", worker_exited)
             self.cfg.set("when_ready", lambda server: announce(
                 f"http://{host}:{server.LISTENERS[0].sock.getsockname()[1]}/ ({workers} workers)"))
 
-        def load(self) -> WSGIApp:
+        def load(self) -> Any:
             configure_logging()
-            return RequestLog(make_app())
+            return Front(make_app())
 
+    allow_many_connections()
     Workers().run()
