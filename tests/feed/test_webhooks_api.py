@@ -121,7 +121,7 @@ def test_the_openapi_document_describes_the_feed(client):
     stream = spec["paths"]["/api/v1/events/stream"]["get"]
     assert "text/event-stream" in stream["responses"]["200"]["content"]
     assert {p["name"] for p in stream["parameters"]} == {
-        "after", "Last-Event-ID", "rule", "jurisdiction", "instrument"}
+        "after", "Last-Event-ID", "rule", "jurisdiction", "instrument", "type"}
     post = spec["paths"]["/api/v1/webhooks"]["post"]
     assert post["security"] == [{"bearerAuth": []}]
     assert "webhook-signature" in post["description"]
