@@ -324,7 +324,8 @@ def main() -> None:
     parser.add_argument("--writes", type=int, default=40)
     parser.add_argument("--write-gap", type=float, default=0.25,
                         help="seconds between one write's answer and the next write")
-    parser.add_argument("--out", type=Path, default=Path("subscribers.json"))
+    parser.add_argument("--out", type=Path,
+                        default=Path(__file__).resolve().parent / "out" / "subscribers.json")
     args = parser.parse_args()
     counts = [int(n) for n in args.streams.split(",")]
 
@@ -395,6 +396,7 @@ def main() -> None:
               f"{r['write_p50_ms'] / base['write_p50_ms']:>6.2f} {r['write_p99_ms']:>8.2f}ms "
               + (f"{r['delivery_p50_ms']:>8.1f}ms {r['delivery_p99_ms']:>8.1f}ms "
                  f"{str(r['every_stream_got_every_event']):>12}" if "delivery_p50_ms" in r else ""))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"medians": results, "rounds": rounds,
                                     "past_capacity": capacity}, indent=2))
 
