@@ -3,8 +3,8 @@
     python bench/over_http.py                   # 10,000 and 1,000,000 actions, 500-rule write world
     python bench/over_http.py --quick           # a small run of every row, in a few seconds
 
-Every request goes over loopback to `timeline serve` (waitress) from a keep-alive client, and is
-timed from sending the request to reading the last byte of the answer.
+Every request goes over loopback to `timeline serve` (uvicorn in front of the Flask app) from a
+keep-alive client, and is timed from sending the request to reading the last byte of the answer.
 
 Pages and lists (the first table): a 10,000-action store and a 1,000,000-action store are each
 served from a copy (of --home-small / --home-large when given, else made here by
@@ -16,9 +16,9 @@ of the answer at each size, and the ratio of the large to the small. "Later page
 `next_cursor` to follow, is reported as not measured, with the reason.
 
 Writes and reads next to a peer (the second table): a hand-written Flask + SQLite service
-(`Peer`, below) doing the same work without event sourcing, served by waitress with timeline's
-own number of threads, asked by the same client. Both start from empty stores under --out (never
-the shared data); both are given the same rules and the same actions, with client-chosen ids, in
+(`Peer`, below) doing the same work without event sourcing, served as timeline is (uvicorn,
+the Flask app on timeline's number of threads), asked by the same client. Both start from empty
+stores under --out (never the shared data); both are given the same rules and the same actions, with client-chosen ids, in
 turns (each phase on the peer, then on timeline):
 
 - writes across many rules: --writes actions spread over --rules rules (jurisdiction NZ), from
@@ -315,10 +315,11 @@ class Peer:
 
     @staticmethod
     def serve(db: Path, port: int) -> None:
+        import uvicorn
+        from a2wsgi import WSGIMiddleware
         from flask import Flask, request
-        from waitress import serve
 
-        from timeline.web.server import MAX_BUFFERED_BODY, THREADS
+        from timeline.web.server import THREADS
 
         local = threading.local()
         app = Flask("peer")
@@ -474,8 +475,9 @@ class Peer:
                 return problem(409, f"Action {action_id} exists on {rule_id}.")
             return {"id": action_id, "position": position, "recorded_at": recorded_at}, 201
 
-        serve(app, host="127.0.0.1", port=port, threads=THREADS,
-              max_request_body_size=MAX_BUFFERED_BODY, _quiet=True)
+        # Served as timeline serves its Flask app: uvicorn in front, the app on THREADS threads.
+        uvicorn.run(WSGIMiddleware(app, workers=THREADS), host="127.0.0.1", port=port,
+                    interface="asgi3", log_config=None, access_log=False)
 
 
 # Writes and reads, timeline next to the peer ------------------------------------------------
