@@ -203,8 +203,13 @@ def state_segments(conn: sqlite3.Connection, rule_id: str, known_at: str) -> lis
 
 def jurisdictions(conn: sqlite3.Connection, known_at: str) -> list[str]:
     """The jurisdictions of the rules registered at ``known_at``, for filter menus."""
+    # A skip-scan along rules_by_jurisdiction: one index step per jurisdiction, not per rule.
     rows = conn.execute(
-        "SELECT DISTINCT jurisdiction FROM rules WHERE registered_at <= ?", (known_at,)
+        "WITH RECURSIVE j(code) AS ("
+        " SELECT min(jurisdiction) FROM rules WHERE registered_at <= :known_at"
+        " UNION ALL SELECT (SELECT min(jurisdiction) FROM rules WHERE jurisdiction > j.code"
+        " AND registered_at <= :known_at) FROM j WHERE j.code IS NOT NULL)"
+        " SELECT code FROM j WHERE code IS NOT NULL", {"known_at": known_at}
     ).fetchall()
     return [row[0] for row in rows]
 

@@ -17,7 +17,7 @@ END_OF_RECORD = "9999-12-31T23:59:59.999999Z"
 START_OF_TIME = "0001-01-01"
 
 # Bumped whenever tables or indexes change: a read model of another version is rebuilt.
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS tracking (
@@ -44,6 +44,8 @@ CREATE TABLE IF NOT EXISTS rules (
 -- The newest record time of all: whether the events an answer as known at some time needs are
 -- all projected already.
 CREATE INDEX IF NOT EXISTS rules_by_last_recorded ON rules (last_recorded_at);
+-- The jurisdictions that rules name, for filter menus: one step along it per jurisdiction.
+CREATE INDEX IF NOT EXISTS rules_by_jurisdiction ON rules (jurisdiction, registered_at);
 -- Every event of every rule: its place, version and record time (a rule's version and history
 -- at any known_at). Its data stays in the event store, read from there for a history. Keyed by
 -- rule and record time (a rule's versions follow its record times): a rule's version at any
