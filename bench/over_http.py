@@ -136,7 +136,7 @@ def page_rows(busiest_rule: str) -> list[Row]:
         Row(f"`GET /api/v1/diff?{year}`, first page", "api", f"/api/v1/diff?{year}"),
         Row(f"`GET /api/v1/timeline?{year}&limit=100`", "api", f"/api/v1/timeline?{year}&limit=100"),
         Row("… `/api/v1/rules`, fourth page", "later", "/api/v1/rules?as_of=2020-01-01", follow=3),
-        Row("… `/api/v1/diff`, fourth page", "later", f"/api/v1/diff?{year}", follow=3),
+        Row("… `/api/v1/diff`, second page", "later", f"/api/v1/diff?{year}", follow=1),
         Row("… `/api/v1/timeline`, fourth page", "later", f"/api/v1/timeline?{year}&limit=100", follow=3),
     ]
 

@@ -75,7 +75,7 @@ def test_a_quick_http_run_prints_every_row(tmp_path: Path):
                 "`GET /api/v1/rules?as_of=2020-01-01`, first page",
                 "`GET /api/v1/diff?from=2020-01-01&to=2020-12-31`, first page",
                 "`GET /api/v1/timeline?from=2020-01-01&to=2020-12-31&limit=100`",
-                "… `/api/v1/rules`, fourth page", "… `/api/v1/diff`, fourth page",
+                "… `/api/v1/rules`, fourth page", "… `/api/v1/diff`, second page",
                 "… `/api/v1/timeline`, fourth page",
                 "writes across many rules (4 clients), per s (p50 ms)",
                 "writes to the rule of 100 actions (1 client), per s (p50 ms)",
