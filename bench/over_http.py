@@ -592,7 +592,11 @@ def measure_writes(args: argparse.Namespace, say: Callable[[str], None]) -> dict
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     ours = start_timeline_writer(work / "home", work / "timeline.log")
-    services = [start_peer(work / "peer.sqlite", ours.token, work / "peer.log"), ours]
+    try:
+        services = [start_peer(work / "peer.sqlite", ours.token, work / "peer.log"), ours]
+    except BaseException:
+        stop_server(ours.process)  # no server left behind when the peer cannot start
+        raise
     rng = random.Random(args.seed)
     world = [f"bench-rule-{i:04d}" for i in range(args.rules)]
     long_rule = "bench-long-rule"

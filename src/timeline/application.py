@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import orjson
-from eventsourcing.application import AggregateNotFoundError, Application, project_aggregate
+from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError, JSONTranscoder, StoredEvent, Transcoder
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
 
@@ -111,16 +111,17 @@ class PolicyApplication(Application[str]):
         """The rule and how many stored events (a snapshot counting as one) made it."""
         applied = 0
 
-        def counted(events: Iterable[Rule.Event]) -> Iterator[Rule.Event]:
+        def project(rule: Rule | None, events: Iterable[Rule.Event]) -> Rule | None:
+            # eventsourcing's own project_aggregate asserts each event against a runtime
+            # Protocol, which took a quarter of a write's time; our events are all Rule.Events.
             nonlocal applied
             for event in events:
                 applied += 1
-                yield event
+                rule = event.mutate(rule)
+            return rule
 
         try:
-            rule = self.repository.get(
-                rule_id, projector_func=lambda initial, events: project_aggregate(
-                    initial, counted(events)))
+            rule = self.repository.get(rule_id, projector_func=project)
         except AggregateNotFoundError:
             raise NotFound(f"No rule {rule_id!r} is registered.") from None
         return rule, applied
