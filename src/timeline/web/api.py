@@ -169,7 +169,7 @@ def _answer(body: dict[str, Any]) -> Response:
 
 
 @blp.route("/rules", methods=["GET"])
-@blp.arguments(RulesQuerySchema, location="query", error_status_code=400, unknown="raise",
+@blp.arguments(RulesQuerySchema(), location="query", error_status_code=400, unknown="raise",
                as_kwargs=True)
 @blp.response(200, StateListSchema)
 def list_rules(as_of: date | None = None, known_at: datetime | None = None,
@@ -180,7 +180,7 @@ def list_rules(as_of: date | None = None, known_at: datetime | None = None,
 
 
 @blp.route("/rules/<rule_id>", methods=["GET"], parameters=[RULE_PARAM])
-@blp.arguments(StateQuerySchema, location="query", error_status_code=400, unknown="raise",
+@blp.arguments(StateQuerySchema(), location="query", error_status_code=400, unknown="raise",
                as_kwargs=True)
 @blp.response(200, StateSchema)
 @_document_errors(_READ_ERRORS)
@@ -190,7 +190,7 @@ def get_rule(rule_id: str, as_of: date | None = None, known_at: datetime | None 
 
 
 @blp.route("/rules/<rule_id>/history", methods=["GET"], parameters=[RULE_PARAM])
-@blp.arguments(HistoryQuerySchema, location="query", error_status_code=400, unknown="raise",
+@blp.arguments(HistoryQuerySchema(), location="query", error_status_code=400, unknown="raise",
                as_kwargs=True)
 @blp.response(200, HistorySchema)
 @_document_errors(_READ_ERRORS)
@@ -202,7 +202,7 @@ def rule_history(rule_id: str, known_at: datetime | None = None) -> Response:
 
 
 @blp.route("/diff", methods=["GET"])
-@blp.arguments(DiffQuerySchema, location="query", error_status_code=400, unknown="raise",
+@blp.arguments(DiffQuerySchema(), location="query", error_status_code=400, unknown="raise",
                as_kwargs=True)
 @blp.response(200, DiffSchema)
 def diff(day_from: date, day_to: date, known_at: datetime | None = None,
@@ -213,7 +213,7 @@ def diff(day_from: date, day_to: date, known_at: datetime | None = None,
 
 
 @blp.route("/timeline", methods=["GET"])
-@blp.arguments(TimelineQuerySchema, location="query", error_status_code=400, unknown="raise",
+@blp.arguments(TimelineQuerySchema(), location="query", error_status_code=400, unknown="raise",
                as_kwargs=True)
 @blp.response(200, TimelinePageSchema)
 def timeline(day_from: str | None = None, day_to: str | None = None,
@@ -233,8 +233,8 @@ def timeline(day_from: str | None = None, day_to: str | None = None,
 
 @blp.route("/rules", methods=["POST"])
 @write
-@blp.arguments(IdempotencyHeaderSchema, location="headers", error_status_code=400)
-@blp.arguments(RuleSchema)
+@blp.arguments(IdempotencyHeaderSchema(), location="headers", error_status_code=400)
+@blp.arguments(RuleSchema())
 @blp.response(201, RegisteredRuleSchema, description="The rule was registered.")
 @blp.alt_response(200, schema=RegisteredRuleSchema, success=True,
                   description="The rule was already registered with these fields; nothing stored.")
@@ -249,8 +249,8 @@ def register_rule(headers: dict[str, Any], fields: dict[str, Any]) -> Any:
 
 @blp.route("/rules/<rule_id>/actions", methods=["POST"], parameters=[RULE_PARAM])
 @write
-@blp.arguments(IdempotencyHeaderSchema, location="headers", error_status_code=400)
-@blp.arguments(ActionSchema)
+@blp.arguments(IdempotencyHeaderSchema(), location="headers", error_status_code=400)
+@blp.arguments(ActionSchema())
 @blp.response(201, WrittenSchema, description="The action was recorded.")
 @blp.alt_response(200, schema=WrittenSchema, success=True,
                   description="The same action (same id, same fields) was recorded before; "
@@ -265,8 +265,8 @@ def record_action(headers: dict[str, Any], action: dict[str, Any], rule_id: str)
 @blp.route("/rules/<rule_id>/actions/<action_id>/corrections", methods=["POST"],
            parameters=[RULE_PARAM, ACTION_PARAM])
 @write
-@blp.arguments(IdempotencyHeaderSchema, location="headers", error_status_code=400)
-@blp.arguments(CorrectionSchema)
+@blp.arguments(IdempotencyHeaderSchema(), location="headers", error_status_code=400)
+@blp.arguments(CorrectionSchema())
 @blp.response(201, WrittenSchema, description="The correction was recorded.")
 @_document_errors(_WRITE_ERRORS)
 def correct_action(headers: dict[str, Any], body: dict[str, Any], rule_id: str,
@@ -281,8 +281,8 @@ def correct_action(headers: dict[str, Any], body: dict[str, Any], rule_id: str,
 @blp.route("/rules/<rule_id>/actions/<action_id>/retraction", methods=["POST"],
            parameters=[RULE_PARAM, ACTION_PARAM])
 @write
-@blp.arguments(IdempotencyHeaderSchema, location="headers", error_status_code=400)
-@blp.arguments(RetractionSchema)
+@blp.arguments(IdempotencyHeaderSchema(), location="headers", error_status_code=400)
+@blp.arguments(RetractionSchema())
 @blp.response(201, WrittenSchema, description="The retraction was recorded.")
 @_document_errors(_WRITE_ERRORS)
 def retract_action(headers: dict[str, Any], body: dict[str, Any], rule_id: str,

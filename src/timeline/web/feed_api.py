@@ -231,7 +231,7 @@ class Webhooks(MethodView):
         "loopback, private, link-local or multicast address, are refused (422) unless the "
         "server runs with TIMELINE_WEBHOOK_ALLOW_PRIVATE=1."
     ))
-    @blp.arguments(WebhookCreateSchema)
+    @blp.arguments(WebhookCreateSchema())
     @blp.response(201, WebhookCreatedSchema)
     def post(self, body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
         endpoint, secret = _webhooks().register(
@@ -274,7 +274,7 @@ class WebhookDeliveries(MethodView):
     @blp.doc(security=_BEARER, summary="An endpoint's recent tries, newest first (write token)",
              description="Each try with the status answered or the error, and when the event is "
                          "tried next; the newest 200 tries of each endpoint are kept.")
-    @blp.arguments(DeliveryQuerySchema, location="query")
+    @blp.arguments(DeliveryQuerySchema(), location="query")
     @blp.response(200, DeliveryListSchema)
     def get(self, query: dict[str, Any], webhook_id: str) -> dict[str, Any]:
         store = _webhooks()
@@ -290,7 +290,7 @@ class WebhookReplay(MethodView):
              description="Every event after `after` that the endpoint's filters match is sent "
                          "again, each with the same `webhook-id` as before, on a fresh retry "
                          "schedule. Accepted at once; the events go out in the background.")
-    @blp.arguments(ReplaySchema)
+    @blp.arguments(ReplaySchema())
     @blp.response(202, ReplayAcceptedSchema)
     def post(self, body: dict[str, Any], webhook_id: str) -> tuple[dict[str, Any], int]:
         if not _webhooks().replay(webhook_id, body["after"]):

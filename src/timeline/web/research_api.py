@@ -57,7 +57,7 @@ def _tracker() -> Any:
 
 
 @blp.route("/spells", methods=["GET"])
-@blp.arguments(SpellsQuerySchema, location="query", error_status_code=400, unknown="raise",
+@blp.arguments(SpellsQuerySchema(), location="query", error_status_code=400, unknown="raise",
                as_kwargs=True)
 @blp.doc(responses={"200": _content(SPELL_COLUMNS, "Spells, ordered by rule id, then valid_from")})
 @blp.alt_response(400, response=HTTPStatus.BAD_REQUEST.name)
@@ -69,7 +69,7 @@ def spells(fmt: str, known_at: datetime | None = None, **filters: Any) -> Respon
 
 
 @blp.route("/panel", methods=["GET"])
-@blp.arguments(PanelQuerySchema, location="query", error_status_code=400, unknown="raise",
+@blp.arguments(PanelQuerySchema(), location="query", error_status_code=400, unknown="raise",
                as_kwargs=True)
 @blp.doc(responses={"200": _content(PANEL_COLUMNS, "The panel, ordered by rule id, then period")})
 @blp.alt_response(400, response=HTTPStatus.BAD_REQUEST.name)
