@@ -417,13 +417,24 @@ def last_recorded_at(conn: sqlite3.Connection) -> str | None:
 # Paged lists and their counts -----------------------------------------------------------------
 
 
-def _keyset(after: str | None, before: str | None) -> tuple[str, str, dict[str, Any]]:
-    """The clause and order of a page of rules after (or before) a rule id, by rule id."""
+def _keyset_page(conn: sqlite3.Connection, sql: str, params: dict[str, Any], limit: int,
+                 after: str | None, before: str | None) -> tuple[list[sqlite3.Row], bool]:
+    """Up to ``limit`` rows of ``sql`` (over rules ``r``) in rule id order after (or before) a
+    rule id, and whether more follow (precede): keyset paging along the rules' key, so a page
+    costs its own rows wherever it starts."""
     if before is not None:
-        return " AND r.id < :before", "DESC", {"before": before}
-    if after is not None:
-        return " AND r.id > :after", "ASC", {"after": after}
-    return "", "ASC", {}
+        keyset, order, keys = " AND r.id < :before", "DESC", {"before": before}
+    elif after is not None:
+        keyset, order, keys = " AND r.id > :after", "ASC", {"after": after}
+    else:
+        keyset, order, keys = "", "ASC", {}
+    rows = conn.execute(sql + keyset + f" ORDER BY r.id {order} LIMIT :limit",
+                        {**params, **keys, "limit": limit + 1}).fetchall()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    if before is not None:
+        rows.reverse()
+    return rows, more
 
 
 def state_page(
@@ -446,15 +457,8 @@ def state_page(
     if status:
         where += " AND s.status = :status"
         params["status"] = status
-    keyset, order, keys = _keyset(after, before)
-    rows = conn.execute(
-        _RULE_STATE_SQL + where + keyset + f" ORDER BY r.id {order} LIMIT :limit",
-        {"as_of": as_of, "known_at": known_at, **params, **keys, "limit": limit + 1},
-    ).fetchall()
-    more = len(rows) > limit
-    rows = rows[:limit]
-    if before is not None:
-        rows.reverse()
+    rows, more = _keyset_page(conn, _RULE_STATE_SQL + where,
+                              {"as_of": as_of, "known_at": known_at, **params}, limit, after, before)
     return [_state(_rule(row), row, as_of, known_at, row["version"]) for row in rows], more
 
 
@@ -516,16 +520,9 @@ def diff_page(
     """Up to ``limit`` changes between two days, in rule id order after (or before) a rule id,
     found in SQL as the rules are walked in order; and whether more changes follow (precede)."""
     where, params = _filters(jurisdiction, instrument, None)
-    keyset, order, keys = _keyset(after, before)
-    rows = conn.execute(
-        _DIFF_PAGE_SQL + where + keyset + f" ORDER BY r.id {order} LIMIT :limit",
-        {"day_from": day_from, "day_to": day_to, "known_at": known_at, **params, **keys,
-         "limit": limit + 1},
-    ).fetchall()
-    more = len(rows) > limit
-    rows = rows[:limit]
-    if before is not None:
-        rows.reverse()
+    rows, more = _keyset_page(conn, _DIFF_PAGE_SQL + where,
+                              {"day_from": day_from, "day_to": day_to, "known_at": known_at,
+                               **params}, limit, after, before)
     changes = []
     for row in rows:
         rule = _rule(row)
