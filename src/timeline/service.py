@@ -295,29 +295,29 @@ class Tracker:
                     **filters: Any) -> Iterator[dict]:
         """Every rule's state on a day as known at ``known_at`` (settled already), a keyset
         page at a time: a whole listing in the memory of one page."""
-        after = None
-        while True:
-            with self.readmodel.read() as conn:
-                items, more = queries.state_page(conn, as_of.isoformat(), known_at, limit=page,
-                                                 after=after, **filters)
-            yield from items
-            if not more:
-                return
-            after = items[-1]["rule"]["id"]
+        return self._walk(lambda conn, after: queries.state_page(
+            conn, as_of.isoformat(), known_at, limit=page, after=after, **filters),
+            lambda state: state["rule"]["id"])
 
     def iter_changes(self, day_from: date, day_to: date, known_at: str,
                      page: int = LIST_MAX_LIMIT, **filters: Any) -> Iterator[dict]:
         """Every change between two days as known at ``known_at`` (settled already), a keyset
         page at a time."""
+        return self._walk(lambda conn, after: queries.diff_page(
+            conn, day_from.isoformat(), day_to.isoformat(), known_at, limit=page, after=after,
+            **filters), lambda change: change["rule_id"])
+
+    def _walk(self, page: Callable[[Any, str | None], tuple[list[dict], bool]],
+              rule_of: Callable[[dict], str]) -> Iterator[dict]:
+        """Every item of a listing paged by rule id, one page read at a time."""
         after = None
         while True:
             with self.readmodel.read() as conn:
-                changes, more = queries.diff_page(conn, day_from.isoformat(), day_to.isoformat(),
-                                                  known_at, limit=page, after=after, **filters)
-            yield from changes
+                items, more = page(conn, after)
+            yield from items
             if not more:
                 return
-            after = changes[-1]["rule_id"]
+            after = rule_of(items[-1])
 
     def state_page(self, as_of: date, known_at: str, limit: int, after: str | None = None,
                    before: str | None = None, **filters: Any) -> tuple[list[dict], bool]:
