@@ -43,7 +43,6 @@ import hashlib
 import http.client
 import json
 import os
-import platform
 import random
 import re
 import shutil
@@ -63,7 +62,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
 from generate import generate_file  # noqa: E402
-from run import free_port, percentile, start_server, stop_server  # noqa: E402
+from run import free_port, machine, percentile, progress, start_server, stop_server  # noqa: E402
 
 MIB = 2**20
 
@@ -647,7 +646,7 @@ def measure_writes(args: argparse.Namespace, say: Callable[[str], None]) -> dict
         say("reads")
         probes = [f"/api/v1/rules/{rng.choice(world)}" for _ in range(args.reads)]
         long_paths = [f"/api/v1/rules/{long_rule}"] * max(clients, args.reads // 4)
-        world_path = f"/api/v1/rules?jurisdiction=NZ&limit=1000"
+        world_path = "/api/v1/rules?jurisdiction=NZ&limit=1000"
         for service in services:
             reads(service, probes[:50], clients)  # warm up: connections, caches
             service.figures["reads"] = reads(service, probes, clients)
@@ -834,14 +833,9 @@ def main(argv: list[str] | None = None) -> int:
         args.reads, args.world_requests = 100, 3
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-
-    def say(text: str) -> None:
-        print(f"[{time.perf_counter() - started:7.1f}s] {text}", file=sys.stderr, flush=True)
-
-    machine = (f"{platform.python_implementation()} {platform.python_version()}, SQLite "
-               f"{sqlite3.sqlite_version}, {os.cpu_count()} cores, load average at start "
-               f"{os.getloadavg()[0]:.2f}")
-    figures: dict[str, Any] = {"machine": machine, "command": " ".join(argv)}
+    say = progress(started)
+    machine_text = machine()
+    figures: dict[str, Any] = {"machine": machine_text, "command": " ".join(argv)}
     if not args.skip_pages:
         for key, actions, given in (("small", args.small, args.home_small), ("large", args.large, args.home_large)):
             say(f"pages and lists at {actions:,} actions")
@@ -855,7 +849,7 @@ def main(argv: list[str] | None = None) -> int:
         "# timeline over HTTP",
         "",
         f"Command: `{' '.join(['python bench/over_http.py', *argv])}`",
-        f"Machine: {machine}; load average at end {os.getloadavg()[0]:.2f}; "
+        f"Machine: {machine_text}; load average at end {os.getloadavg()[0]:.2f}; "
         f"run took {time.perf_counter() - started:.0f} s.",
         "",
     ]

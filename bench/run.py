@@ -682,6 +682,21 @@ def sizes_for(actions: int) -> list[int]:
     return sizes + [actions]
 
 
+def machine() -> str:
+    """What the figures were measured on, for the head of a report."""
+    return (f"{platform.python_implementation()} {platform.python_version()}, SQLite "
+            f"{sqlite3.sqlite_version}, {os.cpu_count()} cores, load average at start "
+            f"{os.getloadavg()[0]:.2f}")
+
+
+def progress(started: float) -> Callable[[str], None]:
+    """A function printing a progress line on standard error, with the seconds since ``started``."""
+    def say(text: str) -> None:
+        print(f"[{time.perf_counter() - started:7.1f}s] {text}", file=sys.stderr, flush=True)
+
+    return say
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--child"]:
@@ -708,13 +723,8 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else sizes_for(args.actions)
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-
-    def say(text: str) -> None:
-        print(f"[{time.perf_counter() - started:7.1f}s] {text}", file=sys.stderr, flush=True)
-
-    machine = (f"{platform.python_implementation()} {platform.python_version()}, SQLite "
-               f"{sqlite3.sqlite_version}, {os.cpu_count()} cores, load average at start "
-               f"{os.getloadavg()[0]:.2f}")
+    say = progress(started)
+    machine_text = machine()
     results = []
     for size in sizes:
         say(f"size {size:,} actions")
@@ -725,7 +735,7 @@ def main(argv: list[str] | None = None) -> int:
         f"# timeline benchmark: {largest['actions']:,} actions",
         "",
         f"Command: `python bench/run.py {' '.join(argv)}`".rstrip(),
-        f"Machine: {machine}; load average at end {os.getloadavg()[0]:.2f}; "
+        f"Machine: {machine_text}; load average at end {os.getloadavg()[0]:.2f}; "
         f"run took {time.perf_counter() - started:.0f} s.",
         "",
         *main_table(largest),
@@ -738,7 +748,7 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     name = f"results-{largest['actions']}"
     (args.out / f"{name}.md").write_text(text)
-    (args.out / f"{name}.json").write_text(json.dumps({"machine": machine, "sizes": results}, indent=2))
+    (args.out / f"{name}.json").write_text(json.dumps({"machine": machine_text, "sizes": results}, indent=2))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     say(f"done; this process peaked at {peak:.0f} MiB; report in {args.out / (name + '.md')}")
     return 0

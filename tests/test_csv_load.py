@@ -255,7 +255,7 @@ def test_an_exported_timeline_comes_back_as_nothing_new(runner: CliRunner, loade
         header.extend(name for name in item if name not in header)
     assert "rule_title" in header and "targets" in header
     path = write_spreadsheet_csv(tmp_path / "timeline.csv", header, items)
-    assert f"0 rule(s) and 0 action(s) added" in load(runner, path).output
+    assert "0 rule(s) and 0 action(s) added" in load(runner, path).output
 
 
 def test_a_spells_download_edited_in_a_spreadsheet_comes_back_as_its_rules(
