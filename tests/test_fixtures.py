@@ -194,11 +194,11 @@ def test_loading_the_fixtures_twice_adds_nothing(tracker: Tracker):
     assert first.files == len(bundled_fixtures())
     assert first.rules_added == len(all_rules())
     assert first.actions_added == len(all_actions())
-    head = tracker.app.head()
+    head = tracker.head()
     export = list(tracker.export())
     second = load_fixtures(tracker, bundled_fixtures())
     assert (second.rules_added, second.actions_added) == (0, 0)
-    assert tracker.app.head() == head
+    assert tracker.head() == head
     assert list(tracker.export()) == export
 
 
@@ -275,7 +275,7 @@ def test_a_bad_fixture_file_is_named_with_the_rule_and_field_and_nothing_is_stor
     assert str(bad) in message
     for word in words:
         assert word in message, f"{word!r} not in {message!r}"
-    assert tracker.app.head() == 0  # not even the good file's rule
+    assert tracker.head() == 0  # not even the good file's rule
 
 
 def test_a_file_that_cannot_be_read_is_named(tracker: Tracker, tmp_path: Path):
@@ -284,7 +284,7 @@ def test_a_file_that_cannot_be_read_is_named(tracker: Tracker, tmp_path: Path):
     with pytest.raises(FixtureError) as raised:
         load_fixtures(tracker, [path])
     assert str(path) in raised.value.detail
-    assert tracker.app.head() == 0
+    assert tracker.head() == 0
 
 
 def test_the_same_rule_in_two_files_is_refused(tracker: Tracker, tmp_path: Path):
@@ -293,14 +293,14 @@ def test_the_same_rule_in_two_files_is_refused(tracker: Tracker, tmp_path: Path)
     with pytest.raises(FixtureError) as raised:
         load_fixtures(tracker, [one, two])
     assert "test-rule-a" in raised.value.detail and "more than once" in raised.value.detail
-    assert tracker.app.head() == 0
+    assert tracker.head() == 0
 
 
 def test_a_file_that_contradicts_the_store_is_refused_and_stores_nothing(
     tracker: Tracker, tmp_path: Path,
 ):
     load_fixtures(tracker, [write(tmp_path, "first.yaml", GOOD)])
-    head = tracker.app.head()
+    head = tracker.head()
     changed_rule = write(tmp_path, "title.yaml", GOOD.replace("A test rule", "Another title")
                          + GOOD.replace("test-rule-a", "test-rule-b")[len("rules:\n"):])
     with pytest.raises(FixtureError) as raised:
@@ -310,7 +310,7 @@ def test_a_file_that_contradicts_the_store_is_refused_and_stores_nothing(
     with pytest.raises(FixtureError) as raised:
         load_fixtures(tracker, [changed_action])
     assert "a-ban" in raised.value.detail
-    assert tracker.app.head() == head
+    assert tracker.head() == head
     assert not tracker.rule_exists("test-rule-b")
 
 
@@ -350,4 +350,4 @@ def test_rules_that_link_in_a_circle_are_refused(tracker: Tracker, tmp_path: Pat
     with pytest.raises(FixtureError) as raised:
         load_fixtures(tracker, [write(tmp_path, "a.yaml", a), write(tmp_path, "b.yaml", b)])
     assert "links in a circle" in raised.value.detail
-    assert tracker.app.head() == 0
+    assert tracker.head() == 0

@@ -455,6 +455,29 @@ class Tracker:
         finally:
             conn.close()
 
+    # The event log, for feeds and health -----------------------------------------------
+
+    def head(self) -> int:
+        """The newest position in the event store (0 when empty)."""
+        return self.app.head()
+
+    def events_after(self, position: int, limit: int) -> list[tuple[int, Any]]:
+        """Up to ``limit`` stored events after ``position``, as (position, event), in order."""
+        return self.app.events_after(position, limit)
+
+    def readmodel_position(self) -> int:
+        """The position of the newest event in the read models."""
+        return self.readmodel.position()
+
+    def notification_channel(self) -> str:
+        """The PostgreSQL channel the event store NOTIFYs on each commit."""
+        return self.app.recorder.channel_name
+
+    def check_repeat(self, rule: dict[str, Any]) -> None:
+        """Raise :class:`~timeline.domain.errors.Conflict` if loading this rule (and its
+        actions) again would conflict with what is stored."""
+        self.app.check_repeat(rule)
+
     # Export and import -------------------------------------------------------------------
 
     def export(self) -> Iterator[str]:

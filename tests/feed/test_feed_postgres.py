@@ -89,13 +89,13 @@ def test_paging_while_threads_write_gives_every_event_once(pg_tracker):
                 break
             finishing = not any(t.is_alive() for t in threads)
     assert seen == sorted(set(seen))
-    assert len(seen) == 48 == len(pg_tracker.app.events_after(0, 1000))
+    assert len(seen) == 48 == len(pg_tracker.events_after(0, 1000))
 
 
 def test_a_try_is_claimed_by_one_worker_only_and_the_cap_holds(pg_settings, pg_tracker,
                                                                receiver_factory):
     store = WebhookStore(pg_settings)
-    endpoint, _ = store.register(receiver_factory().url, None, pg_tracker.app.head())
+    endpoint, _ = store.register(receiver_factory().url, None, pg_tracker.head())
     register(pg_tracker, "pg-claimed-rule")
     now = time.time()
     deliveries = DeliveryWorker(pg_tracker, now=lambda: now)
@@ -123,7 +123,7 @@ def test_workers_deliver_each_event_once_and_resume_after_a_restart(
 ):
     receiver = receiver_factory(script=[(500, {})])
     store = WebhookStore(pg_settings)
-    endpoint, _ = store.register(receiver.url, None, pg_tracker.app.head())
+    endpoint, _ = store.register(receiver.url, None, pg_tracker.head())
     register(pg_tracker, "pg-hook-rule")
     record(pg_tracker, "pg-hook-rule", 9)
 

@@ -59,7 +59,7 @@ def clock() -> Clock:
 
 
 def subscribe(tracker: Tracker, url: str, types=None) -> tuple[str, str]:
-    endpoint, secret = WebhookStore(tracker.settings).register(url, types, tracker.app.head())
+    endpoint, secret = WebhookStore(tracker.settings).register(url, types, tracker.head())
     return endpoint.id, secret
 
 
@@ -124,7 +124,7 @@ def test_each_event_after_registration_arrives_signed_with_lower_case_headers(
         assert received.path == "/hook"
     assert len({r.header("webhook-id") for r in receiver.requests}) == 3
     endpoint = WebhookStore(private_tracker.settings).get(webhook_id)
-    assert endpoint.delivered_count == 3 and endpoint.settled_through == private_tracker.app.head()
+    assert endpoint.delivered_count == 3 and endpoint.settled_through == private_tracker.head()
 
 
 def test_a_receiver_on_ipv6_loopback_is_reached_by_its_address(private_tracker, clock, receiver_factory):
@@ -298,7 +298,7 @@ def test_types_filter_what_is_sent(private_tracker, clock, receiver_factory):
     deliveries = worker(private_tracker, clock)
     deliveries.run_until_idle()
     assert [cloudevent(r)["type"] for r in receiver.requests] == ["timeline.action.retracted"]
-    assert deliveries.store.get(webhook_id).settled_through == private_tracker.app.head()
+    assert deliveries.store.get(webhook_id).settled_through == private_tracker.head()
 
 
 def test_a_restarted_worker_resumes_mid_retry_and_loses_nothing(

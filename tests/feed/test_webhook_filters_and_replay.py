@@ -421,7 +421,7 @@ def test_backlog_counts_each_active_endpoints_unsettled_events(private_tracker):
     second = store.register("http://127.0.0.1:9/second", None, 0)[0].id
     add_rule(private_tracker, "us-backlog-rule")
     record(private_tracker, "us-backlog-rule", 3)
-    head = private_tracker.app.head()
+    head = private_tracker.head()
     assert store.backlog(head) == {first: 4, second: 4}  # not looked at yet
     sender = Sender(lambda position, attempt: 204 if position >= 3 else 500)
     DeliveryWorker(private_tracker, sender=sender, now=Clock()).run_until_idle()

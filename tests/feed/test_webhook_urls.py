@@ -148,7 +148,7 @@ def test_a_name_re_pointed_at_a_private_address_is_refused_at_delivery(tracker, 
     worker = DeliveryWorker(tracker, sender=HttpSender(resolver=rebound), now=lambda: now[0])
     assert worker.run_until_idle() == 1
     endpoint = worker.store.get(created.get_json()["id"])
-    assert endpoint.pending.attempts == 1 and endpoint.pending.position == tracker.app.head()
+    assert endpoint.pending.attempts == 1 and endpoint.pending.position == tracker.head()
     assert endpoint.last_status is None
     assert "refused" in endpoint.last_error and "10.0.0.7" in endpoint.last_error
     assert endpoint.delivered_count == 0

@@ -188,10 +188,10 @@ class EventStream(MethodView):
         if start is None:
             start = after
         if start is None:
-            start = tracker.app.head()
+            start = tracker.head()
         wanted = EventFilter.from_query(request.args)
         keep = None if wanted.everything else keeps(wanted, RuleFacets(tracker).of)
-        stream = event_stream(tracker.app.events_after, start, stream_waiter(), stream_limits(),
+        stream = event_stream(tracker.events_after, start, stream_waiter(), stream_limits(),
                               keep=keep)
         response = Response(stream, mimetype="text/event-stream")
         response.headers["Cache-Control"] = "no-cache"
@@ -235,7 +235,7 @@ class Webhooks(MethodView):
     @blp.response(201, WebhookCreatedSchema)
     def post(self, body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
         endpoint, secret = _webhooks().register(
-            body["url"], body.get("types"), _tracker().app.head(), resolver=_resolver(),
+            body["url"], body.get("types"), _tracker().head(), resolver=_resolver(),
             rules=body.get("rules"), jurisdictions=body.get("jurisdictions"),
             instruments=body.get("instruments"),
         )

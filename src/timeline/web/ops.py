@@ -76,12 +76,12 @@ class Ready(MethodView):
         tracker = current_app.extensions["timeline"]
         try:
             tracker.catch_up()
-            head = tracker.app.head()
+            head = tracker.head()
         except Exception as exc:  # any failure of the store is a reason not to take traffic
             current_app.logger.warning("readiness: the event store does not answer: %s", exc)
             return problem(503, "Not ready", f"The event store does not answer: {exc}",
                            {"event_store": "does not answer"}, slug="not-ready")
-        position = tracker.readmodel.position()
+        position = tracker.readmodel_position()
         lag = max(0, head - position)
         if lag > READY_MAX_LAG:
             return problem(503, "Not ready",
@@ -99,12 +99,12 @@ class StoreCollector:
         self._webhooks = webhooks
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        head = self._tracker.app.head()
+        head = self._tracker.head()
         yield GaugeMetricFamily("timeline_event_store_head", "The newest position in the event store.",
                                 value=head)
         yield GaugeMetricFamily("timeline_readmodel_lag_events",
                                 "Events recorded but not yet in the read models.",
-                                value=max(0, head - self._tracker.readmodel.position()))
+                                value=max(0, head - self._tracker.readmodel_position()))
         backlog = GaugeMetricFamily("timeline_webhook_backlog_events",
                                     "Events each active webhook endpoint has still to settle.",
                                     labels=["webhook"])
