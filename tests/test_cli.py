@@ -25,6 +25,7 @@ from timeline.domain.dates import parse_instant
 from timeline.service import Tracker
 
 from tests.conftest import FIXTURES
+from tests.listings import diff, states
 
 H200 = "us-h200-export-licensing-cn"
 AS_OF = "2025-12-09"
@@ -160,7 +161,7 @@ def test_state_json_is_the_apis_list_of_states(runner: CliRunner, tracker: Track
     payload = json_of(run(runner, "state", "--as-of", AS_OF, "--json"))
     assert set(payload) == {"items"}
     known_at = known_at_of(payload["items"][0])
-    assert payload == {"items": tracker.states(date(2025, 12, 9), known_at)}
+    assert payload == {"items": states(tracker, date(2025, 12, 9), known_at)}
     state = payload["items"][0]
     assert set(state) == {"rule", "as_of", "known_at", "status", "rate_percent", "conditions",
                           "since", "until", "certain", "uncertain_because", "based_on",
@@ -299,7 +300,7 @@ def test_diff_lists_what_changed_between_two_days(runner: CliRunner):
 def test_diff_json_is_the_apis(runner: CliRunner, tracker: Tracker):
     load_bundled(runner)
     payload = json_of(run(runner, "diff", "2025-12-01", AS_OF, "--json"))
-    at, changes = tracker.diff(date(2025, 12, 1), date(2025, 12, 9), known_at_of(payload))
+    at, changes = diff(tracker, date(2025, 12, 1), date(2025, 12, 9), known_at_of(payload))
     assert payload == {"changes": changes, "from": "2025-12-01", "to": AS_OF, "known_at": at}
     assert [c["rule_id"] for c in changes] == [H200, "us-safe-chips-bill"]
     filtered = json_of(run(runner, "diff", "2025-12-01", AS_OF, "--json",

@@ -17,6 +17,7 @@ from timeline.fixtures import FixtureError, bundled_fixtures, load_fixtures, rea
 from timeline.service import Tracker
 
 from tests.conftest import FIXTURES
+from tests.listings import states
 
 ARTICLE = (Path(__file__).parent / "data" / "seed_article.txt").read_text(encoding="utf-8")
 AS_OF = date(2025, 12, 9)
@@ -134,7 +135,7 @@ def test_the_rules_say_who_issues_them_and_whom_they_target():
 
 
 def states_by_id(tracker: Tracker, day: date = AS_OF) -> dict[str, dict]:
-    return {state["rule"]["id"]: state for state in tracker.states(day)}
+    return {state["rule"]["id"]: state for state in states(tracker, day)}
 
 
 def test_on_9_december_2025_the_state_is_what_the_article_says(loaded: Tracker):

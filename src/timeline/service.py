@@ -219,14 +219,6 @@ class Tracker:
         # One statement sees one snapshot: no transaction around it (the most frequent read).
         return queries.rule_state(self.readmodel.connection(), rule_id, day, at)
 
-    def states(
-        self, as_of: date | None = None, known_at: datetime | None = None, **filters: Any
-    ) -> list[dict]:
-        at = self.known_at(known_at)
-        day = (as_of or utcnow().date()).isoformat()
-        with self.readmodel.read() as conn:
-            return queries.rule_states(conn, day, at, **filters)
-
     def history(self, rule_id: str, known_at: datetime | None = None) -> tuple[str, list[dict]]:
         at = self.known_at(known_at)
         with self.readmodel.read() as conn:
@@ -237,13 +229,6 @@ class Tracker:
         at = self.known_at(known_at)
         with self.readmodel.read() as conn:
             return at, queries.state_segments(conn, rule_id, at)
-
-    def diff(
-        self, day_from: date, day_to: date, known_at: datetime | None = None, **filters: Any
-    ) -> tuple[str, list[dict]]:
-        at = self.known_at(known_at)
-        with self.readmodel.read() as conn:
-            return at, queries.diff(conn, day_from.isoformat(), day_to.isoformat(), at, **filters)
 
     def _listing(self, cursor: str | None, given: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
         """A listing's query and where its page starts: from the request (the first page, its
