@@ -309,29 +309,6 @@ class DeliveryWorker:
                                    self.disable_after)
         return True
 
-    # One step at a time (tests drive these directly) -------------------------------------------
-
-    def run_once(self) -> int:
-        """Hand out new events, then send every try due now, one after another; the tries sent."""
-        self.hand_out()
-        sent = 0
-        while True:
-            claimed = self.claim(self.threads)
-            if not claimed:
-                return sent
-            messages = self.messages(claimed)
-            sent += sum(self.deliver(tried, messages.get(tried.position)) for tried in claimed)
-
-    def run_until_idle(self, max_rounds: int = 10_000) -> int:
-        """Deliver until nothing is due now; the number of tries sent."""
-        sent = 0
-        for _ in range(max_rounds):
-            done = self.run_once()
-            if not done and self.store.behind(self.tracker.head()) == []:
-                return sent
-            sent += done
-        return sent
-
     # Running in the background -------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
