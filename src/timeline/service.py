@@ -95,15 +95,14 @@ class Tracker:
 
     # Keeping read models in step -----------------------------------------------------------
 
-    def catch_up(self, progress: Callable[[int, int], None] | None = None,
-                 head: int | None = None) -> int:
+    def catch_up(self, head: int | None = None) -> int:
         """Project every stored event (up to ``head``, the store's head when known)."""
         if head is None:
             head = self.app.head()
         position = self.readmodel.position()
         if position >= head:
             return position
-        return self.projector.catch_up(self.app.events_after, progress=progress, head=head)
+        return self.projector.catch_up(self.app.events_after, head=head)
 
     def known_at(self, requested: datetime | None = None) -> str:
         """The instant an answer is given for, with every event recorded by then projected.
@@ -356,17 +355,13 @@ class Tracker:
         at = self.known_at(known_at)
         return queries.jurisdictions(self.readmodel.connection(), at)
 
-    def rules(self, known_at: datetime | None = None) -> tuple[str, Iterator[dict]]:
-        """Every rule registered at ``known_at`` (with its ``registered_at``), in id order,
-        read a page at a time."""
-        at = self.known_at(known_at)
-        return at, published.iter_rules(self.readmodel.connection, at)
-
     def histories(self, known_at: datetime | None = None,
                   ) -> tuple[str, Iterator[tuple[dict, list[dict]]]]:
-        """Every rule registered at ``known_at``, in id order, with its actions as known then
-        (as :meth:`history` gives them): one rule in memory at a time."""
-        at, rules = self.rules(known_at)
+        """Every rule registered at ``known_at`` (with its ``registered_at``), in id order,
+        with its actions as known then (as :meth:`history` gives them): one rule in memory at
+        a time."""
+        at = self.known_at(known_at)
+        rules = published.iter_rules(self.readmodel.connection, at)
 
         def each() -> Iterator[tuple[dict, list[dict]]]:
             for rule in rules:
