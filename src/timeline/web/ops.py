@@ -22,6 +22,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from timeline.schemas import ProblemSchema
+from timeline.web import current_tracker
 from timeline.web.errors import problem
 
 # The read model is caught up on demand by every read; a few events written meanwhile by other
@@ -73,7 +74,7 @@ class Ready(MethodView):
     @blp.alt_response(503, schema=ProblemSchema, content_type="application/problem+json",
                       description="Not ready, with the reason.")
     def get(self) -> Any:
-        tracker = current_app.extensions["timeline"]
+        tracker = current_tracker()
         try:
             tracker.catch_up()
             head = tracker.head()
@@ -119,7 +120,7 @@ class Metrics(MethodView):
         200: {"description": "Metrics", "content": {"text/plain": {"schema": {"type": "string"}}}},
     })
     def get(self) -> Response:
-        tracker = current_app.extensions["timeline"]
+        tracker = current_tracker()
         metrics_dir = tracker.settings.metrics_dir
         if metrics_dir is not None:
             processes = CollectorRegistry()
