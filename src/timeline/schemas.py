@@ -279,11 +279,11 @@ class Cursor(fields.String):
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> str:
         from timeline.domain.errors import InvalidInput
-        from timeline.readmodel.queries import decode_cursor
+        from timeline.cursors import decode_timeline_cursor
 
         text = super()._deserialize(value, attr, data, **kwargs)
         try:
-            decode_cursor(text)
+            decode_timeline_cursor(text)
         except InvalidInput:
             raise ValidationError("is not a cursor this server gave") from None
         return text

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import base64
 import bisect
-import json
 import sqlite3
 from typing import Any, Callable, Iterable, Mapping
 
+from timeline.cursors import decode_timeline_cursor, encode_timeline_cursor
 from timeline.domain.dates import PolicyDate
-from timeline.domain.errors import InvalidInput, NotFound
+from timeline.domain.errors import NotFound
 from timeline.events import RULE_REGISTERED
 from timeline.fastjson import loads  # the read model's own JSON: the hot path of every answer
 from timeline.readmodel.actions import known_actions
@@ -247,22 +246,6 @@ def history(
     return items
 
 
-def encode_cursor(values: list[Any]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(values).encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> list[Any]:
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        values = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        if not (isinstance(values, list) and len(values) == 2
-                and isinstance(values[0], str) and isinstance(values[1], int)):
-            raise ValueError
-        return values
-    except ValueError:
-        raise InvalidInput("The cursor is not one this server gave.", {"cursor": "is not valid"}) from None
-
-
 # Below this many matching actions, a search's timeline sorts its matches; above, it walks the
 # actions in order (see timeline).
 SPARSE_MATCHES = 20_000
@@ -329,7 +312,7 @@ def timeline(
         )
     order = "DESC" if newest_first else "ASC"
     if cursor:
-        start, position = decode_cursor(cursor)
+        start, position = decode_timeline_cursor(cursor)
         op = "<" if newest_first else ">"
         clauses.append(f"(a.effective_start, a.position) {op} (:c_start, :c_position)")
         params.update(c_start=start, c_position=position)
@@ -355,7 +338,7 @@ def timeline(
     next_cursor = None
     if len(rows) > limit:
         last = rows[limit - 1]
-        next_cursor = encode_cursor([last["effective_start"], last["position"]])
+        next_cursor = encode_timeline_cursor(last["effective_start"], last["position"])
     return items, next_cursor
 
 
