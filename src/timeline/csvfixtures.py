@@ -53,9 +53,6 @@ TRIMMED = frozenset({"id", "rule", "rule_id", "kind", "effective", "announced", 
 class CsvError(TimelineError):
     """A CSV file that cannot be loaded; the message names the file, the row and the column."""
 
-    status = 422
-    title = "Invalid CSV fixture"
-
 
 @dataclass
 class ActionRow:

@@ -33,9 +33,6 @@ _FixtureLoader.yaml_implicit_resolvers = {
 class FixtureError(TimelineError):
     """A fixture file that cannot be loaded; it names the file, the rule and the field."""
 
-    status = 422
-    title = "Invalid fixture"
-
 
 @dataclass
 class LoadReport:

@@ -35,9 +35,6 @@ CONTENT_SECURITY_POLICY = (
 class BadQuery(TimelineError):
     """A query parameter a page cannot use; the page answers 400 and names it."""
 
-    status = 400
-    title = "Bad request"
-
 
 def _tracker() -> Any:
     from timeline.web import current_tracker
