@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from timeline.domain.errors import Conflict, InvalidInput, NotFound
-from timeline.domain.model import CHECKED, CHECKED_FIELDS, CORRECTABLE, RETRACTED, Rule, unchecked
+from timeline.domain.kinds import CHECKED_FIELDS, CORRECTABLE, unchecked
+from timeline.domain.model import CHECKED, RETRACTED, Rule
 from timeline.service import Tracker
 
 T0 = datetime(2025, 12, 9, 12, 0, tzinfo=timezone.utc)

@@ -25,7 +25,8 @@ from hypothesis import strategies as st
 from timeline.config import Settings
 from timeline.domain.dates import PolicyDate, parse_instant
 from timeline.domain.errors import TimelineError
-from timeline.domain.fold import KINDS, Action, boundaries, segments, state_on
+from timeline.domain.fold import Action, boundaries, segments, state_on
+from timeline.domain.kinds import KINDS
 from timeline.service import Tracker
 
 FIRST_DAY = date(2020, 1, 1)

@@ -17,9 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from timeline.domain.errors import TimelineError
-from timeline.domain.model import check_action_fields
+from timeline.domain.kinds import check_action_fields
 from timeline.quickcheck import QuickCheck
-from timeline.schemas import ActionSchema, CorrectionSchema, RetractionSchema, RuleSchema
+from timeline.schemas import CorrectionSchema, FileActionSchema, RetractionSchema, RuleSchema
 
 SOURCE = {"title": "Asia Times, December 2025", "url": "https://asiatimes.com/2025/12/x/",
           "publisher": "Asia Times", "published": "2025-12-09", "quote": "allowed"}
@@ -47,7 +47,7 @@ GOOD = {
     ],
     "retraction": [{"reason": "never happened"}],
 }
-SCHEMAS = {"rule": RuleSchema(), "action": ActionSchema(), "correction": CorrectionSchema(),
+SCHEMAS = {"rule": RuleSchema(), "action": FileActionSchema(), "correction": CorrectionSchema(),
            "retraction": RetractionSchema()}
 THEN = {"action": check_action_fields}
 QUICK = {name: QuickCheck(schema, then=THEN.get(name)) for name, schema in SCHEMAS.items()}

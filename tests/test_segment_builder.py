@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from timeline.domain.dates import PolicyDate
-from timeline.domain.fold import KINDS, Action, Segment, SegmentBuilder, segments
+from timeline.domain.fold import Action, Segment, SegmentBuilder, segments
+from timeline.domain.kinds import KINDS
 
 
 def _text(day: date, precision: str) -> str:

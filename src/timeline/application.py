@@ -20,7 +20,7 @@ from eventsourcing.persistence import IntegrityError, JSONTranscoder, StoredEven
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
 
 from timeline.domain.errors import Conflict, InvalidInput, NotFound
-from timeline.domain.model import RULE_FIELDS, Rule, check_action_fields, fingerprint
+from timeline.domain.model import RULE_FIELDS, Rule, fingerprint
 from timeline.fastjson import has_long_number
 from timeline.store import RecordClock
 
@@ -198,7 +198,6 @@ class PolicyApplication(Application[str]):
         action = dict(action)
         if not action.get("id"):
             action["id"] = new_id(action["kind"])
-        check_action_fields(action)
         if not rule.record(action, clock.next(), request):
             return Outcome(rule_id, action["id"], rule.action_version(action["id"]), False)
         return self._save(rule, action["id"], applied)

@@ -14,7 +14,8 @@ from marshmallow import ValidationError
 
 from timeline.csvfixtures import ActionRow, CsvError, read_csv_fixture
 from timeline.domain.errors import TimelineError
-from timeline.domain.model import ACTION_FIELDS, fingerprint
+from timeline.domain.kinds import ACTION_FIELDS
+from timeline.domain.model import fingerprint
 from timeline.schemas import FixtureFileSchema, errors_by_field
 
 FIXTURE_SUFFIXES = (".yaml", ".yml", ".json", ".csv")

@@ -10,7 +10,9 @@ import pycountry
 from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from timeline.domain.dates import InvalidDate, PolicyDate, parse_day, parse_instant
-from timeline.domain.fold import KINDS, STATUSES
+from timeline.domain.errors import InvalidInput
+from timeline.domain.fold import STATUSES
+from timeline.domain.kinds import KINDS, check_action_fields
 
 INSTRUMENTS = (
     "export_control", "import_tariff", "purchase_restriction", "investment_restriction",
@@ -104,6 +106,9 @@ _sources = fields.List(fields.Nested(SourceSchema), validate=validate.Length(min
 
 
 class ActionSchema(StrictSchema):
+    """An action's fields and their types; the rules that tie them to the kind are in
+    ``domain/kinds.py``, checked once by the rule aggregate on every write."""
+
     id = fields.String(validate=Pattern(ACTION_ID, error="letters, digits and . _ : - only"))
     kind = fields.String(required=True, validate=validate.OneOf(KINDS))
     effective = PolicyDateField(required=True)
@@ -115,11 +120,14 @@ class ActionSchema(StrictSchema):
     sources = fields.List(fields.Nested(SourceSchema), required=True,
                           validate=validate.Length(min=1, max=20))
 
+
+class FileActionSchema(ActionSchema):
+    """An action in a file (fixtures, CSV, an export to import): a whole file is checked before
+    anything of it is stored, so this also checks the rules that tie fields to the kind, which
+    a write leaves to the rule aggregate."""
+
     @validates_schema
     def _by_kind(self, data: dict[str, Any], **_: Any) -> None:
-        from timeline.domain.errors import InvalidInput
-        from timeline.domain.model import check_action_fields
-
         if "kind" not in data or "effective" not in data:
             return
         try:
@@ -144,7 +152,7 @@ class RetractionSchema(StrictSchema):
 
 
 class FixtureRuleSchema(RuleSchema):
-    actions = fields.List(fields.Nested(ActionSchema), load_default=list)
+    actions = fields.List(fields.Nested(FileActionSchema), load_default=list)
 
 
 class FixtureFileSchema(StrictSchema):
@@ -278,7 +286,6 @@ class Cursor(fields.String):
     """A ``next_cursor`` this server gave; anything else is refused before the query runs."""
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> str:
-        from timeline.domain.errors import InvalidInput
         from timeline.readmodel.queries import decode_cursor
 
         text = super()._deserialize(value, attr, data, **kwargs)

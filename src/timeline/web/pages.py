@@ -14,7 +14,7 @@ from flask import (Blueprint, Flask, Response, current_app, render_template, req
 from timeline import research
 from timeline.domain.dates import InvalidDate, PolicyDate, YEAR, parse_day, parse_instant
 from timeline.domain.errors import InvalidInput, NotFound, TimelineError
-from timeline.domain.fold import KINDS
+from timeline.domain.kinds import KINDS
 from timeline.schemas import INSTRUMENTS, JURISDICTIONS, RULE_ID
 from timeline.web import present
 from timeline.web.chart import build_chart
