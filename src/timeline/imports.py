@@ -98,7 +98,7 @@ def check_export(records: Iterable[dict[str, Any]]) -> None:
     """Replay an export's events on their aggregates, without storing, to find what is wrong."""
     from timeline.domain.errors import TimelineError
     from timeline.domain.kinds import (
-        CORRECTABLE, check_action_fields, checked_fields, corrected, unchecked,
+        CORRECTABLE, apply_correction, check_action_fields, checked_fields, unchecked,
     )
     from timeline.events import (
         ACTION_CORRECTED, ACTION_RECORDED, ACTION_RETRACTED, EVENT_TYPES, RULE_REGISTERED,
@@ -207,7 +207,7 @@ def check_export(records: Iterable[dict[str, Any]]) -> None:
         if not isinstance(changes, dict) or not changes or not set(changes) <= set(CORRECTABLE):
             raise refuse(f"a correction changes one or more of {', '.join(CORRECTABLE)}.")
         valid(correction_schema, {"reason": data["reason"], **changes})
-        fields = corrected(unchecked(current), changes)
+        fields = apply_correction(unchecked(current), changes)
         try:
             check_action_fields(fields)
         except TimelineError as exc:

@@ -14,6 +14,7 @@ from typing import Iterable, NamedTuple, Sequence
 from timeline.domain.dates import DAY, PolicyDate
 from timeline.domain.kinds import BY_NAME
 
+_ONE_DAY = timedelta(days=1)
 STATUSES = ("none", "proposed", "restricted", "banned", "eased", "in_force", "paused", "lifted")
 
 # Makes a named tuple from a tuple of all its fields without a call to its __new__, which is
@@ -141,17 +142,21 @@ def state_on(actions: Sequence[Action], day: date) -> State:
     return fold.state(uncertain, tuple(action.id for action in applied))
 
 
+def _action_days(action: Action) -> list[date]:
+    """The days on which ``action`` may change the answer of :func:`state_on`: the start of its
+    effective period and of its until, and the day after either if it is not a day."""
+    days = []
+    for period in (action.effective, action.until):
+        if period is not None:
+            days.append(period.start)
+            if period.precision != DAY and period.end < date.max:
+                days.append(period.end + _ONE_DAY)
+    return days
+
+
 def boundaries(actions: Iterable[Action]) -> list[date]:
     """Every day on which the answer of :func:`state_on` may change."""
-    days: set[date] = set()
-    for action in actions:
-        for period in (action.effective, action.until):
-            if period is None:
-                continue
-            days.add(period.start)
-            if not period.is_precise and period.end < date.max:
-                days.add(period.end + timedelta(days=1))
-    return sorted(days)
+    return sorted({day for action in actions for day in _action_days(action)})
 
 
 class Segment(NamedTuple):
@@ -184,7 +189,6 @@ def segments(actions: Sequence[Action]) -> list[Segment]:
 
 _LONGEST_PERIOD = timedelta(days=366)  # a year: no imprecise date covers more days than this
 _A_PERIOD_IN = date.min + _LONGEST_PERIOD  # the first day a period can have begun before
-_ONE_DAY = timedelta(days=1)
 
 
 class _Point(NamedTuple):
@@ -201,17 +205,6 @@ class _Point(NamedTuple):
     applied: int  # how many actions (in effective order) are applied
     expired: int  # how many pauses have ended on their until day
     state: State
-
-
-def _action_days(action: Action) -> list[date]:
-    """The days on which ``action`` may change the answer (as in :func:`boundaries`)."""
-    days = []
-    for period in (action.effective, action.until):
-        if period is not None:
-            days.append(period.start)
-            if period.precision != DAY and period.end < date.max:
-                days.append(period.end + _ONE_DAY)
-    return days
 
 
 class SegmentBuilder:

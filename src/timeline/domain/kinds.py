@@ -3,7 +3,7 @@ the checks on them, and what it does to a rule's state as the fold applies it.
 
 The aggregate (``model.py``) records each kind as the event named here and checks it with
 :func:`check_action_fields`; the fold (``fold.py``) applies each kind's ``effect``; the schemas
-read the names from :data:`KINDS`. A correction is applied by :func:`corrected`, everywhere.
+read the names from :data:`KINDS`. A correction is applied by :func:`apply_correction`, everywhere.
 """
 
 from __future__ import annotations
@@ -176,7 +176,7 @@ def unchecked(kept: tuple | list) -> dict[str, Any]:
 # Corrections -----------------------------------------------------------------------------------
 
 
-def corrected(fields: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+def apply_correction(fields: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
     """An action's fields after a correction: each change replaces its field, and a change to
     None removes the field."""
     result = {**fields, **changes}

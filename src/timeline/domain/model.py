@@ -15,11 +15,11 @@ from eventsourcing.domain import (
     BaseAggregate, CanInitAggregate, CanMutateAggregate, CanSnapshotAggregate, MetaDomainEvent,
 )
 
-from timeline.domain.dates import parse_text
+from timeline.domain.dates import PolicyDate
 from timeline.domain.errors import Conflict, InvalidInput, NotFound
 from timeline.domain.fold import Action, make_tuple
 from timeline.domain.kinds import (
-    BY_NAME, CORRECTABLE, check_action_fields, checked_fields, corrected, unchecked,
+    BY_NAME, CORRECTABLE, apply_correction, check_action_fields, checked_fields, unchecked,
 )
 
 RULE_FIELDS = ("title", "jurisdiction", "instrument", "targets", "subjects", "tags", "links")
@@ -53,9 +53,9 @@ def to_fold_action(fields: dict[str, Any], order: int) -> Action:
     until = fields.get("until")
     # id, kind, effective, order, rate_percent, until, conditions: made as the fold makes its
     # named tuples, without their Python __new__ (every action projected makes one)
-    return make_tuple(Action, (fields["id"], fields["kind"], parse_text(fields["effective"]),
+    return make_tuple(Action, (fields["id"], fields["kind"], PolicyDate.parse(fields["effective"]),
                                order, fields.get("rate_percent"),
-                               parse_text(until) if until else None,
+                               PolicyDate.parse(until) if until else None,
                                tuple(conditions) if conditions is not None else None))
 
 
@@ -111,7 +111,7 @@ class Rule(BaseAggregate[str]):
 
         def apply(self, aggregate: Rule) -> None:
             known = aggregate.actions[self.action_id]
-            known[CHECKED:] = _kept(corrected(unchecked(known[CHECKED:]), self.changes))
+            known[CHECKED:] = _kept(apply_correction(unchecked(known[CHECKED:]), self.changes))
 
     class ActionRetracted(Event):
         retraction_id: str
@@ -218,7 +218,7 @@ class Rule(BaseAggregate[str]):
                 "A correction must change at least one field.",
                 {"_schema": f"give one or more of {', '.join(CORRECTABLE)}"},
             )
-        check_action_fields(corrected(unchecked(found[CHECKED:]), changes))
+        check_action_fields(apply_correction(unchecked(found[CHECKED:]), changes))
         self.trigger_event(
             self.ActionCorrected,
             correction_id=correction_id,

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from timeline.domain.dates import PolicyDate, day_text, format_instant
 from timeline.domain.fold import Action, Segment, SegmentBuilder
-from timeline.domain.kinds import corrected
+from timeline.domain.kinds import apply_correction
 from timeline.domain.model import Rule, to_fold_action
 from timeline.events import ACTION_RECORDED, RULE_REGISTERED, event_data, event_type
 from timeline.fastjson import dumps as _dumps
@@ -428,7 +428,7 @@ class Projector:
             removed = known.fold
             if isinstance(event, Rule.ActionCorrected):
                 known.corrected = True
-                known.fields = corrected(known.fields, event.changes)
+                known.fields = apply_correction(known.fields, event.changes)
             else:
                 known.retracted = True
         known.fold = None if known.retracted else to_fold_action(known.fields, known.position)
