@@ -12,7 +12,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, post_load, valid
 from timeline.domain.dates import InvalidDate, PolicyDate, parse_day, parse_instant
 from timeline.domain.errors import InvalidInput
 from timeline.domain.fold import STATUSES
-from timeline.domain.kinds import KINDS, check_action_fields
+from timeline.domain.kinds import KINDS, MAX_RATE_PERCENT, check_action_fields
 
 INSTRUMENTS = (
     "export_control", "import_tariff", "purchase_restriction", "investment_restriction",
@@ -102,6 +102,7 @@ class SourceSchema(StrictSchema):
 _conditions = fields.List(
     fields.String(validate=validate.Length(min=1, max=500)), validate=validate.Length(max=50)
 )
+_rate_percent = Number(validate=validate.Range(min=0, max=MAX_RATE_PERCENT))
 _sources = fields.List(fields.Nested(SourceSchema), validate=validate.Length(min=1, max=20))
 
 
@@ -113,7 +114,7 @@ class ActionSchema(StrictSchema):
     kind = fields.String(required=True, validate=validate.OneOf(KINDS))
     effective = PolicyDateField(required=True)
     announced = PolicyDateField()
-    rate_percent = Number(validate=validate.Range(min=0, max=1000))
+    rate_percent = _rate_percent
     until = PolicyDateField()
     conditions = _conditions
     summary = fields.String(validate=validate.Length(max=5000), load_default="")
@@ -140,7 +141,7 @@ class CorrectionSchema(StrictSchema):
     reason = fields.String(required=True, validate=validate.Length(min=1, max=5000))
     effective = PolicyDateField()
     announced = PolicyDateField(allow_none=True)
-    rate_percent = Number(validate=validate.Range(min=0, max=1000))
+    rate_percent = _rate_percent
     until = PolicyDateField(allow_none=True)
     conditions = _conditions
     summary = fields.String(validate=validate.Length(max=5000))
@@ -374,6 +375,11 @@ class IdempotencyHeaderSchema(Schema):
 # Output shapes: what the API answers, and the OpenAPI document says -----------------------
 
 
+def _next_cursor() -> fields.String:
+    return fields.String(required=True, allow_none=True, metadata={
+        "description": "Pass as cursor for the next page; null on the last page."})
+
+
 class RegisteredRuleSchema(RuleSchema):
     position = fields.Integer(required=True)
     recorded_at = fields.String(required=True, metadata={"format": "date-time"})
@@ -396,8 +402,7 @@ class StateSchema(Schema):
 
 class StateListSchema(Schema):
     items = fields.List(fields.Nested(StateSchema), required=True)
-    next_cursor = fields.String(required=True, allow_none=True, metadata={
-        "description": "Pass as cursor for the next page; null on the last page."})
+    next_cursor = _next_cursor()
     as_of = fields.String(required=True, metadata={"format": "date"})
     known_at = fields.String(required=True, metadata={"format": "date-time"})
 
@@ -450,8 +455,7 @@ class ChangeSchema(Schema):
 
 class DiffSchema(Schema):
     changes = fields.List(fields.Nested(ChangeSchema), required=True)
-    next_cursor = fields.String(required=True, allow_none=True, metadata={
-        "description": "Pass as cursor for the next page; null on the last page."})
+    next_cursor = _next_cursor()
     day_from = fields.String(data_key="from", required=True, metadata={"format": "date"})
     day_to = fields.String(data_key="to", required=True, metadata={"format": "date"})
     known_at = fields.String(required=True, metadata={"format": "date-time"})
@@ -467,8 +471,7 @@ class TimelineItemSchema(RecordedActionSchema):
 
 class TimelinePageSchema(Schema):
     items = fields.List(fields.Nested(TimelineItemSchema), required=True)
-    next_cursor = fields.String(required=True, allow_none=True, metadata={
-        "description": "Pass as cursor for the next page; null on the last page."})
+    next_cursor = _next_cursor()
 
 
 class WrittenSchema(Schema):

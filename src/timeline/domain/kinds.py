@@ -22,6 +22,7 @@ ACTION_FIELDS = (
     "sources",
 )
 CORRECTABLE = ("effective", "announced", "rate_percent", "until", "conditions", "summary", "sources")
+MAX_RATE_PERCENT = 1000
 
 
 @dataclass(frozen=True)
@@ -139,8 +140,8 @@ def check_action_fields(fields: Mapping[str, Any]) -> None:
     if kind.rate:
         if rate is None:
             errors["rate_percent"] = "is required on a fee (0 removes the fee)"
-        elif not 0 <= rate <= 1000:
-            errors["rate_percent"] = "must be from 0 to 1000"
+        elif not 0 <= rate <= MAX_RATE_PERCENT:
+            errors["rate_percent"] = f"must be from 0 to {MAX_RATE_PERCENT}"
     elif rate is not None:
         errors["rate_percent"] = "is only allowed on a fee"
     if fields.get("until") is not None:
