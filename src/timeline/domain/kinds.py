@@ -128,7 +128,7 @@ def check_action_fields(fields: Mapping[str, Any]) -> None:
     kind = BY_NAME.get(fields["kind"])
     if kind is None:
         errors["kind"] = f"must be one of {', '.join(KINDS)}"
-        raise InvalidInput("The action is not valid.", errors)
+        raise _invalid(errors)
     dates: dict[str, PolicyDate] = {}
     for name in ("effective", "announced", "until"):
         if fields.get(name) is not None:
@@ -153,7 +153,14 @@ def check_action_fields(fields: Mapping[str, Any]) -> None:
     if not kind.conditions and fields.get("conditions") is not None:
         errors["conditions"] = f"are not allowed on {kind.name}: it keeps no conditions of its own"
     if errors:
-        raise InvalidInput("The action is not valid.", errors)
+        raise _invalid(errors)
+
+
+def _invalid(errors: dict[str, str]) -> InvalidInput:
+    # Said as the API says fields its schemas refuse, so that a user sees one kind of message.
+    return InvalidInput("Some fields are not valid: "
+                        + "; ".join(f"{name}: {message}" for name, message in errors.items()),
+                        errors)
 
 
 # What check_action_fields reads of an action, in the order checked_fields keeps it.
