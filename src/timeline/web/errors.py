@@ -118,15 +118,9 @@ STATUS_AND_TITLE: dict[type[TimelineError], tuple[int, str]] = {
 }
 
 
-def status_and_title(error: TimelineError) -> tuple[int, str]:
-    for cls in type(error).__mro__:
-        if cls in STATUS_AND_TITLE:
-            return STATUS_AND_TITLE[cls]
-    return 400, "Bad request"
-
-
 def handle_timeline_error(error: TimelineError) -> Response:
-    status, title = status_and_title(error)
+    status, title = next((said for cls, said in STATUS_AND_TITLE.items()
+                          if isinstance(error, cls)), (400, "Bad request"))
     if wants_problem():
         return problem(status, title, error.detail, error.errors)
     return html_error(status, title, error.detail)
