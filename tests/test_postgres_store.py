@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.listings import states
 from tests.pg import postgres_settings
 from timeline.config import Settings
 from timeline.fixtures import bundled_fixtures, load_fixtures
@@ -135,8 +136,8 @@ def test_export_moves_between_sqlite_and_postgresql_unchanged(tmp_path: Path, pg
     assert list(back.export()) == first
     for tracker in (pg, back):
         for day in ("2025-10-15", "2025-11-15", "2025-12-09"):
-            got = tracker.states(date.fromisoformat(day))
-            want = lite.states(date.fromisoformat(day))
+            got = states(tracker, date.fromisoformat(day))
+            want = states(lite, date.fromisoformat(day))
             assert [{**s, "known_at": None} for s in got] == [{**s, "known_at": None} for s in want]
     for t in (lite, pg, back):
         t.close()

@@ -184,7 +184,7 @@ def load_fixtures(tracker: Any, paths: list[Path]) -> LoadReport:
                                    f"is used more than once on rule {rule_id!r}")
     for where, rule in rules:
         try:
-            tracker.app.check_repeat({**rule, "actions": []})
+            tracker.check_repeat({**rule, "actions": []})
         except TimelineError as exc:
             raise FixtureError(f"{where}: rule {rule['id']!r}: {exc.detail}", exc.errors) from None
     ordered = _ordered_by_links(rules)

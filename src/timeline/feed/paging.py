@@ -65,11 +65,11 @@ class Page:
 
 def read_page(tracker: Any, after: int, limit: int) -> Page:
     """One page of CloudEvents after ``after``."""
-    rows = tracker.app.events_after(after, limit)
+    rows = tracker.events_after(after, limit)
     events = [to_cloudevent(position, event) for position, event in rows]
     next_after = rows[-1][0] if rows else after
     # Read the head after the events, so that it is never behind the page it comes with.
-    head = max(tracker.app.head(), next_after if rows else 0)
+    head = max(tracker.head(), next_after if rows else 0)
     return Page(events, next_after, head, full=len(rows) == limit)
 
 
@@ -88,7 +88,7 @@ def read_filtered_page(tracker: Any, after: int, limit: int, wanted: EventFilter
     scanned, position, ended = 0, after, False
     while len(events) < limit and scanned < scan_limit:
         batch = min(MAX_LIMIT, scan_limit - scanned)
-        rows = tracker.app.events_after(position, batch)
+        rows = tracker.events_after(position, batch)
         for found, event in wanted.select(rows, facets):
             events.append(to_cloudevent(found, event))
             if len(events) == limit:
@@ -101,5 +101,5 @@ def read_filtered_page(tracker: Any, after: int, limit: int, wanted: EventFilter
         if len(rows) < batch:
             ended = len(events) < limit  # looked at everything stored
             break
-    head = max(tracker.app.head(), position)
+    head = max(tracker.head(), position)
     return Page(events, position, head, full=not ended)
