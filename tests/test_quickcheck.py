@@ -127,6 +127,7 @@ def changed(draw: st.DrawFn) -> tuple[str, Any]:
     return name, data
 
 
+@pytest.mark.slow
 @settings(max_examples=600, deadline=None, derandomize=True)
 @given(changed())
 def test_the_quick_check_passes_nothing_marshmallow_refuses_after_several_changes(
@@ -173,6 +174,7 @@ def test_a_web_address_passes_quickly_only_where_marshmallow_takes_it(url: str):
         assert not marshmallow_passes("action", data)
 
 
+@pytest.mark.slow
 @settings(max_examples=600, deadline=None, derandomize=True)
 @given(st.sampled_from(["http://", "https://", "HTTP://", "ftp://", ""]),
        st.text(st.sampled_from("abcXYZ019.-_:@/?#% é\n"), max_size=30))
