@@ -17,7 +17,7 @@ from eventsourcing.domain import (
 
 from timeline.domain.dates import PolicyDate
 from timeline.domain.errors import Conflict, InvalidInput, NotFound
-from timeline.domain.fold import Action, make_tuple
+from timeline.domain.fold import Action
 from timeline.domain.kinds import (
     BY_NAME, CORRECTABLE, apply_correction, check_action_fields, checked_fields, unchecked,
 )
@@ -51,12 +51,11 @@ def _kept(fields: dict[str, Any]) -> list:
 def to_fold_action(fields: dict[str, Any], order: int) -> Action:
     conditions = fields.get("conditions")
     until = fields.get("until")
-    # id, kind, effective, order, rate_percent, until, conditions: made as the fold makes its
-    # named tuples, without their Python __new__ (every action projected makes one)
-    return make_tuple(Action, (fields["id"], fields["kind"], PolicyDate.parse(fields["effective"]),
-                               order, fields.get("rate_percent"),
-                               PolicyDate.parse(until) if until else None,
-                               tuple(conditions) if conditions is not None else None))
+    return Action(id=fields["id"], kind=fields["kind"],
+                  effective=PolicyDate.parse(fields["effective"]), order=order,
+                  rate_percent=fields.get("rate_percent"),
+                  until=PolicyDate.parse(until) if until else None,
+                  conditions=tuple(conditions) if conditions is not None else None)
 
 
 class Rule(BaseAggregate[str]):
