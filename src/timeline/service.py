@@ -275,20 +275,20 @@ class Tracker:
         return {"changes": changes, "next_cursor": next_cursor, "from": query["from"],
                 "to": query["to"], "known_at": query["known_at"]}
 
-    def iter_states(self, as_of: date, known_at: str, page: int = LIST_MAX_LIMIT,
+    def iter_states(self, as_of: date, known_at: str, page_size: int = LIST_MAX_LIMIT,
                     **filters: Any) -> Iterator[dict]:
         """Every rule's state on a day as known at ``known_at`` (settled already), a keyset
         page at a time: a whole listing in the memory of one page."""
         return self._walk(lambda conn, after: queries.state_page(
-            conn, as_of.isoformat(), known_at, limit=page, after=after, **filters),
+            conn, as_of.isoformat(), known_at, limit=page_size, after=after, **filters),
             lambda state: state["rule"]["id"])
 
     def iter_changes(self, day_from: date, day_to: date, known_at: str,
-                     page: int = LIST_MAX_LIMIT, **filters: Any) -> Iterator[dict]:
+                     page_size: int = LIST_MAX_LIMIT, **filters: Any) -> Iterator[dict]:
         """Every change between two days as known at ``known_at`` (settled already), a keyset
         page at a time."""
         return self._walk(lambda conn, after: queries.diff_page(
-            conn, day_from.isoformat(), day_to.isoformat(), known_at, limit=page, after=after,
+            conn, day_from.isoformat(), day_to.isoformat(), known_at, limit=page_size, after=after,
             **filters), lambda change: change["rule_id"])
 
     def _walk(self, page: Callable[[Any, str | None], tuple[list[dict], bool]],
