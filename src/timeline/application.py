@@ -35,6 +35,7 @@ class Outcome:
     created: bool
     position: int | None = None
     recorded_at: datetime | None = None
+    events: tuple[tuple[int, Rule.Event], ...] = ()  # what it stored, with their positions
 
 
 MAX_POSITION = 2**63 - 1
@@ -91,6 +92,22 @@ class EventTranscoder(JSONTranscoder):
 # of a write does not grow with the rule's history.
 SNAPSHOT_AFTER = 50
 
+# How many recently written rules a process keeps in memory (see PolicyApplication._load).
+RECENT_RULES = 1000
+
+
+def _project(rule: Rule | None, events: Iterable[Rule.Event]) -> tuple[Rule | None, int]:
+    """``rule`` with ``events`` applied, and how many they were.
+
+    eventsourcing's own project_aggregate asserts each event against a runtime Protocol, which
+    took a quarter of a write's time; our events are all Rule.Events.
+    """
+    applied = 0
+    for event in events:
+        applied += 1
+        rule = event.mutate(rule)
+    return rule, applied
+
 
 class PolicyApplication(Application[str]):
     name = "timeline"
@@ -99,25 +116,41 @@ class PolicyApplication(Application[str]):
     # one taken by any process, at any time, stays right (several processes may write).
     is_snapshotting_enabled = True
 
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        # Rules as this process last saved them, oldest first (see _load). Only writers use it,
+        # one at a time: they hold the store's write lock.
+        self._recent: dict[str, Rule] = {}
+
     def construct_transcoder(self) -> Transcoder:
         transcoder = EventTranscoder()
         self.register_transcodings(transcoder)
         return transcoder
 
     def get_rule(self, rule_id: str) -> Rule:
-        return self._load(rule_id)[0]
+        """The rule as stored (its newest snapshot and the events after it)."""
+        return self._stored(rule_id)[0]
 
     def _load(self, rule_id: str) -> tuple[Rule, int]:
-        """The rule and how many stored events (a snapshot counting as one) made it."""
+        """The rule for a write, and how many stored events (a snapshot counting as one) made it.
+
+        A rule this process saved lately comes from memory, with only the events stored after
+        it applied (another process may have written some): a write to a long rule then decodes
+        no snapshot. It leaves memory until saved again (see _keep), so a command that fails
+        halfway leaves nothing behind.
+        """
+        recent = self._recent.pop(rule_id, None)
+        if recent is None:
+            return self._stored(rule_id)
+        return _project(recent, self.events.get(rule_id, gt=recent.version))
+
+    def _stored(self, rule_id: str) -> tuple[Rule, int]:
+        """The rule from its newest snapshot and the events after it, and how many they were."""
         applied = 0
 
         def project(rule: Rule | None, events: Iterable[Rule.Event]) -> Rule | None:
-            # eventsourcing's own project_aggregate asserts each event against a runtime
-            # Protocol, which took a quarter of a write's time; our events are all Rule.Events.
             nonlocal applied
-            for event in events:
-                applied += 1
-                rule = event.mutate(rule)
+            rule, applied = _project(rule, events)
             return rule
 
         try:
@@ -125,6 +158,12 @@ class PolicyApplication(Application[str]):
         except AggregateNotFoundError:
             raise NotFound(f"No rule {rule_id!r} is registered.") from None
         return rule, applied
+
+    def _keep(self, rule: Rule) -> None:
+        """Keep a rule as just saved (or found unchanged) for the next write to it."""
+        self._recent[rule.id] = rule
+        if len(self._recent) > RECENT_RULES:
+            del self._recent[next(iter(self._recent))]  # the one left alone longest
 
     def _snapshot(self, rule: Rule) -> None:
         """Store the rule's state as just saved."""
@@ -147,6 +186,7 @@ class PolicyApplication(Application[str]):
             ) from None
         if applied > SNAPSHOT_AFTER:
             self._snapshot(rule)
+        self._keep(rule)
         last = recordings[-1]
         return Outcome(
             rule_id=rule.id,
@@ -155,6 +195,7 @@ class PolicyApplication(Application[str]):
             created=True,
             position=last.notification.id,
             recorded_at=last.domain_event.timestamp,
+            events=tuple((r.notification.id, r.domain_event) for r in recordings),
         )
 
     def check_repeat(self, rule: dict[str, Any]) -> None:
@@ -200,6 +241,7 @@ class PolicyApplication(Application[str]):
             action["id"] = new_id(action["kind"])
         check_action_fields(action)
         if not rule.record(action, clock.next(), request):
+            self._keep(rule)
             return Outcome(rule_id, action["id"], rule.action_version(action["id"]), False)
         return self._save(rule, action["id"], applied)
 
