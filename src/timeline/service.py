@@ -177,10 +177,12 @@ class Tracker:
             clock = RecordClock(self._last_recorded_at(head))
             with _no_cycle_collection():
                 outcome = command(clock, request)
-                # Projected before the answer, so that a read right after it sees the write.
-                self.projector.catch_up(_then(head, outcome.events, self.app.events_after))
             if outcome.created:
                 self._last_written = (outcome.position, outcome.recorded_at)
+        # Projected once the next writer may save, and before the answer: a read right after
+        # it sees the write (a reader in another process catches up from the store itself).
+        with _no_cycle_collection():
+            self.projector.catch_up(_then(head, outcome.events, self.app.events_after))
         if outcome.created:
             assert outcome.position is not None and outcome.recorded_at is not None
             return Written(outcome.id, outcome.rule_id, outcome.position,
