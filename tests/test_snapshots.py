@@ -193,3 +193,25 @@ def test_two_trackers_taking_turns_on_a_long_rule_see_each_others_writes(
             assert [i["id"] for i in reader.history(RULE)[1]][-6:] == [f"f-{i}" for i in range(6)]
     finally:
         other.close()
+
+
+def test_writes_stay_right_when_the_rules_in_memory_outgrow_their_room(
+    tracker: Tracker, monkeypatch: pytest.MonkeyPatch,
+):
+    import timeline.application as application
+
+    monkeypatch.setattr(application, "RECENT_ACTIONS", 3)
+    fields = {"title": "A rule", "jurisdiction": "US", "instrument": "export_control",
+              "targets": ["CN"], "subjects": [], "tags": [], "links": []}
+    rules = [f"rule-{i}" for i in range(3)]
+    for rule_id in rules:
+        tracker.register_rule({"id": rule_id, **fields})
+    for day in range(1, 4):
+        for rule_id in rules:
+            tracker.record_action(rule_id, {"id": f"a-{day}", "kind": "fee", "rate_percent": day,
+                                            "effective": f"2020-01-0{day}", "sources": SOURCES})
+    # The oldest rules left memory: held there are at most 3 actions' worth.
+    assert sum(len(rule.actions) for rule in tracker.app._recent.values()) <= 3
+    for rule_id in rules:
+        assert tracker.state(rule_id, date(2020, 1, 3))["rate_percent"] == 3
+        assert sorted(tracker.app.get_rule(rule_id).actions) == ["a-1", "a-2", "a-3"]

@@ -92,8 +92,9 @@ class EventTranscoder(JSONTranscoder):
 # of a write does not grow with the rule's history.
 SNAPSHOT_AFTER = 50
 
-# How many recently written rules a process keeps in memory (see PolicyApplication._load).
-RECENT_RULES = 1000
+# How many actions the rules a process keeps in memory may hold together (see
+# PolicyApplication._load): about 600 bytes each, so some 60 MB at most.
+RECENT_ACTIONS = 100_000
 
 
 def _project(rule: Rule | None, events: Iterable[Rule.Event]) -> tuple[Rule | None, int]:
@@ -121,6 +122,7 @@ class PolicyApplication(Application[str]):
         # Rules as this process last saved them, oldest first (see _load). Only writers use it,
         # one at a time: they hold the store's write lock.
         self._recent: dict[str, Rule] = {}
+        self._recent_actions = 0
 
     def construct_transcoder(self) -> Transcoder:
         transcoder = EventTranscoder()
@@ -142,6 +144,7 @@ class PolicyApplication(Application[str]):
         recent = self._recent.pop(rule_id, None)
         if recent is None:
             return self._stored(rule_id)
+        self._recent_actions -= len(recent.actions)
         return _project(recent, self.events.get(rule_id, gt=recent.version))
 
     def _stored(self, rule_id: str) -> tuple[Rule, int]:
@@ -162,8 +165,10 @@ class PolicyApplication(Application[str]):
     def _keep(self, rule: Rule) -> None:
         """Keep a rule as just saved (or found unchanged) for the next write to it."""
         self._recent[rule.id] = rule
-        if len(self._recent) > RECENT_RULES:
-            del self._recent[next(iter(self._recent))]  # the one left alone longest
+        self._recent_actions += len(rule.actions)
+        while self._recent_actions > RECENT_ACTIONS:
+            oldest = self._recent.pop(next(iter(self._recent)))  # the one left alone longest
+            self._recent_actions -= len(oldest.actions)
 
     def _snapshot(self, rule: Rule) -> None:
         """Store the rule's state as just saved."""
