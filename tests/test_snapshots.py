@@ -211,7 +211,25 @@ def test_writes_stay_right_when_the_rules_in_memory_outgrow_their_room(
             tracker.record_action(rule_id, {"id": f"a-{day}", "kind": "fee", "rate_percent": day,
                                             "effective": f"2020-01-0{day}", "sources": SOURCES})
     # The oldest rules left memory: held there are at most 3 actions' worth.
-    assert sum(len(rule.actions) for rule in tracker.app._recent.values()) <= 3
+    assert sum(len(rule.actions) for rule, _ in tracker.app._recent.values()) <= 3
     for rule_id in rules:
         assert tracker.state(rule_id, date(2020, 1, 3))["rate_percent"] == 3
         assert sorted(tracker.app.get_rule(rule_id).actions) == ["a-1", "a-2", "a-3"]
+
+
+def test_a_rule_kept_in_memory_still_leaves_snapshots_for_other_processes(
+    settings: Settings, tracker: Tracker, monkeypatch: pytest.MonkeyPatch,
+):
+    seed(tracker)
+    action = {"kind": "fee", "effective": "2030-01-01", "rate_percent": 10, "sources": SOURCES}
+    for i in range(SNAPSHOT_AFTER * 3):
+        tracker.record_action(RULE, {**action, "id": f"f-{i}"})
+    other = Tracker(settings)  # another process: its first write loads from a snapshot
+    try:
+        reads = Reads(other, monkeypatch)
+        assert reads.during(lambda: other.record_action(RULE, {**action, "id": "g"})) \
+            <= SNAPSHOT_AFTER + 1
+    finally:
+        other.close()
+    assert {k: v for k, v in vars(tracker.app.get_rule(RULE)).items()
+            if k != "_pending_events"} == replayed(tracker)

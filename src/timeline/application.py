@@ -87,9 +87,9 @@ class EventTranscoder(JSONTranscoder):
         return count
 
 
-# A write that had to apply more than this many events to load its rule stores a snapshot of
-# the rule as saved: the next write loads the snapshot and the few events after it, so the cost
-# of a write does not grow with the rule's history.
+# Once more than this many events follow a rule's newest snapshot, a write stores a snapshot of
+# the rule as saved: a load (a process's first write to the rule) reads the snapshot and the
+# few events after it, so its cost does not grow with the rule's history.
 SNAPSHOT_AFTER = 50
 
 # How many actions the rules a process keeps in memory may hold together (see
@@ -121,7 +121,8 @@ class PolicyApplication(Application[str]):
         super().__init__(*args, **kwargs)
         # Rules as this process last saved them, oldest first (see _load). Only writers use it,
         # one at a time: they hold the store's write lock.
-        self._recent: dict[str, Rule] = {}
+        # Each with how many events follow its newest snapshot (see _save).
+        self._recent: dict[str, tuple[Rule, int]] = {}
         self._recent_actions = 0
 
     def construct_transcoder(self) -> Transcoder:
@@ -134,18 +135,20 @@ class PolicyApplication(Application[str]):
         return self._stored(rule_id)[0]
 
     def _load(self, rule_id: str) -> tuple[Rule, int]:
-        """The rule for a write, and how many stored events (a snapshot counting as one) made it.
+        """The rule for a write, and how many stored events follow its newest snapshot (about:
+        the snapshot counts as one).
 
         A rule this process saved lately comes from memory, with only the events stored after
         it applied (another process may have written some): a write to a long rule then decodes
         no snapshot. It leaves memory until saved again (see _keep), so a command that fails
         halfway leaves nothing behind.
         """
-        recent = self._recent.pop(rule_id, None)
+        recent, since = self._recent.pop(rule_id, (None, 0))
         if recent is None:
             return self._stored(rule_id)
         self._recent_actions -= len(recent.actions)
-        return _project(recent, self.events.get(rule_id, gt=recent.version))
+        rule, applied = _project(recent, self.events.get(rule_id, gt=recent.version))
+        return rule, since + applied
 
     def _stored(self, rule_id: str) -> tuple[Rule, int]:
         """The rule from its newest snapshot and the events after it, and how many they were."""
@@ -162,12 +165,14 @@ class PolicyApplication(Application[str]):
             raise NotFound(f"No rule {rule_id!r} is registered.") from None
         return rule, applied
 
-    def _keep(self, rule: Rule) -> None:
-        """Keep a rule as just saved (or found unchanged) for the next write to it."""
-        self._recent[rule.id] = rule
+    def _keep(self, rule: Rule, since: int) -> None:
+        """Keep a rule as just saved (or found unchanged) for the next write to it, with how
+        many events follow its newest snapshot."""
+        self._recent[rule.id] = (rule, since)
         self._recent_actions += len(rule.actions)
         while self._recent_actions > RECENT_ACTIONS:
-            oldest = self._recent.pop(next(iter(self._recent)))  # the one left alone longest
+            # The one left alone longest leaves first.
+            oldest, _ = self._recent.pop(next(iter(self._recent)))
             self._recent_actions -= len(oldest.actions)
 
     def _snapshot(self, rule: Rule) -> None:
@@ -181,17 +186,20 @@ class PolicyApplication(Application[str]):
     def rule_exists(self, rule_id: str) -> bool:
         return rule_id in self.repository
 
-    def _save(self, rule: Rule, ident: str, applied: int = 0) -> Outcome:
-        """Save the rule's new events; ``applied``: how many events loading it took."""
+    def _save(self, rule: Rule, ident: str, since: int = 0) -> Outcome:
+        """Save the rule's new events; ``since``: how many stored ones follow its newest
+        snapshot."""
         try:
             recordings = self.save(rule)
         except IntegrityError:
             raise Conflict(
                 f"Rule {rule.id!r} was changed by another writer; try again.",
             ) from None
-        if applied > SNAPSHOT_AFTER:
+        since += len(recordings)
+        if since > SNAPSHOT_AFTER:
             self._snapshot(rule)
-        self._keep(rule)
+            since = 0
+        self._keep(rule, since)
         last = recordings[-1]
         return Outcome(
             rule_id=rule.id,
@@ -240,15 +248,15 @@ class PolicyApplication(Application[str]):
     def record_action(
         self, rule_id: str, action: dict[str, Any], clock: RecordClock, request: dict | None = None
     ) -> Outcome:
-        rule, applied = self._load(rule_id)
+        rule, since = self._load(rule_id)
         action = dict(action)
         if not action.get("id"):
             action["id"] = new_id(action["kind"])
         check_action_fields(action)
         if not rule.record(action, clock.next(), request):
-            self._keep(rule)
+            self._keep(rule, since)
             return Outcome(rule_id, action["id"], rule.action_version(action["id"]), False)
-        return self._save(rule, action["id"], applied)
+        return self._save(rule, action["id"], since)
 
     def correct_action(
         self,
@@ -259,18 +267,18 @@ class PolicyApplication(Application[str]):
         clock: RecordClock,
         request: dict | None = None,
     ) -> Outcome:
-        rule, applied = self._load(rule_id)
+        rule, since = self._load(rule_id)
         correction_id = new_id("correction")
         rule.correct(correction_id, action_id, changes, reason, clock.next(), request)
-        return self._save(rule, correction_id, applied)
+        return self._save(rule, correction_id, since)
 
     def retract_action(
         self, rule_id: str, action_id: str, reason: str, clock: RecordClock, request: dict | None = None
     ) -> Outcome:
-        rule, applied = self._load(rule_id)
+        rule, since = self._load(rule_id)
         retraction_id = new_id("retraction")
         rule.retract(retraction_id, action_id, reason, clock.next(), request)
-        return self._save(rule, retraction_id, applied)
+        return self._save(rule, retraction_id, since)
 
     # Reading the log -------------------------------------------------------------------------
 

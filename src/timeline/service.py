@@ -515,10 +515,11 @@ class Tracker:
 def _no_cycle_collection() -> Iterator[None]:
     """Hold off Python's cycle collector while a write loads, checks, saves and projects.
 
-    A long rule's snapshot decodes into thousands of small lists, and the collector, run every
-    700 new containers, traversed them again and again: at 3,000 actions it took more than half
-    of a write. They form no cycles, so reference counting frees them all the same; the
-    collector runs again as soon as the write is done.
+    A long rule's snapshot (decoded when a process first writes to the rule) makes thousands of
+    small lists, and the collector, run every 700 new containers, traversed them again and
+    again: at 3,000 actions it took more than half of such a write. They form no cycles, so
+    reference counting frees them all the same; the collector runs again as soon as the write
+    is done.
     """
     was_enabled = gc.isenabled()
     gc.disable()

@@ -74,32 +74,24 @@ class TokenStore:
         query = f"SELECT name, can_write FROM timeline_tokens WHERE digest = {self._param}"
         try:
             row = self._checking().execute(query, (_digest(token),)).fetchone()
-        except self._dropped_errors():
-            # The database dropped this thread's session (PostgreSQL restarted): once more on a
+        except Exception:
+            if not self.settings.on_postgres:
+                raise
+            # PostgreSQL may have dropped this thread's session (a restart): once more on a
             # new one.
             self._local.conn = None
             row = self._checking().execute(query, (_digest(token),)).fetchone()
         return None if row is None else Token(row[0], bool(row[1]))
 
     def _checking(self) -> Any:
-        """This thread's connection for checking tokens."""
+        """This thread's connection for checking tokens (``close`` may close it from another)."""
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            if self.settings.on_postgres:
-                conn = self._connect()
-            else:  # closed by close(), maybe from another thread
-                conn = connect_store_database(self.settings, autocommit=True, any_thread=True)
+            conn = connect_store_database(self.settings, autocommit=True, any_thread=True)
             self._local.conn = conn
             with self._opened_lock:
                 self._opened.append(conn)
         return conn
-
-    def _dropped_errors(self) -> tuple[type[BaseException], ...]:
-        if not self.settings.on_postgres:
-            return ()
-        import psycopg
-
-        return (psycopg.OperationalError,)
 
     def close(self) -> None:
         """Close the connections that checked tokens."""
