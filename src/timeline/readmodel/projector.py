@@ -205,6 +205,8 @@ class Projector:
                 self._evict()
                 if progress is not None:
                     progress(page[-1][0], len(page))
+                if len(page) < batch:  # the last page: asking again would find nothing
+                    return page[-1][0]
 
     def build(
         self,
