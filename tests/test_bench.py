@@ -36,6 +36,7 @@ def test_a_generated_history_imports_and_exports_unchanged(tmp_path: Path, track
     assert exported == records
 
 
+@pytest.mark.slow
 def test_a_tiny_run_prints_every_row(tmp_path: Path):
     result = subprocess.run(
         [sys.executable, str(BENCH / "run.py"), "--actions", "300", "--lookups", "40",
@@ -113,6 +114,7 @@ os.wait()
 """
 
 
+@pytest.mark.slow
 def test_cpu_by_process_names_each_process_of_the_tree_and_its_cpu():
     result = subprocess.run(
         [sys.executable, str(BENCH / "cpu_by_process.py"), sys.executable, "-c", _NAMED_CHILD],
@@ -129,6 +131,7 @@ def test_cpu_by_process_names_each_process_of_the_tree_and_its_cpu():
     assert float(total[3]) == pytest.approx(float(command[3]) + float(child[3]), abs=0.11)
 
 
+@pytest.mark.slow
 def test_a_tiny_webhook_fan_out_delivers_everything_to_the_live_endpoints(tmp_path: Path):
     out = tmp_path / "webhooks.json"
     done = subprocess.run([sys.executable, str(BENCH / "webhooks.py"), "--events", "4", "--rate", "20",

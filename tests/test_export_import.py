@@ -236,6 +236,7 @@ def slow_check(seconds: float) -> Callable:
     return slowly
 
 
+@pytest.mark.slow
 @pytest.mark.postgres
 def test_a_check_slower_than_the_store_keeps_the_postgres_transaction_open(
     tmp_path: Path, history: list[dict], monkeypatch: pytest.MonkeyPatch,

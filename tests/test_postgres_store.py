@@ -65,6 +65,7 @@ def _rollbacks(settings: Settings, stop: threading.Event) -> int:
     return done
 
 
+@pytest.mark.slow
 def test_a_consumer_following_the_log_never_skips_an_event(pg_settings: Settings) -> None:
     setup = Tracker(pg_settings)
     for n in range(2):
@@ -158,6 +159,7 @@ tracker.close()
 """
 
 
+@pytest.mark.slow
 def test_processes_starting_together_on_a_new_schema_all_start(pg_settings: Settings, tmp_path: Path) -> None:
     """Schemas, tables and functions are created one process at a time, whoever comes first."""
     import subprocess

@@ -19,13 +19,15 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Iterator
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from timeline.config import Settings
 from timeline.domain.dates import PolicyDate, parse_instant
 from timeline.domain.errors import TimelineError
-from timeline.domain.fold import KINDS, Action, boundaries, segments, state_on
+from timeline.domain.fold import Action, boundaries, segments, state_on
+from timeline.domain.kinds import KINDS
 from timeline.service import Tracker
 
 from tests.listings import diff, states
@@ -159,6 +161,7 @@ def valid_time_answers(tracker: Tracker, days_asked: list[date]) -> dict:
     return answers
 
 
+@pytest.mark.slow
 @STORE_SETTINGS
 @given(distinct_start_actions(max_size=6), st.randoms(use_true_random=False))
 def test_record_order_does_not_change_valid_time_states_in_the_store(actions, random):
@@ -241,6 +244,7 @@ def answers_at(tracker: Tracker, known_at: str) -> dict:
     return result
 
 
+@pytest.mark.slow
 @STORE_SETTINGS
 @given(histories())
 def test_an_answer_at_known_at_never_changes_after_more_events(steps):
@@ -266,6 +270,7 @@ def read_model_rows(tracker: Tracker) -> dict[str, list[tuple]]:
     return tables
 
 
+@pytest.mark.slow
 @STORE_SETTINGS
 @given(histories())
 def test_rebuild_equals_the_incremental_read_model(steps):
@@ -288,6 +293,7 @@ def search(tracker: Tracker, word: str) -> tuple[list[str], list[tuple[str, str]
     return rules, [(i["rule_id"], i["id"]) for i in items]
 
 
+@pytest.mark.slow
 @STORE_SETTINGS
 @given(histories())
 def test_export_import_export_is_byte_identical(steps):

@@ -17,9 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from timeline.domain.errors import TimelineError
-from timeline.domain.model import check_action_fields
+from timeline.domain.kinds import check_action_fields
 from timeline.quickcheck import QuickCheck
-from timeline.schemas import ActionSchema, CorrectionSchema, RetractionSchema, RuleSchema
+from timeline.schemas import CorrectionSchema, FileActionSchema, RetractionSchema, RuleSchema
 
 SOURCE = {"title": "Asia Times, December 2025", "url": "https://asiatimes.com/2025/12/x/",
           "publisher": "Asia Times", "published": "2025-12-09", "quote": "allowed"}
@@ -47,7 +47,7 @@ GOOD = {
     ],
     "retraction": [{"reason": "never happened"}],
 }
-SCHEMAS = {"rule": RuleSchema(), "action": ActionSchema(), "correction": CorrectionSchema(),
+SCHEMAS = {"rule": RuleSchema(), "action": FileActionSchema(), "correction": CorrectionSchema(),
            "retraction": RetractionSchema()}
 THEN = {"action": check_action_fields}
 QUICK = {name: QuickCheck(schema, then=THEN.get(name)) for name, schema in SCHEMAS.items()}
@@ -127,6 +127,7 @@ def changed(draw: st.DrawFn) -> tuple[str, Any]:
     return name, data
 
 
+@pytest.mark.slow
 @settings(max_examples=600, deadline=None, derandomize=True)
 @given(changed())
 def test_the_quick_check_passes_nothing_marshmallow_refuses_after_several_changes(
@@ -173,6 +174,7 @@ def test_a_web_address_passes_quickly_only_where_marshmallow_takes_it(url: str):
         assert not marshmallow_passes("action", data)
 
 
+@pytest.mark.slow
 @settings(max_examples=600, deadline=None, derandomize=True)
 @given(st.sampled_from(["http://", "https://", "HTTP://", "ftp://", ""]),
        st.text(st.sampled_from("abcXYZ019.-_:@/?#% é\n"), max_size=30))

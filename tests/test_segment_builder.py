@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from timeline.domain.dates import PolicyDate
-from timeline.domain.fold import KINDS, Action, Segment, SegmentBuilder, segments
+from timeline.domain.fold import Action, Segment, SegmentBuilder, segments
+from timeline.domain.kinds import KINDS
 
 
 def _text(day: date, precision: str) -> str:
@@ -80,6 +82,7 @@ def histories(draw):
     return steps
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(histories())
 def test_every_change_gives_the_segments_of_a_fresh_fold(steps):
@@ -130,6 +133,7 @@ def test_a_long_history_in_effective_order_keeps_every_segment():
     assert builder.segments() == segments(live)
 
 
+@pytest.mark.slow
 @settings(max_examples=100, deadline=None)
 @given(histories(), st.lists(st.sampled_from(["0001-01-01", "0001", "9999-12-31", "9999-12", "9999"]),
                               min_size=1, max_size=3))

@@ -14,7 +14,8 @@ from marshmallow import ValidationError
 
 from timeline.csvfixtures import ActionRow, CsvError, read_csv_fixture
 from timeline.domain.errors import TimelineError
-from timeline.domain.model import ACTION_FIELDS, fingerprint
+from timeline.domain.kinds import ACTION_FIELDS
+from timeline.domain.model import fingerprint
 from timeline.schemas import FixtureFileSchema, errors_by_field
 
 FIXTURE_SUFFIXES = (".yaml", ".yml", ".json", ".csv")
@@ -32,9 +33,6 @@ _FixtureLoader.yaml_implicit_resolvers = {
 
 class FixtureError(TimelineError):
     """A fixture file that cannot be loaded; it names the file, the rule and the field."""
-
-    status = 422
-    title = "Invalid fixture"
 
 
 @dataclass

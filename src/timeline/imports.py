@@ -97,13 +97,15 @@ def _check_in_child(records: Callable[[], Iterable[dict[str, Any]]], pipe: Any) 
 def check_export(records: Iterable[dict[str, Any]]) -> None:
     """Replay an export's events on their aggregates, without storing, to find what is wrong."""
     from timeline.domain.errors import TimelineError
-    from timeline.domain.model import CORRECTABLE, check_action_fields, checked_fields, unchecked
+    from timeline.domain.kinds import (
+        CORRECTABLE, apply_correction, check_action_fields, checked_fields, unchecked,
+    )
     from timeline.events import (
         ACTION_CORRECTED, ACTION_RECORDED, ACTION_RETRACTED, EVENT_TYPES, RULE_REGISTERED,
     )
     from timeline.quickcheck import QuickCheck
     from timeline.schemas import (
-        ActionSchema, CorrectionSchema, RetractionSchema, RuleSchema, errors_by_field,
+        CorrectionSchema, FileActionSchema, RetractionSchema, RuleSchema, errors_by_field,
     )
 
     record_keys = {"type", "rule_id", "version", "recorded_at", "data", "request"}
@@ -113,7 +115,7 @@ def check_export(records: Iterable[dict[str, Any]]) -> None:
     }
     # One instance of each schema for the whole file: making one per line cost more than the
     # validation itself (each instance deep-copies its fields, nested schemas included).
-    rule_schema, action_schema = RuleSchema(), ActionSchema()
+    rule_schema, action_schema = RuleSchema(), FileActionSchema()
     retraction_schema, correction_schema = RetractionSchema(), CorrectionSchema()
     # Most lines are valid: a quick check passes them, and marshmallow reads the others.
     quick = {
@@ -205,9 +207,9 @@ def check_export(records: Iterable[dict[str, Any]]) -> None:
         if not isinstance(changes, dict) or not changes or not set(changes) <= set(CORRECTABLE):
             raise refuse(f"a correction changes one or more of {', '.join(CORRECTABLE)}.")
         valid(correction_schema, {"reason": data["reason"], **changes})
-        corrected = {**unchecked(current), **changes}
+        fields = apply_correction(unchecked(current), changes)
         try:
-            check_action_fields({k: v for k, v in corrected.items() if v is not None})
+            check_action_fields(fields)
         except TimelineError as exc:
             raise refuse(exc.detail, exc.errors) from None
-        known[data["action_id"]] = kept(corrected)
+        known[data["action_id"]] = kept(fields)

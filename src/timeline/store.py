@@ -352,9 +352,11 @@ def schema_changes(settings: Settings) -> Iterator[None]:
         yield
 
 
-def connect_store_database(settings: Settings, autocommit: bool = False) -> Any:
+def connect_store_database(settings: Settings, autocommit: bool = False,
+                           any_thread: bool = False) -> Any:
     """A DB-API connection to the event store's own database, for the tables kept beside it
-    (tokens, webhooks): sqlite3 on the SQLite file, psycopg in the URL's schema."""
+    (tokens, webhooks): sqlite3 on the SQLite file, psycopg in the URL's schema. ``any_thread``:
+    a SQLite connection that threads other than its own may use (one at a time) or close."""
     if settings.on_postgres:
         import psycopg
 
@@ -364,4 +366,5 @@ def connect_store_database(settings: Settings, autocommit: bool = False) -> Any:
 
     settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
     return sqlite3.connect(settings.sqlite_path, timeout=30,
-                           isolation_level=None if autocommit else "DEFERRED")
+                           isolation_level=None if autocommit else "DEFERRED",
+                           check_same_thread=not any_thread)

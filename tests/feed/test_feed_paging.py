@@ -230,6 +230,7 @@ tracker.close()
 """
 
 
+@pytest.mark.slow
 def test_concurrent_writer_processes_on_one_store_while_a_consumer_pages(tracker, settings):
     writers, each = 3, 40
     for n in range(writers):

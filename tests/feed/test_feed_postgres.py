@@ -72,6 +72,7 @@ def test_webhook_tables_live_in_the_stores_schema(pg_settings, pg_tracker):
             "timeline_webhook_failures"} <= tables
 
 
+@pytest.mark.slow
 def test_paging_while_threads_write_gives_every_event_once(pg_tracker):
     for n in range(3):
         register(pg_tracker, f"pg-rule-{n}")
@@ -92,6 +93,7 @@ def test_paging_while_threads_write_gives_every_event_once(pg_tracker):
     assert len(seen) == 48 == len(pg_tracker.events_after(0, 1000))
 
 
+@pytest.mark.slow
 def test_a_try_is_claimed_by_one_worker_only_and_the_cap_holds(pg_settings, pg_tracker,
                                                                receiver_factory):
     store = WebhookStore(pg_settings)
@@ -118,6 +120,7 @@ def test_a_try_is_claimed_by_one_worker_only_and_the_cap_holds(pg_settings, pg_t
     assert len(claimed) == 3 == len(set(claimed))  # never more in flight than the cap, none twice
 
 
+@pytest.mark.slow
 def test_workers_deliver_each_event_once_and_resume_after_a_restart(
     pg_settings, pg_tracker, receiver_factory
 ):

@@ -33,6 +33,7 @@ def start(base_url: str, checkpoint: Path, out: Path, *extra: str) -> subprocess
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
 def test_a_consumer_killed_mid_way_and_restarted_sees_every_event(
     tracker, live_server_factory, tmp_path, how

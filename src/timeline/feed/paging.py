@@ -25,9 +25,6 @@ SCAN_LIMIT = 10_000
 class BadFeedParameter(TimelineError):
     """A feed parameter that is not what the contract allows (400, not 422)."""
 
-    status = 400
-    title = "Bad request"
-
 
 def parse_position(text: str | None, name: str, default: int | None = 0) -> int | None:
     """A non-negative integer position from a query parameter or header (absent: ``default``)."""

@@ -14,7 +14,7 @@ from flask import (Blueprint, Flask, Response, current_app, render_template, req
 from timeline import research
 from timeline.domain.dates import InvalidDate, PolicyDate, YEAR, parse_day, parse_instant
 from timeline.domain.errors import InvalidInput, NotFound, TimelineError
-from timeline.domain.fold import KINDS
+from timeline.domain.kinds import KINDS
 from timeline.schemas import INSTRUMENTS, JURISDICTIONS, RULE_ID
 from timeline.web import current_tracker, present
 from timeline.web.chart import build_chart
@@ -34,9 +34,6 @@ CONTENT_SECURITY_POLICY = (
 
 class BadQuery(TimelineError):
     """A query parameter a page cannot use; the page answers 400 and names it."""
-
-    status = 400
-    title = "Bad request"
 
 
 def _today() -> date:
