@@ -14,7 +14,7 @@ from timeline.application import SNAPSHOT_AFTER
 from timeline.config import Settings
 from timeline.domain.model import Rule
 from timeline.service import Tracker
-from timeline.store import RecordClock
+from timeline.writelock import RecordClock
 
 RULE = "us-long-rule"
 ACTIONS = 200

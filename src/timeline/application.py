@@ -1,7 +1,7 @@
 """Use cases on the event store: register, record, correct, retract, import.
 
 One method per use case: load the aggregate, call it, save, say what was stored. The caller
-holds the store's write lock and passes a :class:`~timeline.store.RecordClock`.
+holds the store's write lock and passes a :class:`~timeline.writelock.RecordClock`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
 from timeline.domain.errors import Conflict, InvalidInput, NotFound
 from timeline.domain.model import RULE_FIELDS, Rule, fingerprint
 from timeline.fastjson import has_long_number
-from timeline.store import RecordClock
+from timeline.writelock import RecordClock
 
 
 @dataclass(frozen=True)

@@ -24,15 +24,8 @@ from timeline.readmodel import ReadModel, published, queries, research
 from timeline.readmodel.projector import SEPARATE_WRITER_EVENTS, Projector
 from timeline.readmodel.store import connect
 from timeline.readmodel.writer import FedEvents, HelperEvents, can_fork
-from timeline.store import (
-    ONE_MICROSECOND,
-    FileWriteLock,
-    PostgresWriteLock,
-    RecordClock,
-    ensure_postgres_schema,
-    schema_changes,
-    utcnow,
-)
+from timeline.database import ensure_postgres_schema, schema_changes
+from timeline.writelock import ONE_MICROSECOND, FileWriteLock, PostgresWriteLock, RecordClock, utcnow
 
 # The most rows a panel may have: more is refused (400) before any row is read.
 PANEL_MAX_ROWS = 50_000_000

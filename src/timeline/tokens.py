@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from timeline.config import Settings
-from timeline.store import connect_store_database, create_tables
+from timeline.database import connect_store_database, create_tables
 
 TOKEN_PREFIX = "tl_"
 
