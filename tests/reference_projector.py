@@ -15,8 +15,13 @@ from timeline.domain.fold import Action, Segment, State, segments
 from timeline.domain.model import Rule
 from timeline.events import RULE_REGISTERED, to_record
 from timeline.fastjson import dumps as _dumps  # the read model's encoding
-from timeline.readmodel.actions import known_actions, live_fold_actions
+from timeline.readmodel.actions import KnownAction, known_actions
 from timeline.readmodel.store import END_OF_RECORD, END_OF_TIME, START_OF_TIME, ReadModel
+
+
+def live_fold_actions(actions: dict[str, KnownAction]) -> list[Action]:
+    """The actions a fold sees: every one not retracted, with its corrections applied."""
+    return [known.to_fold() for known in actions.values() if known.retraction is None]
 
 
 def _day(value: date) -> str:

@@ -13,13 +13,13 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 
 import pytest
-from reference_projector import ReferenceProjector
+from reference_projector import ReferenceProjector, live_fold_actions
 
 from timeline.application import ImportTransaction
 from timeline.config import Settings
 from timeline.domain.fold import segments, state_on
 from timeline.events import RULE_REGISTERED
-from timeline.readmodel.actions import known_actions, live_fold_actions
+from timeline.readmodel.actions import known_actions
 from timeline.readmodel import ReadModel, queries
 from timeline.readmodel.projector import Projector
 from timeline.readmodel.writer import HelperEvents

@@ -54,10 +54,6 @@ class Settings:
         return self.home / "readmodel.sqlite"
 
     @property
-    def tokens_path(self) -> Path:
-        return self.home / "tokens.json"
-
-    @property
     def postgres_schema(self) -> str:
         """The schema named by ``?schema=`` in the URL, default ``public``."""
         for part in filter(None, urlparse(self.database_url or "").query.split("&")):

@@ -60,7 +60,3 @@ def known_actions(rows: Iterable[Mapping[str, Any]]) -> dict[str, KnownAction]:
                 "position": row["position"],
             }
     return actions
-
-
-def live_fold_actions(actions: Mapping[str, KnownAction]) -> list[Action]:
-    return [known.to_fold() for known in actions.values() if known.retraction is None]
