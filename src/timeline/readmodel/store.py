@@ -7,7 +7,7 @@ import sqlite3
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import sqlite_utils
 
@@ -139,6 +139,92 @@ CREATE TABLE IF NOT EXISTS requests (
     recorded_at TEXT NOT NULL
 );
 """
+
+
+# The rows the projector writes, one named tuple per table: its fields are the table's columns
+# (a test checks them against the tables above), and the writer's statements name them.
+
+
+class RuleRow(NamedTuple):
+    id: str
+    title: str
+    jurisdiction: str
+    instrument: str
+    targets: str
+    subjects: str
+    tags: str
+    links: str
+    subjects_text: str
+    registered_at: str
+    position: int
+    last_version: int
+    last_recorded_at: str
+
+
+class RuleEventRow(NamedTuple):
+    rule_id: str
+    recorded_at: str
+    version: int
+    position: int
+    type: str
+    action_id: str | None
+
+
+class StateRow(NamedTuple):
+    rule_id: str
+    valid_from: str
+    known_from: str
+    known_to: str
+    status: str
+    rate_percent: float | None
+    conditions: str
+    since: str | None
+    until: str | None
+    certain: int
+    uncertain_because: str
+
+
+class ActionStartRow(NamedTuple):
+    rule_id: str
+    effective_start: str
+    ord: int
+    known_from: str
+    known_to: str
+    action_id: str
+
+
+class ActionRow(NamedTuple):
+    rule_id: str
+    id: str
+    kind: str
+    effective: str
+    effective_start: str
+    effective_end: str
+    summary: str
+    data: str
+    jurisdiction: str
+    instrument: str
+    recorded_at: str
+    position: int
+    corrected: int
+    retracted: int
+
+
+class RequestRow(NamedTuple):
+    key: str
+    fingerprint: str
+    rule_id: str
+    position: int
+    type: str
+    object_id: str
+    recorded_at: str
+
+
+# Each table's row type, by table name.
+ROW_TYPES: dict[str, type] = {
+    "rules": RuleRow, "rule_events": RuleEventRow, "states": StateRow,
+    "action_starts": ActionStartRow, "actions": ActionRow, "requests": RequestRow,
+}
 
 
 def _statements(script: str) -> list[str]:
