@@ -140,8 +140,11 @@ def child_write_floor(readmodel: Path, dest: Path) -> None:
     from timeline.readmodel import ReadModel
 
     target = ReadModel(dest)
-    target.drop_search()
     conn = target.connection()
+    for table in ("rules", "actions"):  # made again at the end, from every row
+        for suffix in ("ai", "ad", "au"):
+            conn.execute(f"DROP TRIGGER {table}_{suffix}")
+        conn.execute(f"DROP TABLE {table}_fts")
     conn.execute("ATTACH DATABASE ? AS source", (f"file:{readmodel}?mode=ro",))
     conn.execute("BEGIN IMMEDIATE")
     rows = 0

@@ -34,7 +34,7 @@ from timeline.readmodel.writer import (
 
 # How many rules' histories stay in memory, in units of one action (about 1.2 KiB each, by
 # tracemalloc: the action, its boundary days, points and segments): a busy stretch of history,
-# and a rebuild of a million actions still well under a GiB.
+# and a catch-up of a million actions still well under a GiB.
 CACHE_UNITS = 300_000
 
 # Events per page of rows when a read model is built rule by rule (see pages_by_rule).
