@@ -17,7 +17,7 @@ from eventsourcing.domain import (
 
 from timeline.domain.dates import InvalidDate, PolicyDate, parse_text
 from timeline.domain.errors import Conflict, InvalidInput, NotFound
-from timeline.domain.fold import KINDS, Action, make_tuple
+from timeline.domain.fold import KINDS, Action
 
 ACTION_FIELDS = (
     "id", "kind", "effective", "announced", "rate_percent", "until", "conditions", "summary",
@@ -105,12 +105,10 @@ def _kept(fields: dict[str, Any]) -> list:
 def to_fold_action(fields: dict[str, Any], order: int) -> Action:
     conditions = fields.get("conditions")
     until = fields.get("until")
-    # id, kind, effective, order, rate_percent, until, conditions: made as the fold makes its
-    # named tuples, without their Python __new__ (every action projected makes one)
-    return make_tuple(Action, (fields["id"], fields["kind"], parse_text(fields["effective"]),
-                               order, fields.get("rate_percent"),
-                               parse_text(until) if until else None,
-                               tuple(conditions) if conditions is not None else None))
+    return Action(id=fields["id"], kind=fields["kind"], effective=parse_text(fields["effective"]),
+                  order=order, rate_percent=fields.get("rate_percent"),
+                  until=parse_text(until) if until else None,
+                  conditions=tuple(conditions) if conditions is not None else None)
 
 
 class Rule(BaseAggregate[str]):
