@@ -352,8 +352,8 @@ class PolicyApplication(Application[str]):
         recorder = self.recorder
         with recorder.datastore.transaction(commit=True) as cursor:
             if not isinstance(recorder, SQLiteApplicationRecorder):
-                # The transaction waits between statements while the read model is built
-                # and the import checked: PostgreSQL must not end it as idle meanwhile.
+                # The transaction waits between statements while the read model is built:
+                # PostgreSQL must not end it as idle meanwhile.
                 cursor.execute("SET LOCAL idle_in_transaction_session_timeout = 0")
             yield ImportTransaction(self, cursor)
         if isinstance(recorder, SQLiteApplicationRecorder) and not \
