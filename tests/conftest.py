@@ -16,9 +16,12 @@ REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "fixtures"
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=[pytest.mark.postgres, pytest.mark.slow])])
 def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Settings]:
-    """A fresh store: the embedded SQLite file, then PostgreSQL in a schema of its own."""
+    """A fresh store: the embedded SQLite file, then PostgreSQL in a schema of its own.
+
+    The PostgreSQL run of every test is in the slow tier: it asks the same of a second store,
+    and a schema made and dropped per test costs more than most tests themselves."""
     if request.param == "sqlite":
         yield Settings(home=tmp_path / "home")
     else:

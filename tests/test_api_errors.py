@@ -77,7 +77,7 @@ def _cases(auth: dict, reader: dict) -> list[tuple[str, int, dict, str | None]]:
 def test_every_error_has_the_same_problem_shape(loaded, client, auth, reader_token):
     reader = {"Authorization": f"Bearer {reader_token}"}
     titles: dict[str, str] = {}
-    stored = loaded.app.head()
+    stored = loaded.head()
     for name, status, kwargs, field in _cases(auth, reader):
         kwargs = dict(kwargs)
         response = client.open(kwargs.pop("path"), **kwargs)
@@ -94,7 +94,7 @@ def test_every_error_has_the_same_problem_shape(loaded, client, auth, reader_tok
             assert field in body["errors"], (name, body)
         # One problem type, one title, wherever the error came from.
         assert titles.setdefault(body["type"], body["title"]) == body["title"], name
-    assert loaded.app.head() == stored, "a bad request stored something"
+    assert loaded.head() == stored, "a bad request stored something"
 
 
 def test_405_says_which_methods_are_allowed(client):

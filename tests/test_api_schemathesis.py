@@ -41,6 +41,7 @@ def fuzzed(tmp_path_factory: pytest.TempPathFactory):
     tracker.close()
 
 
+@pytest.mark.slow
 def test_api_conforms_to_its_document(fuzzed):
     app, token = fuzzed
     api = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", app)

@@ -31,7 +31,7 @@ def h200(loaded: Tracker, client):
 
 
 def head(tracker: Tracker) -> int:
-    return tracker.app.head()
+    return tracker.head()
 
 
 # Registering rules -----------------------------------------------------------------------

@@ -36,6 +36,7 @@ def test_a_generated_history_imports_and_exports_unchanged(tmp_path: Path, track
     assert exported == records
 
 
+@pytest.mark.slow
 def test_a_tiny_run_prints_every_row(tmp_path: Path):
     result = subprocess.run(
         [sys.executable, str(BENCH / "run.py"), "--actions", "300", "--lookups", "40",

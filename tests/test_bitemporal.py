@@ -17,6 +17,8 @@ from timeline.domain.dates import format_instant, parse_instant
 from timeline.domain.errors import NotFound
 from timeline.service import Tracker
 
+from tests.listings import diff, states
+
 RULE_ID = "us-fentanyl-tariff-cn"
 SOURCE = {"title": "Asia Times, December 2025"}
 US = 1e-6  # one microsecond, in seconds
@@ -150,7 +152,7 @@ def test_a_rule_not_yet_registered_at_known_at_is_not_found(scenario):
     for instant in (shifted(times[0], -US), "2000-01-01T00:00:00Z", "0999-01-01T00:00:00Z"):
         with pytest.raises(NotFound):
             tracker.state(RULE_ID, date(2025, 12, 9), parse_instant(instant))
-        assert tracker.states(date(2025, 12, 9), parse_instant(instant)) == []
+        assert states(tracker, date(2025, 12, 9), parse_instant(instant)) == []
         with pytest.raises(NotFound):
             tracker.history(RULE_ID, parse_instant(instant))
 
@@ -200,11 +202,11 @@ def test_history_at_each_known_at_shows_what_was_recorded_by_then(scenario):
 
 def test_diff_between_two_days_follows_known_at(scenario):
     tracker, times, _ = scenario
-    at, changes = tracker.diff(date(2025, 9, 30), date(2025, 10, 31), parse_instant(times[3]))
+    at, changes = diff(tracker, date(2025, 9, 30), date(2025, 10, 31), parse_instant(times[3]))
     assert at == times[3]
     assert [(c["before"]["rate_percent"], c["after"]["rate_percent"]) for c in changes] == [
         (20, 10)]
-    _, changes = tracker.diff(date(2025, 9, 30), date(2025, 10, 31), parse_instant(times[4]))
+    _, changes = diff(tracker, date(2025, 9, 30), date(2025, 10, 31), parse_instant(times[4]))
     assert changes == []
 
 
@@ -222,7 +224,7 @@ def test_the_last_day_of_the_calendar_is_a_day_like_any_other(scenario):
     for n, known_at in enumerate(times):
         state = ask(tracker, "9999-12-31", known_at)
         assert summary(state) == EXPECTED[n]["2025-12-09"], n
-    assert len(tracker.states(date(9999, 12, 31))) == 1
+    assert len(states(tracker, date(9999, 12, 31))) == 1
 
 
 # The known_at barrier ----------------------------------------------------------------------

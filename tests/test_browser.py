@@ -34,6 +34,7 @@ PAGES = {
 
 pytestmark = [
     pytest.mark.browser,
+    pytest.mark.slow,
     pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed at "
                        "/usr/bin/chromium (.ci/run installs it)"),
 ]

@@ -25,6 +25,7 @@ from timeline.domain.dates import parse_instant
 from timeline.service import Tracker
 
 from tests.conftest import FIXTURES
+from tests.listings import diff, states
 
 H200 = "us-h200-export-licensing-cn"
 AS_OF = "2025-12-09"
@@ -134,7 +135,7 @@ def test_a_bad_fixture_is_one_line_naming_file_rule_and_field_and_stores_nothing
     assert message.startswith(f"Error: {bad}: rule '{H200}', action 'us-h200-fee-25-2025-12-08'")
     assert "rate_percent" in message
     assert len(message.splitlines()) == 1
-    assert tracker.app.head() == 0
+    assert tracker.head() == 0
     assert run(runner, "state").stdout.strip() == "No rules."
 
 
@@ -160,7 +161,7 @@ def test_state_json_is_the_apis_list_of_states(runner: CliRunner, tracker: Track
     payload = json_of(run(runner, "state", "--as-of", AS_OF, "--json"))
     assert set(payload) == {"items"}
     known_at = known_at_of(payload["items"][0])
-    assert payload == {"items": tracker.states(date(2025, 12, 9), known_at)}
+    assert payload == {"items": states(tracker, date(2025, 12, 9), known_at)}
     state = payload["items"][0]
     assert set(state) == {"rule", "as_of", "known_at", "status", "rate_percent", "conditions",
                           "since", "until", "certain", "uncertain_because", "based_on",
@@ -299,7 +300,7 @@ def test_diff_lists_what_changed_between_two_days(runner: CliRunner):
 def test_diff_json_is_the_apis(runner: CliRunner, tracker: Tracker):
     load_bundled(runner)
     payload = json_of(run(runner, "diff", "2025-12-01", AS_OF, "--json"))
-    at, changes = tracker.diff(date(2025, 12, 1), date(2025, 12, 9), known_at_of(payload))
+    at, changes = diff(tracker, date(2025, 12, 1), date(2025, 12, 9), known_at_of(payload))
     assert payload == {"changes": changes, "from": "2025-12-01", "to": AS_OF, "known_at": at}
     assert [c["rule_id"] for c in changes] == [H200, "us-safe-chips-bill"]
     filtered = json_of(run(runner, "diff", "2025-12-01", AS_OF, "--json",
@@ -318,7 +319,7 @@ def test_export_prints_every_event_as_json_lines_in_position_order(
     lines = out.splitlines()
     assert out.endswith("\n")
     assert lines == list(tracker.export())
-    assert len(lines) == tracker.app.head()
+    assert len(lines) == tracker.head()
     records = [json.loads(line) for line in lines]
     assert [r["recorded_at"] for r in records] == sorted(r["recorded_at"] for r in records)
     assert {r["type"] for r in records} == {"timeline.rule.registered",
@@ -356,11 +357,11 @@ def test_import_refuses_a_store_that_is_not_empty(
     load_bundled(runner)
     export = tmp_path / "export.jsonl"
     run(runner, "export", "--out", str(export))
-    head = tracker.app.head()
+    head = tracker.head()
     result = run(runner, "import", str(export), code=1)
     assert result.stderr.strip() == (
         f"Error: {export}: The store already holds events; import needs an empty store.")
-    assert tracker.app.head() == head
+    assert tracker.head() == head
 
 
 @pytest.mark.parametrize("content, words", [
@@ -379,7 +380,7 @@ def test_import_names_the_bad_line_and_stores_nothing(
     assert result.stderr.startswith(f"Error: {path}: ")
     for word in words:
         assert word in result.stderr
-    assert tracker.app.head() == 0
+    assert tracker.head() == 0
 
 
 def test_import_of_a_broken_event_names_file_and_line(
@@ -412,7 +413,7 @@ def test_rebuild_shows_progress_and_gives_the_same_answers(runner: CliRunner, tr
     history = json_of(run(runner, "history", H200, "--json"))
     result = run(runner, "rebuild")
     assert "Rebuilding read models" in result.stderr
-    assert result.stdout.strip() == f"Rebuilt read models up to position {tracker.app.head()}."
+    assert result.stdout.strip() == f"Rebuilt read models up to position {tracker.head()}."
     at = before["items"][0]["known_at"]
     assert json_of(run(runner, "state", "--as-of", "2024-01-01", "--known-at", at,
                        "--json")) == before

@@ -15,6 +15,8 @@ from timeline.domain.dates import parse_instant
 from timeline.domain.errors import InvalidInput, StoreNotEmpty
 from timeline.service import Tracker
 
+from tests.listings import states
+
 SOURCE = {"title": "Asia Times, December 2025"}
 
 
@@ -81,7 +83,7 @@ def test_import_restores_every_answer_and_a_new_export_is_identical(
     for record in exported:
         at = parse_instant(record["recorded_at"])
         for day in (date(2025, 12, 1), date(2025, 12, 9), date(2026, 3, 1)):
-            assert empty.states(day, at) == tracker.states(day, at)
+            assert states(empty, day, at) == states(tracker, day, at)
     assert empty.history("us-h200-export-licensing-cn")[1] == tracker.history(
         "us-h200-export-licensing-cn")[1]
 
@@ -179,7 +181,7 @@ def test_a_broken_export_is_refused_naming_the_line_and_stores_nothing(
         empty.import_records(lambda: iter(records))
     assert raised.value.detail.startswith(f"line {line}:"), raised.value.detail
     assert empty.app.head() == 0
-    assert empty.states(date(2025, 12, 9)) == []
+    assert states(empty, date(2025, 12, 9)) == []
     # The store is still empty and usable: the good export goes in afterwards.
     assert empty.import_records(lambda: iter(exported)) == len(exported)
 
@@ -214,13 +216,14 @@ def test_an_import_whose_storing_fails_midway_stores_nothing(
     with pytest.raises(OSError, match="the disk went away"):
         tracker.import_records(lambda: iter(history))
     assert tracker.app.head() == 0
-    assert tracker.states(date(2025, 12, 9)) == []
+    assert states(tracker, date(2025, 12, 9)) == []
 
     monkeypatch.undo()
     assert tracker.import_records(lambda: iter(history)) == len(history)
     assert len(list(tracker.export())) == len(history)  # PostgreSQL may leave a gap before them
 
 
+@pytest.mark.slow
 @pytest.mark.postgres
 def test_a_slow_read_model_build_keeps_the_postgres_transaction_open(
     tmp_path: Path, history: list[dict], monkeypatch: pytest.MonkeyPatch,

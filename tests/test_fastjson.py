@@ -48,6 +48,7 @@ values = st.recursive(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=500, deadline=None)
 @given(values, st.sampled_from([{}, {"ensure_ascii": False}, {"indent": 1}]))
 def test_any_json_text_reads_as_json_reads_it(value: object, options: dict) -> None:
@@ -55,6 +56,7 @@ def test_any_json_text_reads_as_json_reads_it(value: object, options: dict) -> N
     assert reading(fastjson.loads, text) == reading(json.loads, text)
 
 
+@pytest.mark.slow
 @settings(max_examples=500, deadline=None)
 @given(st.text(max_size=40))
 def test_any_text_at_all_reads_or_fails_as_json(text: str) -> None:
@@ -72,6 +74,7 @@ def plain_floats(value: object) -> bool:
     return True
 
 
+@pytest.mark.slow
 @settings(max_examples=500, deadline=None)
 @given(values)
 def test_it_writes_what_json_writes(value: object) -> None:

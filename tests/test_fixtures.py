@@ -17,6 +17,7 @@ from timeline.fixtures import FixtureError, bundled_fixtures, load_fixtures, rea
 from timeline.service import Tracker
 
 from tests.conftest import FIXTURES
+from tests.listings import states
 
 ARTICLE = (Path(__file__).parent / "data" / "seed_article.txt").read_text(encoding="utf-8")
 AS_OF = date(2025, 12, 9)
@@ -134,7 +135,7 @@ def test_the_rules_say_who_issues_them_and_whom_they_target():
 
 
 def states_by_id(tracker: Tracker, day: date = AS_OF) -> dict[str, dict]:
-    return {state["rule"]["id"]: state for state in tracker.states(day)}
+    return {state["rule"]["id"]: state for state in states(tracker, day)}
 
 
 def test_on_9_december_2025_the_state_is_what_the_article_says(loaded: Tracker):
@@ -194,11 +195,11 @@ def test_loading_the_fixtures_twice_adds_nothing(tracker: Tracker):
     assert first.files == len(bundled_fixtures())
     assert first.rules_added == len(all_rules())
     assert first.actions_added == len(all_actions())
-    head = tracker.app.head()
+    head = tracker.head()
     export = list(tracker.export())
     second = load_fixtures(tracker, bundled_fixtures())
     assert (second.rules_added, second.actions_added) == (0, 0)
-    assert tracker.app.head() == head
+    assert tracker.head() == head
     assert list(tracker.export()) == export
 
 
@@ -275,7 +276,7 @@ def test_a_bad_fixture_file_is_named_with_the_rule_and_field_and_nothing_is_stor
     assert str(bad) in message
     for word in words:
         assert word in message, f"{word!r} not in {message!r}"
-    assert tracker.app.head() == 0  # not even the good file's rule
+    assert tracker.head() == 0  # not even the good file's rule
 
 
 def test_a_file_that_cannot_be_read_is_named(tracker: Tracker, tmp_path: Path):
@@ -284,7 +285,7 @@ def test_a_file_that_cannot_be_read_is_named(tracker: Tracker, tmp_path: Path):
     with pytest.raises(FixtureError) as raised:
         load_fixtures(tracker, [path])
     assert str(path) in raised.value.detail
-    assert tracker.app.head() == 0
+    assert tracker.head() == 0
 
 
 def test_the_same_rule_in_two_files_is_refused(tracker: Tracker, tmp_path: Path):
@@ -293,14 +294,14 @@ def test_the_same_rule_in_two_files_is_refused(tracker: Tracker, tmp_path: Path)
     with pytest.raises(FixtureError) as raised:
         load_fixtures(tracker, [one, two])
     assert "test-rule-a" in raised.value.detail and "more than once" in raised.value.detail
-    assert tracker.app.head() == 0
+    assert tracker.head() == 0
 
 
 def test_a_file_that_contradicts_the_store_is_refused_and_stores_nothing(
     tracker: Tracker, tmp_path: Path,
 ):
     load_fixtures(tracker, [write(tmp_path, "first.yaml", GOOD)])
-    head = tracker.app.head()
+    head = tracker.head()
     changed_rule = write(tmp_path, "title.yaml", GOOD.replace("A test rule", "Another title")
                          + GOOD.replace("test-rule-a", "test-rule-b")[len("rules:\n"):])
     with pytest.raises(FixtureError) as raised:
@@ -310,7 +311,7 @@ def test_a_file_that_contradicts_the_store_is_refused_and_stores_nothing(
     with pytest.raises(FixtureError) as raised:
         load_fixtures(tracker, [changed_action])
     assert "a-ban" in raised.value.detail
-    assert tracker.app.head() == head
+    assert tracker.head() == head
     assert not tracker.rule_exists("test-rule-b")
 
 
@@ -350,4 +351,4 @@ def test_rules_that_link_in_a_circle_are_refused(tracker: Tracker, tmp_path: Pat
     with pytest.raises(FixtureError) as raised:
         load_fixtures(tracker, [write(tmp_path, "a.yaml", a), write(tmp_path, "b.yaml", b)])
     assert "links in a circle" in raised.value.detail
-    assert tracker.app.head() == 0
+    assert tracker.head() == 0

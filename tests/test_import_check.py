@@ -20,7 +20,7 @@ from marshmallow import ValidationError, fields, pre_load, validates, validates_
 
 from timeline.domain.errors import InvalidInput
 from timeline.import_check import PlainlyValid
-from timeline.schemas import ActionSchema, CorrectionSchema, RetractionSchema, RuleSchema
+from timeline.schemas import CorrectionSchema, FileActionSchema, RetractionSchema, RuleSchema
 from timeline.service import Tracker
 
 SOURCE = {"title": "Asia Times, December 2025", "url": "https://asiatimes.com/2025/12/x/",
@@ -49,7 +49,7 @@ GOOD = {
     ],
     "retraction": [{"reason": "never happened"}],
 }
-SCHEMAS = {"rule": RuleSchema(), "action": ActionSchema(), "correction": CorrectionSchema(),
+SCHEMAS = {"rule": RuleSchema(), "action": FileActionSchema(), "correction": CorrectionSchema(),
            "retraction": RetractionSchema()}
 QUICK = {name: PlainlyValid(schema) for name, schema in SCHEMAS.items()}
 
@@ -121,6 +121,7 @@ def changed(draw: st.DrawFn) -> tuple[str, Any]:
     return name, data
 
 
+@pytest.mark.slow
 @settings(max_examples=600, deadline=None, derandomize=True)
 @given(changed())
 def test_the_quick_check_passes_nothing_marshmallow_refuses_after_several_changes(
@@ -167,6 +168,7 @@ def test_a_web_address_passes_quickly_only_where_marshmallow_takes_it(url: str):
         assert not marshmallow_passes("action", data)
 
 
+@pytest.mark.slow
 @settings(max_examples=600, deadline=None, derandomize=True)
 @given(st.sampled_from(["http://", "https://", "HTTP://", "ftp://", ""]),
        st.text(st.sampled_from("abcXYZ019.-_:@/?#% é\n"), max_size=30))

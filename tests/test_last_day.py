@@ -2,9 +2,11 @@
 
 from datetime import date
 
+from tests.listings import states
+
 
 def test_states_on_the_last_day_of_the_calendar(loaded):
     last = loaded.state("us-h200-export-licensing-cn", as_of=date(9999, 12, 31))
     day_before = loaded.state("us-h200-export-licensing-cn", as_of=date(9999, 12, 30))
     assert (last["status"], last["rate_percent"]) == (day_before["status"], day_before["rate_percent"])
-    assert len(loaded.states(as_of=date(9999, 12, 31))) == len(loaded.states(as_of=date(9999, 12, 30))) == 11
+    assert len(states(loaded, as_of=date(9999, 12, 31))) == len(states(loaded, as_of=date(9999, 12, 30))) == 11

@@ -10,9 +10,11 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from eventsourcing.utils import get_topic, resolve_topic
 
 from timeline.domain.errors import Conflict, InvalidInput, NotFound
-from timeline.domain.model import CHECKED, CHECKED_FIELDS, CORRECTABLE, RETRACTED, Rule, unchecked
+from timeline.domain.kinds import CHECKED_FIELDS, CORRECTABLE, unchecked
+from timeline.domain.model import CHECKED, RETRACTED, Rule
 from timeline.service import Tracker
 
 T0 = datetime(2025, 12, 9, 12, 0, tzinfo=timezone.utc)
@@ -59,6 +61,9 @@ def test_each_kind_of_action_has_its_own_event(rule: Rule):
         assert rule.record(action(f"a{n}", kind, "2025-12-08", **extra), at(n)) is True
         (event,) = rule.collect_events()
         assert type(event) is event_class
+        # The class's topic is stored with every event: it names the class where it always was.
+        assert get_topic(event_class) == f"timeline.domain.model:Rule.{event_class.__name__}"
+        assert resolve_topic(get_topic(event_class)) is event_class
         assert event.action["kind"] == kind
         assert event.timestamp == at(n)  # record time comes from the caller, never the client
 
@@ -110,6 +115,15 @@ def test_a_repeat_with_the_same_fields_records_nothing(rule: Rule):
     assert rule.record(dict(fields), at(2)) is False
     assert rule.collect_events() == []
     assert rule.version == 2
+
+
+def test_an_action_that_breaks_its_kind_is_invalid_even_when_its_id_is_taken(rule: Rule):
+    rule.record(action("e", "ease", "2025-12-08"), at(1))
+    rule.collect_events()
+    with pytest.raises(InvalidInput) as raised:
+        rule.record(action("e", "ease", "2025-12-08", rate_percent=5), at(2))
+    assert raised.value.errors == {"rate_percent": "is only allowed on a fee"}
+    assert rule.collect_events() == []
 
 
 def test_the_same_id_with_other_fields_is_a_conflict(rule: Rule):

@@ -9,6 +9,8 @@ import pytest
 from timeline.feed.webhooks import WebhookStore
 from timeline.web import create_app
 
+from tests.feed.feed_support import deliver_until_idle
+
 H200 = "us-h200-export-licensing-cn"
 
 
@@ -115,6 +117,6 @@ def test_the_backlog_leaves_out_disabled_endpoints(loaded):
             return Result(410) if url.endswith("/b") else Result(500, "HTTP 500")
 
     now = time.time()
-    DeliveryWorker(loaded, sender=Answers(), now=lambda: now).run_until_idle()
+    deliver_until_idle(DeliveryWorker(loaded, sender=Answers(), now=lambda: now))
     assert not store.get(gone.id).active
     assert store.backlog(head) == {kept.id: 2}

@@ -17,6 +17,8 @@ from timeline.schemas import ActionSchema, RuleSchema
 from timeline.service import Tracker
 from timeline.web import create_app
 
+from tests.listings import diff, states
+
 H200 = "us-h200-export-licensing-cn"
 BILL = "us-safe-chips-bill"
 TARIFF = "us-fentanyl-tariff-cn"
@@ -662,9 +664,9 @@ def test_whole_listings_walk_keyset_pages(loaded: Tracker) -> None:
 
     known_at = loaded.known_at()
     day = date(2025, 12, 9)
-    assert list(loaded.iter_states(day, known_at, page=3)) == loaded.states(day, parse_instant(known_at))
+    assert list(loaded.iter_states(day, known_at, page=3)) == states(loaded, day, parse_instant(known_at))
     start = date(2020, 1, 1)
-    _, changes = loaded.diff(start, day, parse_instant(known_at))
+    _, changes = diff(loaded, start, day, parse_instant(known_at))
     assert len(changes) > 2
     assert list(loaded.iter_changes(start, day, known_at, page=2)) == changes
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.listings import states
 from tests.pg import postgres_settings
 from timeline.config import Settings
 from timeline.fixtures import bundled_fixtures, load_fixtures
@@ -64,6 +65,7 @@ def _rollbacks(settings: Settings, stop: threading.Event) -> int:
     return done
 
 
+@pytest.mark.slow
 def test_a_consumer_following_the_log_never_skips_an_event(pg_settings: Settings) -> None:
     setup = Tracker(pg_settings)
     for n in range(2):
@@ -135,8 +137,8 @@ def test_export_moves_between_sqlite_and_postgresql_unchanged(tmp_path: Path, pg
     assert list(back.export()) == first
     for tracker in (pg, back):
         for day in ("2025-10-15", "2025-11-15", "2025-12-09"):
-            got = tracker.states(date.fromisoformat(day))
-            want = lite.states(date.fromisoformat(day))
+            got = states(tracker, date.fromisoformat(day))
+            want = states(lite, date.fromisoformat(day))
             assert [{**s, "known_at": None} for s in got] == [{**s, "known_at": None} for s in want]
     for t in (lite, pg, back):
         t.close()
@@ -157,6 +159,7 @@ tracker.close()
 """
 
 
+@pytest.mark.slow
 def test_processes_starting_together_on_a_new_schema_all_start(pg_settings: Settings, tmp_path: Path) -> None:
     """Schemas, tables and functions are created one process at a time, whoever comes first."""
     import subprocess

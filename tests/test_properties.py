@@ -19,14 +19,18 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Iterator
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from timeline.config import Settings
 from timeline.domain.dates import PolicyDate, parse_instant
 from timeline.domain.errors import TimelineError
-from timeline.domain.fold import KINDS, Action, boundaries, segments, state_on
+from timeline.domain.fold import Action, boundaries, segments, state_on
+from timeline.domain.kinds import KINDS
 from timeline.service import Tracker
+
+from tests.listings import diff, states
 
 FIRST_DAY = date(2020, 1, 1)
 LAST_DAY = date(2026, 12, 31)
@@ -151,12 +155,13 @@ def valid_time_answers(tracker: Tracker, days_asked: list[date]) -> dict:
     """Every rule's state on each day, as known now, without the instant it was asked."""
     answers = {}
     for day in days_asked:
-        for state in tracker.states(day):
+        for state in states(tracker, day):
             answers[(day, state["rule"]["id"])] = {k: v for k, v in state.items()
                                                    if k != "known_at"}
     return answers
 
 
+@pytest.mark.slow
 @STORE_SETTINGS
 @given(distinct_start_actions(max_size=6), st.randoms(use_true_random=False))
 def test_record_order_does_not_change_valid_time_states_in_the_store(actions, random):
@@ -231,14 +236,15 @@ def answers_at(tracker: Tracker, known_at: str) -> dict:
     instant = parse_instant(known_at)
     result: dict[Any, Any] = {}
     for day in ASKED_DAYS:
-        for state in tracker.states(day, instant):
+        for state in states(tracker, day, instant):
             result[(day, state["rule"]["id"])] = state
     for rule_id in RULES:
         result[("history", rule_id)] = tracker.history(rule_id, instant)
-    result["diff"] = tracker.diff(ASKED_DAYS[2], ASKED_DAYS[4], instant)
+    result["diff"] = diff(tracker, ASKED_DAYS[2], ASKED_DAYS[4], instant)
     return result
 
 
+@pytest.mark.slow
 @STORE_SETTINGS
 @given(histories())
 def test_an_answer_at_known_at_never_changes_after_more_events(steps):
@@ -264,6 +270,7 @@ def read_model_rows(tracker: Tracker) -> dict[str, list[tuple]]:
     return tables
 
 
+@pytest.mark.slow
 @STORE_SETTINGS
 @given(histories())
 def test_rebuild_equals_the_incremental_read_model(steps):
@@ -281,11 +288,12 @@ def test_rebuild_equals_the_incremental_read_model(steps):
 
 def search(tracker: Tracker, word: str) -> tuple[list[str], list[tuple[str, str]]]:
     """What text search finds: rules (by title, subjects, summaries) and timeline actions."""
-    rules = [s["rule"]["id"] for s in tracker.states(date(2025, 12, 9), q=word)]
+    rules = [s["rule"]["id"] for s in states(tracker, date(2025, 12, 9), q=word)]
     items, _ = tracker.timeline(q=word, limit=1000)
     return rules, [(i["rule_id"], i["id"]) for i in items]
 
 
+@pytest.mark.slow
 @STORE_SETTINGS
 @given(histories())
 def test_export_import_export_is_byte_identical(steps):

@@ -15,6 +15,8 @@ from timeline.readmodel.projector import Projector
 from timeline.service import Tracker
 from timeline.store import RecordClock
 
+from tests.listings import states
+
 H200 = "us-h200-export-licensing-cn"
 DAY = date(2025, 12, 9)
 SOURCE = {"title": "Asia Times, December 2025"}
@@ -57,11 +59,11 @@ def test_a_write_its_writer_did_not_project_is_projected_by_the_next_read_of_ano
 def test_a_failure_while_projecting_leaves_no_half_applied_batch(
     loaded: Tracker, monkeypatch: pytest.MonkeyPatch,
 ):
-    expected = loaded.states(DAY)
+    expected = states(loaded, DAY)
     position = loaded.readmodel.position()
     loaded.record_action(H200, {"id": "lift", "kind": "lift", "effective": "2026-01-01",
                                 "sources": [SOURCE]})
-    lifted = loaded.states(date(2026, 2, 1))
+    lifted = states(loaded, date(2026, 2, 1))
     loaded.readmodel.drop()
     calls = {"n": 0}
     original = Projector.apply
@@ -82,8 +84,8 @@ def test_a_failure_while_projecting_leaves_no_half_applied_batch(
 
     monkeypatch.setattr(Projector, "apply", original)
     assert loaded.catch_up() == position + 1
-    assert loaded.states(DAY, parse_instant(expected[0]["known_at"])) == expected
-    assert loaded.states(date(2026, 2, 1), parse_instant(lifted[0]["known_at"])) == lifted
+    assert states(loaded, DAY, parse_instant(expected[0]["known_at"])) == expected
+    assert states(loaded, date(2026, 2, 1), parse_instant(lifted[0]["known_at"])) == lifted
 
 
 def test_a_read_model_from_another_store_is_started_again(settings: Settings, loaded: Tracker):
@@ -97,7 +99,7 @@ def test_a_read_model_from_another_store_is_started_again(settings: Settings, lo
         settings.sqlite_path.unlink()
     fresh = Tracker(settings)
     try:
-        assert fresh.states(DAY) == []
+        assert states(fresh, DAY) == []
         assert fresh.readmodel.position() == 0
     finally:
         fresh.close()
@@ -105,7 +107,7 @@ def test_a_read_model_from_another_store_is_started_again(settings: Settings, lo
 
 def test_a_read_model_of_an_earlier_layout_is_rebuilt_on_first_use(settings: Settings, loaded: Tracker):
     """An upgrade meets the read model of an earlier release: it is made again from the events."""
-    expected = loaded.states(DAY)
+    expected = states(loaded, DAY)
     history = loaded.history(H200)[1]
     loaded.close()
     conn = sqlite3.connect(settings.readmodel_path)
@@ -126,7 +128,7 @@ def test_a_read_model_of_an_earlier_layout_is_rebuilt_on_first_use(settings: Set
     conn.close()
     upgraded = Tracker(settings)
     try:
-        assert without_known_at(upgraded.states(DAY)) == without_known_at(expected)
+        assert without_known_at(states(upgraded, DAY)) == without_known_at(expected)
         assert upgraded.history(H200)[1] == history
         assert upgraded.readmodel.position() == upgraded.app.head()
     finally:
@@ -196,7 +198,7 @@ def test_corrections_move_and_retractions_remove_actions_in_the_timeline(loaded:
 
 
 def found(tracker: Tracker, q: str) -> list[str]:
-    return [state["rule"]["id"] for state in tracker.states(DAY, q=q)]
+    return [state["rule"]["id"] for state in states(tracker, DAY, q=q)]
 
 
 def test_search_finds_titles_subjects_and_summaries(loaded: Tracker):

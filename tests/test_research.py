@@ -20,6 +20,8 @@ from timeline.research import csv_cell
 from timeline.spreadsheet import protect, unprotect
 from timeline.service import Tracker
 
+from tests.listings import states
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from generate import HistoryGenerator  # noqa: E402
 
@@ -233,13 +235,13 @@ def test_a_download_at_known_at_gives_the_same_bytes_whatever_is_recorded_later(
 
 
 def test_filters_choose_rules_as_the_rule_list_does(loaded, client):
-    listing = loaded.states(jurisdiction="CN")
+    listing = states(loaded, jurisdiction="CN")
     spells = _jsonl(client.get("/api/v1/spells?jurisdiction=CN&format=jsonl").get_data(as_text=True))
     with_actions = {s["rule"]["id"] for s in listing if s["based_on"]}
     assert {s["rule_id"] for s in spells} == with_actions and with_actions
     for name, value in (("instrument", "export_control"), ("q", "gallium"),
                         ("rule", "us-h200-export-licensing-cn")):
-        expected = ({s["rule"]["id"] for s in loaded.states(**{name: value})} if name != "rule"
+        expected = ({s["rule"]["id"] for s in states(loaded, **{name: value})} if name != "rule"
                     else {value})
         panel = _jsonl(client.get(f"/api/v1/panel?from=2025-01-01&to=2025-12-31&every=quarter"
                                   f"&format=jsonl&{name}={value}").get_data(as_text=True))

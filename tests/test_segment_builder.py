@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from timeline.domain.dates import PolicyDate
-from timeline.domain.fold import KINDS, Action, Segment, SegmentBuilder, segments
+from timeline.domain.fold import Action, Segment, SegmentBuilder, segments
+from timeline.domain.kinds import KINDS
 
 
 def _text(day: date, precision: str) -> str:
@@ -80,6 +82,7 @@ def histories(draw):
     return steps
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(histories())
 def test_every_change_gives_the_segments_of_a_fresh_fold(steps):

@@ -156,6 +156,7 @@ def test_serve_loads_the_fixtures_and_answers_reads_and_writes(env, tmp_path):
     assert "Traceback" not in stderr
 
 
+@pytest.mark.slow
 def test_serve_leaves_a_store_with_events_as_it_is(env, tmp_path):
     fixtures = Path(__file__).resolve().parents[1] / "fixtures"
     loaded = timeline(env, tmp_path, "load", str(fixtures / "cn-rare-earth-embargo-jp.yaml"))
@@ -169,6 +170,7 @@ def test_serve_leaves_a_store_with_events_as_it_is(env, tmp_path):
     assert not any("bundled fixtures" in line for line in server.lines)
 
 
+@pytest.mark.slow
 def test_a_port_in_use_is_a_clear_error(env, tmp_path):
     server = Server(env, tmp_path)
     try:

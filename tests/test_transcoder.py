@@ -86,6 +86,7 @@ json_values = st.recursive(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None)
 @given(st.dictionaries(keys, json_values, max_size=5), st.booleans())
 def test_any_state_reads_as_eventsourcing_reads_it(state: dict, stamped: bool) -> None:

@@ -22,7 +22,7 @@ from eventsourcing.sqlite import SQLiteApplicationRecorder
 from timeline import event_tables
 
 from timeline.domain.errors import Conflict, InvalidInput, NotFound
-from timeline.domain.model import RULE_FIELDS, Rule, check_action_fields, fingerprint
+from timeline.domain.model import RULE_FIELDS, Rule, fingerprint
 from timeline.fastjson import has_long_number
 from timeline.store import RecordClock
 
@@ -200,7 +200,6 @@ class PolicyApplication(Application[str]):
         action = dict(action)
         if not action.get("id"):
             action["id"] = new_id(action["kind"])
-        check_action_fields(action)
         if not rule.record(action, clock.next(), request):
             return Outcome(rule_id, action["id"], rule.action_version(action["id"]), False)
         return self._save(rule, action["id"], applied)

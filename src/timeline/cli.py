@@ -148,7 +148,7 @@ def serve(host: str, port: int, workers: int) -> None:
         click.echo(f"timeline serving on {url} (Ctrl-C stops)", err=True)
 
     with tracker() as t:
-        if t.app.head() == 0:
+        if t.head() == 0:
             report = load_fixtures(t, bundled_fixtures())
             click.echo(f"Empty store: loaded the bundled fixtures ({report.rules_added} rule(s), "
                        f"{report.actions_added} action(s)).", err=True)
@@ -406,7 +406,7 @@ def import_(file: Path) -> None:
 def rebuild() -> None:
     """Drop every read model and rebuild it from the events, with a progress bar."""
     with tracker() as t:
-        total = t.app.head()
+        total = t.head()
         with click.progressbar(length=total, label="Rebuilding read models", file=sys.stderr) as bar:
             position = t.rebuild(progress=lambda _pos, count: bar.update(count))
     click.echo(f"Rebuilt read models up to position {position}.")

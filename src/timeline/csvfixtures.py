@@ -27,7 +27,7 @@ from typing import Any, Callable
 from marshmallow import ValidationError
 
 from timeline.domain.errors import TimelineError
-from timeline.schemas import ActionSchema, FixtureRuleSchema, errors_by_field
+from timeline.schemas import FileActionSchema, FixtureRuleSchema, errors_by_field
 from timeline.spreadsheet import unprotect
 
 RULE_COLUMNS = ("id", "title", "jurisdiction", "instrument", "targets", "subjects", "tags", "links")
@@ -52,9 +52,6 @@ TRIMMED = frozenset({"id", "rule", "rule_id", "kind", "effective", "announced", 
 
 class CsvError(TimelineError):
     """A CSV file that cannot be loaded; the message names the file, the row and the column."""
-
-    status = 422
-    title = "Invalid CSV fixture"
 
 
 @dataclass
@@ -263,6 +260,6 @@ def _action(path: Path, header: list[str], number: int, cells: list[str]) -> Act
             return f"source_{last}" if f"source_{last}" in SOURCE_COLUMNS else "source_title"
         return head
 
-    checked = _checked(ActionSchema(), action, where, column_of)
+    checked = _checked(FileActionSchema(), action, where, column_of)
     retracted = str(values.get("retracted", "")).lower() in TRUE_CELLS
     return ActionRow(rule_id=rule_id, action=checked, where=where, retracted=retracted)

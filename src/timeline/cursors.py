@@ -19,9 +19,6 @@ LIST_MAX_LIMIT = 1000  # a larger limit is answered with this many
 class BadCursor(TimelineError):
     """A cursor this server did not give, or given with parameters of another query."""
 
-    status = 400
-    title = "Bad request"
-
 
 def _bad(detail: str) -> BadCursor:
     return BadCursor(detail, {"cursor": "is not a cursor this server gave"})

@@ -20,27 +20,20 @@ ACTION_RETRACTED = "timeline.action.retracted"
 EVENT_TYPES = (RULE_REGISTERED, ACTION_RECORDED, ACTION_CORRECTED, ACTION_RETRACTED)
 
 
-# Each event class's public type, as event_type finds it (asked for every event projected).
-_TYPE_OF_CLASS: dict[type, str] = {}
+# Each event class's public type: every kind of action is recorded as one type.
+_TYPE_OF_CLASS: dict[type, str] = {
+    Rule.Registered: RULE_REGISTERED,
+    **{cls: ACTION_RECORDED for cls in Rule.EVENT_BY_KIND.values()},
+    Rule.ActionCorrected: ACTION_CORRECTED,
+    Rule.ActionRetracted: ACTION_RETRACTED,
+}
 
 
 def event_type(event: Rule.Event) -> str:
-    cls = type(event)
-    found = _TYPE_OF_CLASS.get(cls)
-    if found is not None:
-        return found
-    if issubclass(cls, Rule.Registered):
-        found = RULE_REGISTERED
-    elif issubclass(cls, Rule.ActionRecorded):
-        found = ACTION_RECORDED
-    elif issubclass(cls, Rule.ActionCorrected):
-        found = ACTION_CORRECTED
-    elif issubclass(cls, Rule.ActionRetracted):
-        found = ACTION_RETRACTED
-    else:
-        raise TypeError(f"not a timeline event: {cls.__name__}")
-    _TYPE_OF_CLASS[cls] = found
-    return found
+    try:
+        return _TYPE_OF_CLASS[type(event)]
+    except KeyError:
+        raise TypeError(f"not a timeline event: {type(event).__name__}") from None
 
 
 def event_data(event: Rule.Event) -> dict[str, Any]:

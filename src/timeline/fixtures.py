@@ -14,7 +14,8 @@ from marshmallow import ValidationError
 
 from timeline.csvfixtures import ActionRow, CsvError, read_csv_fixture
 from timeline.domain.errors import TimelineError
-from timeline.domain.model import ACTION_FIELDS, fingerprint
+from timeline.domain.kinds import ACTION_FIELDS
+from timeline.domain.model import fingerprint
 from timeline.schemas import FixtureFileSchema, errors_by_field
 
 FIXTURE_SUFFIXES = (".yaml", ".yml", ".json", ".csv")
@@ -32,9 +33,6 @@ _FixtureLoader.yaml_implicit_resolvers = {
 
 class FixtureError(TimelineError):
     """A fixture file that cannot be loaded; it names the file, the rule and the field."""
-
-    status = 422
-    title = "Invalid fixture"
 
 
 @dataclass
@@ -186,7 +184,7 @@ def load_fixtures(tracker: Any, paths: list[Path]) -> LoadReport:
                                    f"is used more than once on rule {rule_id!r}")
     for where, rule in rules:
         try:
-            tracker.app.check_repeat({**rule, "actions": []})
+            tracker.check_repeat({**rule, "actions": []})
         except TimelineError as exc:
             raise FixtureError(f"{where}: rule {rule['id']!r}: {exc.detail}", exc.errors) from None
     ordered = _ordered_by_links(rules)

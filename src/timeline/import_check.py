@@ -20,12 +20,15 @@ from marshmallow import Schema, ValidationError, fields, missing, validate
 from marshmallow.decorators import PRE_LOAD, VALIDATES, VALIDATES_SCHEMA
 
 from timeline.domain.errors import InvalidInput, TimelineError
-from timeline.domain.model import CORRECTABLE, Rule, check_action_fields, checked_fields, unchecked
+from timeline.domain.kinds import (
+    CORRECTABLE, apply_correction, check_action_fields, checked_fields, unchecked,
+)
+from timeline.domain.model import Rule
 from timeline.events import (
     ACTION_CORRECTED, ACTION_RECORDED, ACTION_RETRACTED, EVENT_TYPES, RULE_REGISTERED, from_record,
 )
 from timeline.schemas import (
-    ActionSchema, CorrectionSchema, RetractionSchema, RuleSchema, errors_by_field,
+    CorrectionSchema, FileActionSchema, RetractionSchema, RuleSchema, errors_by_field,
 )
 
 
@@ -42,7 +45,7 @@ def checked_events(records: Iterable[dict[str, Any]]) -> Iterator[Rule.Event]:
     }
     # One instance of each schema for the whole file: making one per line cost more than the
     # validation itself (each instance deep-copies its fields, nested schemas included).
-    schemas = (RuleSchema(), ActionSchema(), RetractionSchema(), CorrectionSchema())
+    schemas = (RuleSchema(), FileActionSchema(), RetractionSchema(), CorrectionSchema())
     rule_schema, action_schema, retraction_schema, correction_schema = schemas
     plainly_valid = {schema: PlainlyValid(schema) for schema in schemas}
     versions: dict[str, int] = {}
@@ -131,12 +134,12 @@ def checked_events(records: Iterable[dict[str, Any]]) -> Iterator[Rule.Event]:
         if not isinstance(changes, dict) or not changes or not set(changes) <= set(CORRECTABLE):
             raise refuse(f"a correction changes one or more of {', '.join(CORRECTABLE)}.")
         valid(correction_schema, {"reason": data["reason"], **changes})
-        corrected = {**unchecked(current), **changes}
+        fields = apply_correction(unchecked(current), changes)
         try:
-            check_action_fields({k: v for k, v in corrected.items() if v is not None})
+            check_action_fields(fields)
         except TimelineError as exc:
             raise refuse(exc.detail, exc.errors) from None
-        known[data["action_id"]] = kept(corrected)
+        known[data["action_id"]] = kept(fields)
         yield event
 
 

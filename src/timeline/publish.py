@@ -31,9 +31,6 @@ DEFAULT_LICENSE_URL = "https://opensource.org/license/mit"
 class PublishError(TimelineError):
     """A database that cannot be written where asked."""
 
-    status = 409
-    title = "Cannot publish"
-
 
 # Every table and column, described once: the tables are made from this, and the metadata
 # file says it. Each column: (SQLite type, description).

@@ -10,7 +10,9 @@ import pycountry
 from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from timeline.domain.dates import InvalidDate, PolicyDate, parse_day, parse_instant
-from timeline.domain.fold import KINDS, STATUSES
+from timeline.domain.errors import InvalidInput
+from timeline.domain.fold import STATUSES
+from timeline.domain.kinds import KINDS, MAX_RATE_PERCENT, check_action_fields
 
 INSTRUMENTS = (
     "export_control", "import_tariff", "purchase_restriction", "investment_restriction",
@@ -100,26 +102,33 @@ class SourceSchema(StrictSchema):
 _conditions = fields.List(
     fields.String(validate=validate.Length(min=1, max=500)), validate=validate.Length(max=50)
 )
+_rate_percent = Number(validate=validate.Range(min=0, max=MAX_RATE_PERCENT))
 _sources = fields.List(fields.Nested(SourceSchema), validate=validate.Length(min=1, max=20))
 
 
 class ActionSchema(StrictSchema):
+    """An action's fields and their types; the rules that tie them to the kind are in
+    ``domain/kinds.py``, checked once by the rule aggregate on every write."""
+
     id = fields.String(validate=Pattern(ACTION_ID, error="letters, digits and . _ : - only"))
     kind = fields.String(required=True, validate=validate.OneOf(KINDS))
     effective = PolicyDateField(required=True)
     announced = PolicyDateField()
-    rate_percent = Number(validate=validate.Range(min=0, max=1000))
+    rate_percent = _rate_percent
     until = PolicyDateField()
     conditions = _conditions
     summary = fields.String(validate=validate.Length(max=5000), load_default="")
     sources = fields.List(fields.Nested(SourceSchema), required=True,
                           validate=validate.Length(min=1, max=20))
 
+
+class FileActionSchema(ActionSchema):
+    """An action in a file (fixtures, CSV, an export to import): a whole file is checked before
+    anything of it is stored, so this also checks the rules that tie fields to the kind, which
+    a write leaves to the rule aggregate."""
+
     @validates_schema
     def _by_kind(self, data: dict[str, Any], **_: Any) -> None:
-        from timeline.domain.errors import InvalidInput
-        from timeline.domain.model import check_action_fields
-
         if "kind" not in data or "effective" not in data:
             return
         try:
@@ -132,7 +141,7 @@ class CorrectionSchema(StrictSchema):
     reason = fields.String(required=True, validate=validate.Length(min=1, max=5000))
     effective = PolicyDateField()
     announced = PolicyDateField(allow_none=True)
-    rate_percent = Number(validate=validate.Range(min=0, max=1000))
+    rate_percent = _rate_percent
     until = PolicyDateField(allow_none=True)
     conditions = _conditions
     summary = fields.String(validate=validate.Length(max=5000))
@@ -144,7 +153,7 @@ class RetractionSchema(StrictSchema):
 
 
 class FixtureRuleSchema(RuleSchema):
-    actions = fields.List(fields.Nested(ActionSchema), load_default=list)
+    actions = fields.List(fields.Nested(FileActionSchema), load_default=list)
 
 
 class FixtureFileSchema(StrictSchema):
@@ -278,7 +287,6 @@ class Cursor(fields.String):
     """A ``next_cursor`` this server gave; anything else is refused before the query runs."""
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> str:
-        from timeline.domain.errors import InvalidInput
         from timeline.readmodel.queries import decode_cursor
 
         text = super()._deserialize(value, attr, data, **kwargs)
@@ -367,6 +375,11 @@ class IdempotencyHeaderSchema(Schema):
 # Output shapes: what the API answers, and the OpenAPI document says -----------------------
 
 
+def _next_cursor() -> fields.String:
+    return fields.String(required=True, allow_none=True, metadata={
+        "description": "Pass as cursor for the next page; null on the last page."})
+
+
 class RegisteredRuleSchema(RuleSchema):
     position = fields.Integer(required=True)
     recorded_at = fields.String(required=True, metadata={"format": "date-time"})
@@ -389,8 +402,7 @@ class StateSchema(Schema):
 
 class StateListSchema(Schema):
     items = fields.List(fields.Nested(StateSchema), required=True)
-    next_cursor = fields.String(required=True, allow_none=True, metadata={
-        "description": "Pass as cursor for the next page; null on the last page."})
+    next_cursor = _next_cursor()
     as_of = fields.String(required=True, metadata={"format": "date"})
     known_at = fields.String(required=True, metadata={"format": "date-time"})
 
@@ -443,8 +455,7 @@ class ChangeSchema(Schema):
 
 class DiffSchema(Schema):
     changes = fields.List(fields.Nested(ChangeSchema), required=True)
-    next_cursor = fields.String(required=True, allow_none=True, metadata={
-        "description": "Pass as cursor for the next page; null on the last page."})
+    next_cursor = _next_cursor()
     day_from = fields.String(data_key="from", required=True, metadata={"format": "date"})
     day_to = fields.String(data_key="to", required=True, metadata={"format": "date"})
     known_at = fields.String(required=True, metadata={"format": "date-time"})
@@ -460,8 +471,7 @@ class TimelineItemSchema(RecordedActionSchema):
 
 class TimelinePageSchema(Schema):
     items = fields.List(fields.Nested(TimelineItemSchema), required=True)
-    next_cursor = fields.String(required=True, allow_none=True, metadata={
-        "description": "Pass as cursor for the next page; null on the last page."})
+    next_cursor = _next_cursor()
 
 
 class WrittenSchema(Schema):

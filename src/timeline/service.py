@@ -94,15 +94,14 @@ class Tracker:
 
     # Keeping read models in step -----------------------------------------------------------
 
-    def catch_up(self, progress: Callable[[int, int], None] | None = None,
-                 head: int | None = None) -> int:
+    def catch_up(self, head: int | None = None) -> int:
         """Project every stored event (up to ``head``, the store's head when known)."""
         if head is None:
             head = self.app.head()
         position = self.readmodel.position()
         if position >= head:
             return position
-        return self.projector.catch_up(self.app.events_after, progress=progress)
+        return self.projector.catch_up(self.app.events_after)
 
     def known_at(self, requested: datetime | None = None) -> str:
         """The instant an answer is given for, with every event recorded by then projected.
@@ -208,14 +207,6 @@ class Tracker:
         # One statement sees one snapshot: no transaction around it (the most frequent read).
         return queries.rule_state(self.readmodel.connection(), rule_id, day, at)
 
-    def states(
-        self, as_of: date | None = None, known_at: datetime | None = None, **filters: Any
-    ) -> list[dict]:
-        at = self.known_at(known_at)
-        day = (as_of or utcnow().date()).isoformat()
-        with self.readmodel.read() as conn:
-            return queries.rule_states(conn, day, at, **filters)
-
     def history(self, rule_id: str, known_at: datetime | None = None) -> tuple[str, list[dict]]:
         at = self.known_at(known_at)
         with self.readmodel.read() as conn:
@@ -226,13 +217,6 @@ class Tracker:
         at = self.known_at(known_at)
         with self.readmodel.read() as conn:
             return at, queries.state_segments(conn, rule_id, at)
-
-    def diff(
-        self, day_from: date, day_to: date, known_at: datetime | None = None, **filters: Any
-    ) -> tuple[str, list[dict]]:
-        at = self.known_at(known_at)
-        with self.readmodel.read() as conn:
-            return at, queries.diff(conn, day_from.isoformat(), day_to.isoformat(), at, **filters)
 
     def _listing(self, cursor: str | None, given: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
         """A listing's query and where its page starts: from the request (the first page, its
@@ -360,17 +344,13 @@ class Tracker:
         at = self.known_at(known_at)
         return queries.jurisdictions(self.readmodel.connection(), at)
 
-    def rules(self, known_at: datetime | None = None) -> tuple[str, Iterator[dict]]:
-        """Every rule registered at ``known_at`` (with its ``registered_at``), in id order,
-        read a page at a time."""
-        at = self.known_at(known_at)
-        return at, published.iter_rules(self.readmodel.connection, at)
-
     def histories(self, known_at: datetime | None = None,
                   ) -> tuple[str, Iterator[tuple[dict, list[dict]]]]:
-        """Every rule registered at ``known_at``, in id order, with its actions as known then
-        (as :meth:`history` gives them): one rule in memory at a time."""
-        at, rules = self.rules(known_at)
+        """Every rule registered at ``known_at`` (with its ``registered_at``), in id order,
+        with its actions as known then (as :meth:`history` gives them): one rule in memory at
+        a time."""
+        at = self.known_at(known_at)
+        rules = published.iter_rules(self.readmodel.connection, at)
 
         def each() -> Iterator[tuple[dict, list[dict]]]:
             for rule in rules:
@@ -443,6 +423,29 @@ class Tracker:
             yield from rows(conn)
         finally:
             conn.close()
+
+    # The event log, for feeds and health -----------------------------------------------
+
+    def head(self) -> int:
+        """The newest position in the event store (0 when empty)."""
+        return self.app.head()
+
+    def events_after(self, position: int, limit: int) -> list[tuple[int, Any]]:
+        """Up to ``limit`` stored events after ``position``, as (position, event), in order."""
+        return self.app.events_after(position, limit)
+
+    def readmodel_position(self) -> int:
+        """The position of the newest event in the read models."""
+        return self.readmodel.position()
+
+    def notification_channel(self) -> str:
+        """The PostgreSQL channel the event store NOTIFYs on each commit."""
+        return self.app.recorder.channel_name
+
+    def check_repeat(self, rule: dict[str, Any]) -> None:
+        """Raise :class:`~timeline.domain.errors.Conflict` if loading this rule (and its
+        actions) again would conflict with what is stored."""
+        self.app.check_repeat(rule)
 
     # Export and import -------------------------------------------------------------------
 

@@ -11,10 +11,27 @@ from typing import Any, Callable
 
 from werkzeug.serving import make_server
 
+from timeline.feed.delivery import DeliveryWorker
 from timeline.service import Tracker
 from timeline.web import create_app
 
 SOURCE = [{"title": "Test source"}]
+
+
+def deliver_until_idle(worker: DeliveryWorker, max_rounds: int = 10_000) -> int:
+    """Hand out and send, one try after another in this thread, until nothing is due now;
+    the number of tries sent."""
+    sent = 0
+    for _ in range(max_rounds):
+        worker.hand_out()
+        done = 0
+        while claimed := worker.claim(worker.threads):
+            messages = worker.messages(claimed)
+            done += sum(worker.deliver(tried, messages.get(tried.position)) for tried in claimed)
+        if not done and worker.store.behind(worker.tracker.head()) == []:
+            return sent
+        sent += done
+    return sent
 
 
 def wait_until(condition: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:

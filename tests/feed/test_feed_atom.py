@@ -35,7 +35,7 @@ def test_the_current_document_is_atom_with_the_newest_events_first(loaded):
     assert links(root)["current"] == "http://localhost/feed.atom"
     assert root.find(f"{FH}archive") is None
     entries = root.findall(f"{ATOM}entry")
-    assert len(entries) == loaded.app.head()  # fewer than a page: all of them
+    assert len(entries) == loaded.head()  # fewer than a page: all of them
     updated = [entry.findtext(f"{ATOM}updated") for entry in entries]
     assert updated == sorted(updated, reverse=True)
     assert root.findtext(f"{ATOM}updated") == updated[0]
@@ -84,7 +84,7 @@ def test_archive_pages_hold_every_older_event_once_and_never_change(loaded):
 
     # The current document and the archives together hold every event; overlaps are the same entries.
     everything = set(collected) | set(entry_ids(current))
-    assert len(everything) == loaded.app.head() == 46
+    assert len(everything) == loaded.head() == 46
 
     before = client.get("/feed/archive/2.atom").data
     record(loaded, "us-safe-chips-bill", 15)

@@ -73,7 +73,7 @@ def test_the_same_event_keeps_its_id_and_time(loaded, client):
 
 
 def test_pages_resume_after_any_position(loaded, client):
-    head = loaded.app.head()
+    head = loaded.head()
     everything = client.get("/api/v1/events?limit=1000").get_json()
     assert [int(e["sequence"]) for e in everything["events"]] == list(range(1, head + 1))
 
@@ -95,7 +95,7 @@ def test_pages_resume_after_any_position(loaded, client):
 
 def test_paging_in_small_steps_gives_every_event_once_in_order(loaded, client):
     small = all_events(client, limit=7)
-    assert [int(e["sequence"]) for e in small] == list(range(1, loaded.app.head() + 1))
+    assert [int(e["sequence"]) for e in small] == list(range(1, loaded.head() + 1))
     assert small == client.get("/api/v1/events?limit=1000").get_json()["events"]
 
 
@@ -142,11 +142,12 @@ def test_full_pages_are_cached_for_long_and_the_head_page_revalidates(loaded, cl
     assert again.status_code == 304
 
 
-class GappyApp:
-    """Positions with gaps, as a rolled-back PostgreSQL transaction leaves them."""
+class GappyLog:
+    """A tracker's event log with gaps in its positions, as a rolled-back PostgreSQL
+    transaction leaves them."""
 
     def __init__(self, tracker: Tracker, positions: list[int]):
-        self._events = [event for _, event in tracker.app.events_after(0, 1000)]
+        self._events = [event for _, event in tracker.events_after(0, 1000)]
         self._rows = list(zip(positions, self._events))
 
     def events_after(self, position: int, limit: int):
@@ -158,8 +159,7 @@ class GappyApp:
 
 def test_gaps_in_positions_lose_and_repeat_nothing(loaded):
     positions = [1, 2, 5, 6, 7, 10, 11, 12, 20, 21, 22, 23, 30, 31, 40, 41, 42, 43, 44, 45, 50, 51, 52, 60, 61, 70]
-    gappy = type("T", (), {})()
-    gappy.app = GappyApp(loaded, positions[: loaded.app.head()])
+    gappy = GappyLog(loaded, positions[: loaded.head()])
     seen, after = [], 0
     while True:
         page = read_page(gappy, after, 4)
@@ -167,7 +167,7 @@ def test_gaps_in_positions_lose_and_repeat_nothing(loaded):
         if not page.events:
             break
         after = page.next_after
-    assert seen == positions[: loaded.app.head()]
+    assert seen == positions[: loaded.head()]
     assert read_page(gappy, 3, 2).events[0]["sequence"] == "00000000000000000005"
 
 
@@ -197,8 +197,8 @@ def assert_exactly_once_in_order(seen: list[dict], tracker: Tracker, expected_co
     assert positions == sorted(positions) and len(set(positions)) == len(positions)
     ids = [e["id"] for e in seen]
     assert len(set(ids)) == len(ids)
-    assert len(seen) == expected_count == tracker.app.head()
-    stored = [position for position, _ in tracker.app.events_after(0, 100_000)]
+    assert len(seen) == expected_count == tracker.head()
+    stored = [position for position, _ in tracker.events_after(0, 100_000)]
     assert positions == stored
 
 
@@ -230,6 +230,7 @@ tracker.close()
 """
 
 
+@pytest.mark.slow
 def test_concurrent_writer_processes_on_one_store_while_a_consumer_pages(tracker, settings):
     writers, each = 3, 40
     for n in range(writers):

@@ -20,7 +20,7 @@ from timeline.feed.delivery import DeliveryWorker
 from timeline.feed.webhooks import WebhookStore
 from timeline.service import Tracker
 
-from feed_support import make_app, record, register
+from feed_support import deliver_until_idle, make_app, record, register
 
 pytestmark = pytest.mark.postgres
 DSN = "host=127.0.0.1 port=5432 dbname=test user=postgres connect_timeout=3"
@@ -72,6 +72,7 @@ def test_webhook_tables_live_in_the_stores_schema(pg_settings, pg_tracker):
             "timeline_webhook_failures"} <= tables
 
 
+@pytest.mark.slow
 def test_paging_while_threads_write_gives_every_event_once(pg_tracker):
     for n in range(3):
         register(pg_tracker, f"pg-rule-{n}")
@@ -89,17 +90,18 @@ def test_paging_while_threads_write_gives_every_event_once(pg_tracker):
                 break
             finishing = not any(t.is_alive() for t in threads)
     assert seen == sorted(set(seen))
-    assert len(seen) == 48 == len(pg_tracker.app.events_after(0, 1000))
+    assert len(seen) == 48 == len(pg_tracker.events_after(0, 1000))
 
 
+@pytest.mark.slow
 def test_a_try_is_claimed_by_one_worker_only_and_the_cap_holds(pg_settings, pg_tracker,
                                                                receiver_factory):
     store = WebhookStore(pg_settings)
-    endpoint, _ = store.register(receiver_factory().url, None, pg_tracker.app.head())
+    endpoint, _ = store.register(receiver_factory().url, None, pg_tracker.head())
     register(pg_tracker, "pg-claimed-rule")
     now = time.time()
     deliveries = DeliveryWorker(pg_tracker, now=lambda: now)
-    deliveries.run_until_idle()  # it has answered: more than one try may be in flight to it
+    deliver_until_idle(deliveries)  # it has answered: more than one try may be in flight to it
     record(pg_tracker, "pg-claimed-rule", 5)
     deliveries.hand_out()
     results: list[list] = []
@@ -118,24 +120,25 @@ def test_a_try_is_claimed_by_one_worker_only_and_the_cap_holds(pg_settings, pg_t
     assert len(claimed) == 3 == len(set(claimed))  # never more in flight than the cap, none twice
 
 
+@pytest.mark.slow
 def test_workers_deliver_each_event_once_and_resume_after_a_restart(
     pg_settings, pg_tracker, receiver_factory
 ):
     receiver = receiver_factory(script=[(500, {})])
     store = WebhookStore(pg_settings)
-    endpoint, _ = store.register(receiver.url, None, pg_tracker.app.head())
+    endpoint, _ = store.register(receiver.url, None, pg_tracker.head())
     register(pg_tracker, "pg-hook-rule")
     record(pg_tracker, "pg-hook-rule", 9)
 
     clock = [time.time()]
-    DeliveryWorker(pg_tracker, now=lambda: clock[0]).run_until_idle()
+    deliver_until_idle(DeliveryWorker(pg_tracker, now=lambda: clock[0]))
     assert len(receiver.requests) == 10 and store.get(endpoint.id).pending.attempts == 1
 
     restarted = Tracker(pg_settings)  # a second process's view of the same store
     try:
         clock[0] += 10
         workers = [DeliveryWorker(restarted, now=lambda: clock[0]) for _ in range(3)]
-        threads = [threading.Thread(target=w.run_until_idle) for w in workers]
+        threads = [threading.Thread(target=deliver_until_idle, args=(w,)) for w in workers]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -175,5 +178,5 @@ def test_a_store_with_the_old_webhook_table_moves_to_the_new_one(pg_settings, pg
     store = WebhookStore(pg_settings)
     [endpoint] = store.list()
     assert endpoint.id == "wh_old" and endpoint.pending.position == 2
-    DeliveryWorker(pg_tracker).run_until_idle()
+    deliver_until_idle(DeliveryWorker(pg_tracker))
     assert sorted(int(json.loads(r.body)["sequence"]) for r in receiver.requests) == [2, 3]

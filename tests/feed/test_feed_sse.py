@@ -54,7 +54,7 @@ def positions(events: list[dict]) -> list[int]:
 
 
 def test_events_carry_position_type_and_the_cloudevent(loaded):
-    events, _ = stream(loaded, "/api/v1/events/stream?after=0", TIMELINE_SSE_MAX_EVENTS=loaded.app.head())
+    events, _ = stream(loaded, "/api/v1/events/stream?after=0", TIMELINE_SSE_MAX_EVENTS=loaded.head())
     feed = make_app(loaded).test_client().get("/api/v1/events").get_json()["events"]
     assert [e["data"] for e in events] == feed
     for event in events:
@@ -63,7 +63,7 @@ def test_events_carry_position_type_and_the_cloudevent(loaded):
 
 
 def test_without_a_position_the_stream_starts_at_the_head(loaded):
-    head = loaded.app.head()
+    head = loaded.head()
     events, _ = stream(loaded, writes=lambda: record(loaded, "us-safe-chips-bill", 3),
                        TIMELINE_SSE_MAX_EVENTS=3)
     assert positions(events) == [head + 1, head + 2, head + 3]
@@ -72,7 +72,7 @@ def test_without_a_position_the_stream_starts_at_the_head(loaded):
 
 @pytest.mark.parametrize("where", ["start", "middle", "head", "past the head"])
 def test_resuming_with_after_or_last_event_id(loaded, where):
-    head = loaded.app.head()
+    head = loaded.head()
     after = {"start": 0, "middle": head // 2, "head": head, "past the head": head + 3}[where]
     writes = 6  # positions head+1 .. head+6
     expected = [p for p in range(1, head + writes + 1) if p > after]
@@ -88,7 +88,7 @@ def test_resuming_with_after_or_last_event_id(loaded, where):
 
 
 def test_last_event_id_wins_over_after(loaded):
-    head = loaded.app.head()
+    head = loaded.head()
     events, _ = stream(loaded, "/api/v1/events/stream?after=1", {"Last-Event-ID": str(head - 2)},
                        TIMELINE_SSE_MAX_EVENTS=2)
     assert positions(events) == [head - 1, head]
@@ -135,7 +135,7 @@ def test_a_heartbeat_comment_comes_at_least_every_15_seconds(loaded):
     clock = FakeClock()
     rows: list = []
     waiter = ClockWaiter(clock, rows, {1030.0: 101, 1031.0: 102, 1100.0: 103})
-    waiter.template = loaded.app.events_after(0, 1)[0][1]
+    waiter.template = loaded.events_after(0, 1)[0][1]
     stamps: list[tuple[float, str]] = []
     source = lambda after, limit: [r for r in rows if r[0] > after][:limit]  # noqa: E731
     for chunk in event_stream(source, 100, waiter, StreamLimits(max_seconds=200), clock=clock):
@@ -182,7 +182,7 @@ def test_a_live_client_over_http_gets_new_events_and_resumes_with_last_event_id(
     resumed = read_events({"Last-Event-ID": "3"})
     assert positions(resumed) == [4, 5, 6]
     assert [e["data"]["type"] for e in resumed] == ["timeline.action.recorded"] * 3
-    wait_until(lambda: tracker.app.head() == 7, what="the last writes")
+    wait_until(lambda: tracker.head() == 7, what="the last writes")
 
 
 def test_filters_keep_only_the_matching_events_in_order(loaded):
@@ -190,7 +190,7 @@ def test_filters_keep_only_the_matching_events_in_order(loaded):
     from feed_support import register
 
     register(loaded, "us-filtered-rule")
-    head = loaded.app.head()
+    head = loaded.head()
 
     def writes() -> None:
         record(loaded, "us-safe-chips-bill", 150)  # more than a batch of others first

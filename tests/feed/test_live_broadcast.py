@@ -32,11 +32,11 @@ async def follow(broadcaster: Broadcaster, start: int, count: int,
 def test_subscribers_get_every_event_once_in_order_across_the_window(loaded):
     """A window of 3 events: subscribers far behind read the store, then join the window."""
     register(loaded, "us-live-rule")
-    head = loaded.app.head()
+    head = loaded.head()
     broadcaster = Broadcaster(loaded, PollWaiter(0.01), capacity=10, window=3)
     reads: list[int] = []
-    events_after = loaded.app.events_after
-    loaded.app.events_after = lambda after, limit: reads.append(after) or events_after(after, limit)
+    events_after = loaded.events_after
+    loaded.events_after = lambda after, limit: reads.append(after) or events_after(after, limit)
 
     async def run() -> list[list[int]]:
         broadcaster.start()
@@ -55,7 +55,7 @@ def test_subscribers_get_every_event_once_in_order_across_the_window(loaded):
     try:
         got = asyncio.run(run())
     finally:
-        loaded.app.events_after = events_after
+        loaded.events_after = events_after
     for start, positions in zip((0, head // 2, head, head), got):
         assert positions == list(range(start + 1, head + 13))
     assert reads  # the store was read (the subscribers far behind did so themselves)
@@ -63,11 +63,11 @@ def test_subscribers_get_every_event_once_in_order_across_the_window(loaded):
 
 def test_subscribers_at_the_head_share_the_broadcasters_reads(loaded):
     register(loaded, "us-live-rule")
-    head = loaded.app.head()
+    head = loaded.head()
     broadcaster = Broadcaster(loaded, PollWaiter(0.01), capacity=100)
     readers: list[str] = []
-    events_after = loaded.app.events_after
-    loaded.app.events_after = lambda after, limit: (
+    events_after = loaded.events_after
+    loaded.events_after = lambda after, limit: (
         readers.append(threading.current_thread().name) or events_after(after, limit))
 
     async def run() -> list[list[int]]:
@@ -84,7 +84,7 @@ def test_subscribers_at_the_head_share_the_broadcasters_reads(loaded):
     try:
         got = asyncio.run(run())
     finally:
-        loaded.app.events_after = events_after
+        loaded.events_after = events_after
     assert got == [list(range(head + 1, head + 6))] * 50
     # No subscriber read the store itself: only the broadcaster (and the writer, projecting).
     assert set(readers) <= {"timeline-broadcast", "writer"}
@@ -95,7 +95,7 @@ def test_a_filter_lets_through_the_matching_events_of_new_and_old_rules(loaded):
     loaded.register_rule({"id": "cn-live-rule", "title": "CN", "jurisdiction": "CN",
                           "instrument": "sanction", "targets": [], "subjects": [], "tags": [],
                           "links": []})
-    head = loaded.app.head()
+    head = loaded.head()
     broadcaster = Broadcaster(loaded, PollWaiter(0.01), capacity=10)
 
     async def run() -> list[int]:
@@ -148,7 +148,7 @@ def test_a_quiet_stream_sends_heartbeats_and_ends_when_the_server_stops(tracker)
         chunks: list[bytes] = []
 
         async def collect() -> None:
-            async for chunk in broadcaster.events(tracker.app.head(), EventFilter(),
+            async for chunk in broadcaster.events(tracker.head(), EventFilter(),
                                                   StreamLimits(heartbeat=0.05)):
                 chunks.append(chunk)
 

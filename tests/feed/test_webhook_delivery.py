@@ -30,7 +30,7 @@ from timeline.feed.webhooks import WebhookStore
 from timeline.service import Tracker
 from timeline.tokens import TokenStore
 
-from feed_support import make_app, record, register, wait_until
+from feed_support import deliver_until_idle, make_app, record, register, wait_until
 
 # The Standard Webhooks reference libraries' signing test vector.
 VECTOR_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -59,7 +59,7 @@ def clock() -> Clock:
 
 
 def subscribe(tracker: Tracker, url: str, types=None) -> tuple[str, str]:
-    endpoint, secret = WebhookStore(tracker.settings).register(url, types, tracker.app.head())
+    endpoint, secret = WebhookStore(tracker.settings).register(url, types, tracker.head())
     return endpoint.id, secret
 
 
@@ -113,7 +113,7 @@ def test_each_event_after_registration_arrives_signed_with_lower_case_headers(
     register(private_tracker, "us-after-rule")
     record(private_tracker, "us-after-rule", 2)
 
-    assert worker(private_tracker, clock).run_until_idle() == 3
+    assert deliver_until_idle(worker(private_tracker, clock)) == 3
     feed = make_app(private_tracker).test_client().get("/api/v1/events?after=1").get_json()["events"]
     assert [cloudevent(r) for r in receiver.requests] == feed
     for received in receiver.requests:
@@ -124,7 +124,7 @@ def test_each_event_after_registration_arrives_signed_with_lower_case_headers(
         assert received.path == "/hook"
     assert len({r.header("webhook-id") for r in receiver.requests}) == 3
     endpoint = WebhookStore(private_tracker.settings).get(webhook_id)
-    assert endpoint.delivered_count == 3 and endpoint.settled_through == private_tracker.app.head()
+    assert endpoint.delivered_count == 3 and endpoint.settled_through == private_tracker.head()
 
 
 def test_a_receiver_on_ipv6_loopback_is_reached_by_its_address(private_tracker, clock, receiver_factory):
@@ -134,7 +134,7 @@ def test_a_receiver_on_ipv6_loopback_is_reached_by_its_address(private_tracker, 
         pytest.skip(f"no IPv6 loopback here ({exc})")
     subscribe(private_tracker, receiver.url)
     register(private_tracker, "us-ipv6-rule")
-    worker(private_tracker, clock).run_until_idle()
+    deliver_until_idle(worker(private_tracker, clock))
     [received] = receiver.requests
     assert received.header("host") == receiver.url.split("/")[2]
 
@@ -147,16 +147,16 @@ def test_a_failed_try_is_retried_with_the_same_webhook_id_within_10_seconds(
     register(private_tracker, "us-retry-rule")
     deliveries = worker(private_tracker, clock)
 
-    deliveries.run_until_idle()
+    deliver_until_idle(deliveries)
     assert len(receiver.requests) == 1
     endpoint = deliveries.store.get(webhook_id)
     assert endpoint.pending.attempts == 1 and endpoint.last_status == 500
     assert 5 <= endpoint.pending.next_try_at - clock.now <= 10  # the longest jitter still keeps it under 10 s
 
-    deliveries.run_until_idle()  # not due yet
+    deliver_until_idle(deliveries)  # not due yet
     assert len(receiver.requests) == 1
     clock.advance(10)
-    deliveries.run_until_idle()
+    deliver_until_idle(deliveries)
     assert len(receiver.requests) == 2
     first, second = receiver.requests
     assert first.header("webhook-id") == second.header("webhook-id")
@@ -183,7 +183,7 @@ def test_retries_follow_the_standard_schedule_then_give_up_and_go_on(
 
     delays = []
     for _ in range(tries):
-        deliveries.run_until_idle()
+        deliver_until_idle(deliveries)
         endpoint = deliveries.store.get(webhook_id)
         if not endpoint.pending.count:
             break
@@ -208,13 +208,13 @@ def test_retry_after_is_honoured(private_tracker, clock, receiver_factory):
     webhook_id, _ = subscribe(private_tracker, receiver.url)
     register(private_tracker, "us-busy-rule")
     deliveries = worker(private_tracker, clock)
-    deliveries.run_until_idle()
+    deliver_until_idle(deliveries)
     assert deliveries.store.get(webhook_id).pending.next_try_at - clock.now >= 120
     clock.advance(119)
-    deliveries.run_until_idle()
+    deliver_until_idle(deliveries)
     assert len(receiver.requests) == 1
     clock.advance(1)
-    deliveries.run_until_idle()
+    deliver_until_idle(deliveries)
     assert len(receiver.requests) == 2
     assert deliveries.store.get(webhook_id).pending.next_try_at - clock.now > 3000
 
@@ -232,10 +232,10 @@ def test_410_gone_disables_the_endpoint(private_tracker, clock, receiver_factory
     webhook_id, _ = subscribe(private_tracker, receiver.url)
     register(private_tracker, "us-gone-rule")
     deliveries = worker(private_tracker, clock)
-    deliveries.run_until_idle()
+    deliver_until_idle(deliveries)
     record(private_tracker, "us-gone-rule", 3)
     clock.advance(100_000)
-    deliveries.run_until_idle()
+    deliver_until_idle(deliveries)
     assert len(receiver.requests) == 1
     endpoint = deliveries.store.get(webhook_id)
     assert not endpoint.active and "410" in endpoint.disabled_reason
@@ -247,7 +247,7 @@ def test_redirects_are_not_followed(private_tracker, clock, receiver_factory):
     webhook_id, _ = subscribe(private_tracker, receiver.url)
     register(private_tracker, "us-moved-rule")
     deliveries = worker(private_tracker, clock)
-    deliveries.run_until_idle()
+    deliver_until_idle(deliveries)
     assert elsewhere.requests == []
     endpoint = deliveries.store.get(webhook_id)
     assert endpoint.pending.attempts == 1 and endpoint.last_status == 307
@@ -259,7 +259,7 @@ def test_a_slow_receiver_times_out_and_is_tried_again(private_tracker, clock, re
     webhook_id, _ = subscribe(private_tracker, receiver.url)
     register(private_tracker, "us-slow-rule")
     deliveries = worker(private_tracker, clock, sender=HttpSender(allow_private=True, timeout=0.3))
-    deliveries.run_until_idle()
+    deliver_until_idle(deliveries)
     endpoint = deliveries.store.get(webhook_id)
     assert endpoint.pending.attempts == 1 and endpoint.last_status is None
     assert "Timeout" in endpoint.last_error
@@ -277,11 +277,11 @@ def test_a_refused_event_does_not_hold_back_the_events_after_it(
     register(private_tracker, "us-order-rule")
     record(private_tracker, "us-order-rule", 4)
     deliveries = worker(private_tracker, clock)
-    deliveries.run_until_idle()
+    deliver_until_idle(deliveries)
     positions = [int(cloudevent(r)["sequence"]) for r in receiver.requests]
     assert positions == [1, 2, 3, 4, 5]  # 4 and 5 arrive although 2 and 3 were refused
     clock.advance(10)
-    deliveries.run_until_idle()
+    deliver_until_idle(deliveries)
     positions = [int(cloudevent(r)["sequence"]) for r in receiver.requests]
     assert positions == [1, 2, 3, 4, 5, 2, 3]
     assert len({r.header("webhook-id") for r in receiver.requests}) == 5
@@ -296,9 +296,9 @@ def test_types_filter_what_is_sent(private_tracker, clock, receiver_factory):
     private_tracker.retract_action("us-typed-rule", "a1", "wrong rule")
     record(private_tracker, "us-typed-rule", 2)
     deliveries = worker(private_tracker, clock)
-    deliveries.run_until_idle()
+    deliver_until_idle(deliveries)
     assert [cloudevent(r)["type"] for r in receiver.requests] == ["timeline.action.retracted"]
-    assert deliveries.store.get(webhook_id).settled_through == private_tracker.app.head()
+    assert deliveries.store.get(webhook_id).settled_through == private_tracker.head()
 
 
 def test_a_restarted_worker_resumes_mid_retry_and_loses_nothing(
@@ -309,9 +309,9 @@ def test_a_restarted_worker_resumes_mid_retry_and_loses_nothing(
     webhook_id, secret = subscribe(first, receiver.url)
     register(first, "us-restart-rule")
     record(first, "us-restart-rule", 2)
-    worker(first, clock).run_until_idle()
+    deliver_until_idle(worker(first, clock))
     clock.advance(10)
-    worker(first, clock).run_until_idle()
+    deliver_until_idle(worker(first, clock))
     assert len(receiver.requests) == 4  # 1 failed twice; 2 and 3 went through
     first.close()  # the process stops mid-retry
 
@@ -319,10 +319,10 @@ def test_a_restarted_worker_resumes_mid_retry_and_loses_nothing(
     try:
         record(second, "us-restart-rule", 1)
         restarted = worker(second, clock)
-        restarted.run_until_idle()
+        deliver_until_idle(restarted)
         assert len(receiver.requests) == 5  # the new event; 1's back-off survives the restart
         clock.advance(400)
-        restarted.run_until_idle()
+        deliver_until_idle(restarted)
         positions = [int(cloudevent(r)["sequence"]) for r in receiver.requests]
         assert positions == [1, 2, 3, 1, 4, 1]
         ids = [r.header("webhook-id") for r in receiver.requests]
@@ -343,10 +343,10 @@ def test_a_crashed_workers_lease_runs_out_and_another_takes_over(
     survivor.hand_out()
     store = WebhookStore(private_tracker.settings)
     [held] = store.claim("crashed-worker", clock.now, clock.now + 60, 10, 4)  # and never settles
-    assert survivor.run_until_idle() == 0
+    assert deliver_until_idle(survivor) == 0
     assert receiver.requests == []
     clock.advance(61)
-    assert survivor.run_until_idle() == 1
+    assert deliver_until_idle(survivor) == 1
     assert len(receiver.requests) == 1
     assert not store.delivered(held, "crashed-worker", "x", "msg", 200, clock.now)  # too late
     assert store.get(webhook_id).delivered_count == 1
@@ -368,7 +368,7 @@ def test_tries_in_flight_to_one_endpoint_are_capped(private_tracker, clock, rece
     webhook_id, _ = subscribe(private_tracker, receiver_factory().url)
     register(private_tracker, "us-capped-rule")
     deliveries = worker(private_tracker, clock)
-    deliveries.run_until_idle()  # the endpoint has answered: it may have more than one try in flight
+    deliver_until_idle(deliveries)  # the endpoint has answered: it may have more than one try in flight
     record(private_tracker, "us-capped-rule", 5)
     deliveries.hand_out()
     store = WebhookStore(private_tracker.settings)
@@ -412,7 +412,7 @@ def test_concurrent_workers_deliver_each_event_once(private_tracker, receiver_fa
     register(private_tracker, "us-busy-rule")
     record(private_tracker, "us-busy-rule", 24)
     workers = [DeliveryWorker(private_tracker) for _ in range(4)]
-    threads = [threading.Thread(target=w.run_until_idle) for w in workers]
+    threads = [threading.Thread(target=deliver_until_idle, args=(w,)) for w in workers]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -15,7 +15,7 @@ from timeline.feed import paging
 from timeline.feed.delivery import DeliveryWorker, HttpSender, Result, start_delivery_worker
 from timeline.feed.webhooks import WebhookStore
 
-from feed_support import make_app, record, wait_until
+from feed_support import deliver_until_idle, make_app, record, wait_until
 
 SOURCE = [{"title": "Test source"}]
 
@@ -141,7 +141,7 @@ def test_a_webhook_gets_only_the_events_matching_every_filter(private_tracker, c
     for rule in ("cn-tariff-rule", "cn-export-rule", "us-tariff-rule"):
         record(private_tracker, rule, 2)
     sender = Sender()
-    DeliveryWorker(private_tracker, sender=sender).run_until_idle()
+    deliver_until_idle(DeliveryWorker(private_tracker, sender=sender))
     expected = [e for e in client.get("/api/v1/events?jurisdiction=CN&instrument=import_tariff"
                                       "&type=timeline.action.recorded").get_json()["events"]]
     assert len(expected) == 2
@@ -174,9 +174,9 @@ def test_deliveries_list_recent_tries_newest_first(private_tracker, client, auth
     clock = Clock()
     sender = Sender(lambda position, attempt: 503 if position == 1 and attempt == 1 else 200)
     deliveries = DeliveryWorker(private_tracker, sender=sender, now=clock, rng=lambda: 0.0)
-    deliveries.run_until_idle()
+    deliver_until_idle(deliveries)
     clock.advance(5)
-    deliveries.run_until_idle()
+    deliver_until_idle(deliveries)
 
     path = f"/api/v1/webhooks/{webhook['id']}/deliveries"
     assert client.get(path).status_code == 401
@@ -203,7 +203,7 @@ def test_the_deliveries_log_keeps_a_bounded_number_of_tries(private_tracker, mon
     add_rule(private_tracker, "us-many-rule")
     record(private_tracker, "us-many-rule", 11)
     clock = Clock()
-    DeliveryWorker(private_tracker, sender=Sender(), now=clock, threads=1).run_until_idle()
+    deliver_until_idle(DeliveryWorker(private_tracker, sender=Sender(), now=clock, threads=1))
     kept = store.attempts(endpoint.id, 100)
     assert len(kept) == 5 and int(kept[0]["sequence"]) == 12
 
@@ -217,7 +217,7 @@ def test_replay_sends_matching_events_again_with_the_same_webhook_ids(private_tr
     record(private_tracker, "us-replayed-rule", 3)
     sender = Sender()
     deliveries = DeliveryWorker(private_tracker, sender=sender)
-    deliveries.run_until_idle()
+    deliver_until_idle(deliveries)
     first = {s["position"]: s["webhook-id"] for s in sender.sent}
     assert sorted(first) == [1, 3, 4, 5]
 
@@ -228,7 +228,7 @@ def test_replay_sends_matching_events_again_with_the_same_webhook_ids(private_tr
     assert client.post("/api/v1/webhooks/wh_nope/replay", json={"after": 0}, headers=auth).status_code == 404
     accepted = client.post(path, json={"after": 3}, headers=auth)
     assert accepted.status_code == 202
-    deliveries.run_until_idle()
+    deliver_until_idle(deliveries)
     again = sender.sent[4:]
     assert sorted(s["position"] for s in again) == [4, 5]
     assert all(s["webhook-id"] == first[s["position"]] for s in again)
@@ -247,9 +247,9 @@ def test_an_endpoint_failing_every_try_for_5_days_is_disabled_and_shown_so(
     add_rule(private_tracker, "us-failing-rule")
     for _ in range(6):  # a new event each day, every try refused
         record(private_tracker, "us-failing-rule", 1)
-        deliveries.run_until_idle()
+        deliver_until_idle(deliveries)
         clock.advance(86400)
-        deliveries.run_until_idle()
+        deliver_until_idle(deliveries)
     shown = client.get(f"/api/v1/webhooks/{webhook['id']}", headers=auth).get_json()
     assert shown["active"] is False and "5 days" in shown["disabled_reason"]
     listed = client.get("/api/v1/webhooks", headers=auth).get_json()["items"]
@@ -257,7 +257,7 @@ def test_an_endpoint_failing_every_try_for_5_days_is_disabled_and_shown_so(
     tried = len(sender.sent)
     record(private_tracker, "us-failing-rule", 1)
     clock.advance(86400)
-    deliveries.run_until_idle()
+    deliver_until_idle(deliveries)
     assert len(sender.sent) == tried  # nothing more goes to a disabled endpoint
 
 
@@ -270,7 +270,7 @@ def test_a_success_resets_the_five_days(private_tracker):
     add_rule(private_tracker, "us-flaky-rule")
     for _ in range(8):
         record(private_tracker, "us-flaky-rule", 2)
-        deliveries.run_until_idle()
+        deliver_until_idle(deliveries)
         clock.advance(86400)
     assert store.get(endpoint.id).active
 
@@ -303,7 +303,7 @@ def test_a_store_with_the_old_webhook_table_moves_to_the_new_one(private_setting
     assert endpoint.id == "wh_old" and endpoint.delivered_count == 1
     assert endpoint.pending.position == 2 and endpoint.pending.attempts == 3
     sender = Sender()
-    DeliveryWorker(private_tracker, sender=sender).run_until_idle()
+    deliver_until_idle(DeliveryWorker(private_tracker, sender=sender))
     assert sorted(s["position"] for s in sender.sent) == [2, 3, 4]
     assert store.get("wh_old").delivered_count == 4
     conn = sqlite3.connect(private_settings.sqlite_path)
@@ -421,10 +421,10 @@ def test_backlog_counts_each_active_endpoints_unsettled_events(private_tracker):
     second = store.register("http://127.0.0.1:9/second", None, 0)[0].id
     add_rule(private_tracker, "us-backlog-rule")
     record(private_tracker, "us-backlog-rule", 3)
-    head = private_tracker.app.head()
+    head = private_tracker.head()
     assert store.backlog(head) == {first: 4, second: 4}  # not looked at yet
     sender = Sender(lambda position, attempt: 204 if position >= 3 else 500)
-    DeliveryWorker(private_tracker, sender=sender, now=Clock()).run_until_idle()
+    deliver_until_idle(DeliveryWorker(private_tracker, sender=sender, now=Clock()))
     assert store.backlog(head) == {first: 2, second: 2}  # 1 and 2 wait for their retries
 
 
@@ -437,7 +437,7 @@ def test_every_message_carries_its_sequence(private_tracker, receiver_factory):
                                                         "sources": SOURCE})
     private_tracker.correct_action("us-sequenced-rule", "a1", {"effective": "2026"}, "misdated")
     private_tracker.retract_action("us-sequenced-rule", "a1", "wrong rule")
-    DeliveryWorker(private_tracker).run_until_idle()
+    deliver_until_idle(DeliveryWorker(private_tracker))
     bodies = [json.loads(r.body) for r in receiver.requests]
     assert len({body["type"] for body in bodies}) == 4
     assert sorted(int(body["sequence"]) for body in bodies) == list(range(1, 7))

@@ -14,7 +14,7 @@ from timeline.feed.delivery import DeliveryWorker, HttpSender
 from timeline.feed.urlsafety import RefusedURL, check_url, is_public
 from timeline.feed.webhooks import WebhookStore
 
-from feed_support import make_app, record, register
+from feed_support import deliver_until_idle, make_app, record, register
 
 REFUSED = [
     "http://127.0.0.1/hook",
@@ -146,9 +146,9 @@ def test_a_name_re_pointed_at_a_private_address_is_refused_at_delivery(tracker, 
     rebound = lambda host, port: ["10.0.0.7"]  # noqa: E731
     now = [1_000_000.0]
     worker = DeliveryWorker(tracker, sender=HttpSender(resolver=rebound), now=lambda: now[0])
-    assert worker.run_until_idle() == 1
+    assert deliver_until_idle(worker) == 1
     endpoint = worker.store.get(created.get_json()["id"])
-    assert endpoint.pending.attempts == 1 and endpoint.pending.position == tracker.app.head()
+    assert endpoint.pending.attempts == 1 and endpoint.pending.position == tracker.head()
     assert endpoint.last_status is None
     assert "refused" in endpoint.last_error and "10.0.0.7" in endpoint.last_error
     assert endpoint.delivered_count == 0

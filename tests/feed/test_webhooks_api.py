@@ -24,7 +24,7 @@ def auth(private_token):
 
 
 def test_registering_answers_201_with_an_id_and_a_whsec_secret(client, auth, private_tracker):
-    record_head = private_tracker.app.head()
+    record_head = private_tracker.head()
     response = client.post("/api/v1/webhooks", json={"url": URL}, headers=auth)
     assert response.status_code == 201
     body = response.get_json()

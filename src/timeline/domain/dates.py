@@ -6,7 +6,7 @@ import calendar
 import functools
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timezone
 
 # ASCII digits only, and the whole string: ``$`` alone would let a trailing newline through.
 _PATTERN = re.compile(r"([0-9]{4})(?:-([0-9]{2})(?:-([0-9]{2}))?)?")
@@ -27,34 +27,11 @@ class PolicyDate:
     start: date
     end: date  # last day of the period, inclusive
 
-    @classmethod
-    def parse(cls, text: str) -> PolicyDate:
+    @staticmethod
+    def parse(text: str) -> PolicyDate:
         if not isinstance(text, str):
             raise InvalidDate("must be a date string: YYYY, YYYY-MM or YYYY-MM-DD")
-        if cls is PolicyDate:
-            return _parse(text)  # the same few thousand dates come back again and again
-        return cls._parse(text)
-
-    @classmethod
-    def _parse(cls, text: str) -> PolicyDate:
-        match = _PATTERN.fullmatch(text)
-        if not match:
-            raise InvalidDate(f"{text!r} is not YYYY, YYYY-MM or YYYY-MM-DD")
-        year, month, day = match.groups()
-        try:
-            if day is not None:
-                start = date(int(year), int(month), int(day))
-                return cls(text, DAY, start, start)
-            if month is not None:
-                m = int(month)
-                last = calendar.monthrange(int(year), m)[1]
-                return cls(text, MONTH, date(int(year), m, 1), date(int(year), m, last))
-            y = int(year)
-            if y < 1:
-                raise ValueError("year 0 does not exist")
-            return cls(text, YEAR, date(y, 1, 1), date(y, 12, 31))
-        except ValueError:
-            raise InvalidDate(f"{text!r} is not a real date") from None
+        return _parse(text)
 
     @property
     def is_precise(self) -> bool:
@@ -67,12 +44,28 @@ class PolicyDate:
         return self.text
 
 
-# PolicyDate is immutable: one parse of each text serves every action that has it.
-_parse = functools.lru_cache(maxsize=1 << 16)(PolicyDate._parse)
-
-# PolicyDate.parse for a text already known to be a string, as in every stored action: the
-# projector reads a date or two for every event.
-parse_text = _parse
+# PolicyDate is immutable: one parse of each text serves every action that has it (the same
+# few thousand dates come back for every event projected).
+@functools.lru_cache(maxsize=1 << 16)
+def _parse(text: str) -> PolicyDate:
+    match = _PATTERN.fullmatch(text)
+    if not match:
+        raise InvalidDate(f"{text!r} is not YYYY, YYYY-MM or YYYY-MM-DD")
+    year, month, day = match.groups()
+    try:
+        if day is not None:
+            start = date(int(year), int(month), int(day))
+            return PolicyDate(text, DAY, start, start)
+        if month is not None:
+            m = int(month)
+            last = calendar.monthrange(int(year), m)[1]
+            return PolicyDate(text, MONTH, date(int(year), m, 1), date(int(year), m, last))
+        y = int(year)
+        if y < 1:
+            raise ValueError("year 0 does not exist")
+        return PolicyDate(text, YEAR, date(y, 1, 1), date(y, 12, 31))
+    except ValueError:
+        raise InvalidDate(f"{text!r} is not a real date") from None
 
 
 def parse_day(text: str) -> date:
@@ -81,10 +74,6 @@ def parse_day(text: str) -> date:
     if parsed.precision != DAY:
         raise InvalidDate(f"{text!r} is not a full day (YYYY-MM-DD)")
     return parsed.start
-
-
-def next_day(day: date) -> date:
-    return day + timedelta(days=1) if day < date.max else day
 
 
 _INSTANT = re.compile(

@@ -1,13 +1,11 @@
-"""Errors the domain and the application raise; the web and CLI layers map them in one place each."""
+"""Errors a user can cause, by what went wrong; the web layer (``web/errors.py``) and the CLI
+each say them their own way."""
 
 from __future__ import annotations
 
 
 class TimelineError(Exception):
-    """Base of every error a user can cause."""
-
-    status = 400
-    title = "Bad request"
+    """Base of every error a user can cause: a request that cannot be answered as asked."""
 
     def __init__(self, detail: str, errors: dict[str, object] | None = None):
         super().__init__(detail)
@@ -18,29 +16,18 @@ class TimelineError(Exception):
 class InvalidInput(TimelineError):
     """Fields that break the contract's rules; nothing is stored."""
 
-    status = 422
-    title = "Invalid input"
-
 
 class NotFound(TimelineError):
-    status = 404
-    title = "Not found"
+    """No rule or action with the id given."""
 
 
 class Conflict(TimelineError):
     """The id exists with other fields, or a concurrent writer got there first."""
 
-    status = 409
-    title = "Conflict"
-
 
 class StoreNotEmpty(TimelineError):
-    status = 409
-    title = "Store not empty"
+    """An import into a store that already holds events."""
 
 
 class StoreUnavailable(TimelineError):
     """The event store cannot be reached."""
-
-    status = 503
-    title = "Store unavailable"

@@ -12,10 +12,10 @@ from datetime import date, timedelta
 from typing import Iterable, NamedTuple, Sequence
 
 from timeline.domain.dates import DAY, PolicyDate
+from timeline.domain.kinds import BY_NAME
 
-KINDS = ("ban", "restrict", "ease", "fee", "pause", "resume", "lift", "propose")
+_ONE_DAY = timedelta(days=1)
 STATUSES = ("none", "proposed", "restricted", "banned", "eased", "in_force", "paused", "lifted")
-_SETS_STATUS = {"ban": "banned", "restrict": "restricted", "ease": "eased"}
 
 # Makes a named tuple from a tuple of all its fields without a call to its __new__, which is
 # Python code: the fold makes several for every action it applies.
@@ -62,7 +62,10 @@ class _Underlying:
 
 
 @dataclass(slots=True)
-class _Fold:
+class Fold:
+    """Where the fold stands after the actions applied so far (each kind's effect, in kinds.py,
+    changes it)."""
+
     status: str = "none"
     rate_percent: float | None = None
     conditions: tuple[str, ...] = ()
@@ -72,22 +75,15 @@ class _Fold:
     underlying: _Underlying | None = None
     expired: list[Action] = field(default_factory=list)  # pauses that ended on their until day
 
-    @property
-    def paused(self) -> bool:
-        return self.underlying is not None
-
     def end_pause(self, since: str) -> None:
+        """A resume, or the pause's until day: what the pause suspended comes back."""
         assert self.underlying is not None
         self.status = self.underlying.status
-        self.rate_percent = self.underlying.rate_percent
-        self.conditions = self.underlying.conditions
-        self.underlying = None
-        self.pause = None
-        self.until = None
+        self.leave_pause()
         self.since = since
 
-    def leave_pause_for(self, action: Action) -> None:
-        """ban, restrict, ease and lift end a pause: the suspended rate and conditions resume."""
+    def leave_pause(self) -> None:
+        """Ends a pause without its status: the suspended rate and conditions resume."""
         if self.underlying is not None:
             self.rate_percent = self.underlying.rate_percent
             self.conditions = self.underlying.conditions
@@ -95,61 +91,16 @@ class _Fold:
             self.pause = None
             self.until = None
 
+    def suspend(self, since: str) -> None:
+        """Starts a pause: the status, rate and conditions wait until it ends."""
+        self.underlying = _Underlying(self.status, self.rate_percent, self.conditions)
+        self.status = "paused"
+        self.rate_percent = None
+        self.conditions = ()
+        self.since = since
+
     def apply(self, action: Action) -> None:
-        kind = action.kind
-        given = action.conditions
-        if kind in _SETS_STATUS:
-            self.leave_pause_for(action)
-            self.status = _SETS_STATUS[kind]
-            self.since = action.effective.text
-            if given is not None:
-                self.conditions = given
-        elif kind == "fee":
-            rate = action.rate_percent if action.rate_percent else None
-            if self.underlying is not None:
-                self.underlying.rate_percent = rate
-                if given is not None:
-                    self.underlying.conditions = given
-            else:
-                self.rate_percent = rate
-                if rate is not None and self.status in ("none", "proposed", "lifted"):
-                    self.status = "in_force"
-                    self.since = action.effective.text
-                if given is not None:
-                    self.conditions = given
-        elif kind == "pause":
-            if self.underlying is None:
-                self.underlying = _Underlying(self.status, self.rate_percent, self.conditions)
-                self.status = "paused"
-                self.rate_percent = None
-                self.conditions = ()
-                self.since = action.effective.text
-            if given is not None:
-                self.underlying.conditions = given
-            self.pause = action
-            self.until = action.until
-        elif kind == "resume":
-            if self.underlying is not None:
-                self.end_pause(action.effective.text)
-        elif kind == "lift":
-            self.underlying = None
-            self.pause = None
-            self.until = None
-            self.status = "lifted"
-            self.rate_percent = None
-            self.conditions = ()
-            self.since = action.effective.text
-        elif kind == "propose":
-            if self.status in ("none", "lifted"):
-                self.status = "proposed"
-                self.since = action.effective.text
-            if given is not None:
-                if self.underlying is not None:
-                    self.underlying.conditions = given
-                else:
-                    self.conditions = given
-        else:  # pragma: no cover - kinds are validated before they reach the fold
-            raise ValueError(f"unknown kind {kind!r}")
+        BY_NAME[action.kind].effect(self, action)  # kinds are checked before they reach the fold
 
     def state(self, uncertain: Sequence[str], based_on: tuple[str, ...]) -> State:
         """The answer: where the fold stands, with what makes it uncertain and what it rests on."""
@@ -173,7 +124,7 @@ def ordered(actions: Iterable[Action]) -> list[Action]:
 
 def state_on(actions: Sequence[Action], day: date) -> State:
     """The state of a rule on ``day`` given all its known actions (any order)."""
-    fold = _Fold()
+    fold = Fold()
     applied: list[Action] = []
     for action in ordered(actions):
         if action.effective.start > day:
@@ -191,17 +142,21 @@ def state_on(actions: Sequence[Action], day: date) -> State:
     return fold.state(uncertain, tuple(action.id for action in applied))
 
 
+def _action_days(action: Action) -> list[date]:
+    """The days on which ``action`` may change the answer of :func:`state_on`: the start of its
+    effective period and of its until, and the day after either if it is not a day."""
+    days = []
+    for period in (action.effective, action.until):
+        if period is not None:
+            days.append(period.start)
+            if period.precision != DAY and period.end < date.max:
+                days.append(period.end + _ONE_DAY)
+    return days
+
+
 def boundaries(actions: Iterable[Action]) -> list[date]:
     """Every day on which the answer of :func:`state_on` may change."""
-    days: set[date] = set()
-    for action in actions:
-        for period in (action.effective, action.until):
-            if period is None:
-                continue
-            days.add(period.start)
-            if not period.is_precise and period.end < date.max:
-                days.add(period.end + timedelta(days=1))
-    return sorted(days)
+    return sorted({day for action in actions for day in _action_days(action)})
 
 
 class Segment(NamedTuple):
@@ -234,7 +189,6 @@ def segments(actions: Sequence[Action]) -> list[Segment]:
 
 _LONGEST_PERIOD = timedelta(days=366)  # a year: no imprecise date covers more days than this
 _A_PERIOD_IN = date.min + _LONGEST_PERIOD  # the first day a period can have begun before
-_ONE_DAY = timedelta(days=1)
 
 
 class _Point(NamedTuple):
@@ -251,17 +205,6 @@ class _Point(NamedTuple):
     applied: int  # how many actions (in effective order) are applied
     expired: int  # how many pauses have ended on their until day
     state: State
-
-
-def _action_days(action: Action) -> list[date]:
-    """The days on which ``action`` may change the answer (as in :func:`boundaries`)."""
-    days = []
-    for period in (action.effective, action.until):
-        if period is not None:
-            days.append(period.start)
-            if period.precision != DAY and period.end < date.max:
-                days.append(period.end + _ONE_DAY)
-    return days
 
 
 class SegmentBuilder:
@@ -293,7 +236,7 @@ class SegmentBuilder:
         # The fold as it stands after the last point, while it does (None: make it again from
         # the last point). A change that starts after every boundary day, which is most of them
         # when actions are recorded in effective order, goes on from it.
-        self._end: _Fold | None = None
+        self._end: Fold | None = None
         # Actions on the first or the last representable day, where the stretches of time
         # have edge cases of their own: while there are any, :func:`segments` answers.
         self._extreme = 0
@@ -423,7 +366,7 @@ class SegmentBuilder:
             applied = points[-1].applied  # the change starts after every point: go on
         elif keep == 0:
             del points[:]
-            fold = _Fold()
+            fold = Fold()
             applied = 0
             expired.clear()
         else:
@@ -431,7 +374,7 @@ class SegmentBuilder:
             point = points[keep - 1]
             del expired[point.expired:]
             # status, rate_percent, conditions, since, pause, until, underlying, expired
-            fold = _Fold(point.status, point.rate_percent, point.conditions, point.since,
+            fold = Fold(point.status, point.rate_percent, point.conditions, point.since,
                          point.pause, point.until,
                          _Underlying(*point.underlying) if point.underlying else None)
             applied = point.applied
@@ -475,7 +418,7 @@ class SegmentBuilder:
         self._end = fold
         return self._merge(keep)
 
-    def _state(self, fold: _Fold, day: date, imprecise_applied: int,
+    def _state(self, fold: Fold, day: date, imprecise_applied: int,
                based_on: tuple[str, ...]) -> State:
         """What :func:`state_on` answers for ``day``, from the fold taken up to it, the first
         ``imprecise_applied`` actions whose date is not a day among the actions it applied."""

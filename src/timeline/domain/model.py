@@ -15,15 +15,13 @@ from eventsourcing.domain import (
     BaseAggregate, CanInitAggregate, CanMutateAggregate, CanSnapshotAggregate, MetaDomainEvent,
 )
 
-from timeline.domain.dates import InvalidDate, PolicyDate, parse_text
+from timeline.domain.dates import PolicyDate
 from timeline.domain.errors import Conflict, InvalidInput, NotFound
-from timeline.domain.fold import KINDS, Action
-
-ACTION_FIELDS = (
-    "id", "kind", "effective", "announced", "rate_percent", "until", "conditions", "summary",
-    "sources",
+from timeline.domain.fold import Action
+from timeline.domain.kinds import (
+    BY_NAME, CORRECTABLE, apply_correction, check_action_fields, checked_fields, unchecked,
 )
-CORRECTABLE = ("effective", "announced", "rate_percent", "until", "conditions", "summary", "sources")
+
 RULE_FIELDS = ("title", "jurisdiction", "instrument", "targets", "subjects", "tags", "links")
 
 
@@ -31,58 +29,6 @@ def fingerprint(value: Any) -> str:
     """A stable hash of a JSON-like value, to tell a repeat from a different request."""
     text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def check_action_fields(fields: dict[str, Any]) -> None:
-    """The contract's rules that tie an action's fields to its kind."""
-    errors: dict[str, str] = {}
-    kind = fields["kind"]
-    if kind not in KINDS:
-        errors["kind"] = f"must be one of {', '.join(KINDS)}"
-        raise InvalidInput("The action is not valid.", errors)
-    dates: dict[str, PolicyDate] = {}
-    for name in ("effective", "announced", "until"):
-        if fields.get(name) is not None:
-            try:
-                dates[name] = PolicyDate.parse(fields[name])
-            except InvalidDate as exc:
-                errors[name] = str(exc)
-    rate = fields.get("rate_percent")
-    if kind == "fee":
-        if rate is None:
-            errors["rate_percent"] = "is required on a fee (0 removes the fee)"
-        elif not 0 <= rate <= 1000:
-            errors["rate_percent"] = "must be from 0 to 1000"
-    elif rate is not None:
-        errors["rate_percent"] = "is only allowed on a fee"
-    if fields.get("until") is not None:
-        if kind != "pause":
-            errors["until"] = "is only allowed on a pause"
-        elif "until" in dates and "effective" in dates:
-            if dates["until"].start <= dates["effective"].start:
-                errors["until"] = "must start after the effective date"
-    if kind in ("lift", "resume") and fields.get("conditions") is not None:
-        errors["conditions"] = f"are not allowed on {kind}: it keeps no conditions of its own"
-    if errors:
-        raise InvalidInput("The action is not valid.", errors)
-
-
-# What check_action_fields reads of an action, in the order checked_fields keeps it.
-CHECKED_FIELDS = ("kind", "effective", "announced", "rate_percent", "until", "conditions")
-
-
-def checked_fields(fields: dict[str, Any]) -> tuple:
-    """What :func:`check_action_fields` reads of an action, enough to check a later correction
-    of it: a tuple in the order of ``CHECKED_FIELDS``, None where not given (and conditions
-    only for being given), small enough to keep for every action of a large import."""
-    conditions = fields.get("conditions")
-    return (fields.get("kind"), fields.get("effective"), fields.get("announced"),
-            fields.get("rate_percent"), fields.get("until"), None if conditions is None else ())
-
-
-def unchecked(kept: tuple) -> dict[str, Any]:
-    """The fields :func:`checked_fields` kept, as :func:`check_action_fields` takes them."""
-    return {name: value for name, value in zip(CHECKED_FIELDS, kept) if value is not None}
 
 
 # What a rule keeps of each action, by id: a short list, as a snapshot of a rule with thousands
@@ -105,9 +51,10 @@ def _kept(fields: dict[str, Any]) -> list:
 def to_fold_action(fields: dict[str, Any], order: int) -> Action:
     conditions = fields.get("conditions")
     until = fields.get("until")
-    return Action(id=fields["id"], kind=fields["kind"], effective=parse_text(fields["effective"]),
-                  order=order, rate_percent=fields.get("rate_percent"),
-                  until=parse_text(until) if until else None,
+    return Action(id=fields["id"], kind=fields["kind"],
+                  effective=PolicyDate.parse(fields["effective"]), order=order,
+                  rate_percent=fields.get("rate_percent"),
+                  until=PolicyDate.parse(until) if until else None,
                   conditions=tuple(conditions) if conditions is not None else None)
 
 
@@ -143,7 +90,8 @@ class Rule(BaseAggregate[str]):
         request: dict[str, str] | None
 
     class ActionRecorded(Event):
-        """Base of the eight kinds of action; ``action`` holds the action's fields."""
+        """Base of the events of the kinds of action (one per kind, made below from kinds.py);
+        ``action`` holds the action's fields."""
 
         action: dict[str, Any]
         request: dict[str, str] | None
@@ -152,30 +100,6 @@ class Rule(BaseAggregate[str]):
             aggregate.actions[self.action["id"]] = [
                 self.originator_version, False, action_fingerprint(self.action),
                 *_kept(self.action)]
-
-    class Banned(ActionRecorded):
-        pass
-
-    class Restricted(ActionRecorded):
-        pass
-
-    class Eased(ActionRecorded):
-        pass
-
-    class FeeSet(ActionRecorded):
-        pass
-
-    class Paused(ActionRecorded):
-        pass
-
-    class Resumed(ActionRecorded):
-        pass
-
-    class Lifted(ActionRecorded):
-        pass
-
-    class Proposed(ActionRecorded):
-        pass
 
     class ActionCorrected(Event):
         correction_id: str
@@ -186,7 +110,7 @@ class Rule(BaseAggregate[str]):
 
         def apply(self, aggregate: Rule) -> None:
             known = aggregate.actions[self.action_id]
-            known[CHECKED:] = _kept({**unchecked(known[CHECKED:]), **self.changes})
+            known[CHECKED:] = _kept(apply_correction(unchecked(known[CHECKED:]), self.changes))
 
     class ActionRetracted(Event):
         retraction_id: str
@@ -239,7 +163,11 @@ class Rule(BaseAggregate[str]):
     def record(
         self, action: dict[str, Any], at: datetime, request: dict[str, str] | None = None
     ) -> bool:
-        """Record an action; False when the same action (same id, same fields) is already here."""
+        """Record an action; False when the same action (same id, same fields) is already here.
+
+        The action's fields are checked first, so that invalid input is said as such even when
+        its id is taken."""
+        check_action_fields(action)
         existing = self.actions.get(action["id"])
         if existing is not None:
             if existing[FINGERPRINT] == action_fingerprint(action):
@@ -248,7 +176,6 @@ class Rule(BaseAggregate[str]):
                 f"Action {action['id']!r} already exists on rule {self.id!r} with other fields.",
                 {"id": "already used for another action on this rule"},
             )
-        check_action_fields(action)
         self.trigger_event(self.EVENT_BY_KIND[action["kind"]], action=action, timestamp=at, request=request)
         return True
 
@@ -290,9 +217,7 @@ class Rule(BaseAggregate[str]):
                 "A correction must change at least one field.",
                 {"_schema": f"give one or more of {', '.join(CORRECTABLE)}"},
             )
-        corrected = {**unchecked(found[CHECKED:]), **changes}
-        corrected = {k: v for k, v in corrected.items() if v is not None}
-        check_action_fields(corrected)
+        check_action_fields(apply_correction(unchecked(found[CHECKED:]), changes))
         self.trigger_event(
             self.ActionCorrected,
             correction_id=correction_id,
@@ -322,13 +247,11 @@ class Rule(BaseAggregate[str]):
         )
 
 
-Rule.EVENT_BY_KIND.update(
-    ban=Rule.Banned,
-    restrict=Rule.Restricted,
-    ease=Rule.Eased,
-    fee=Rule.FeeSet,
-    pause=Rule.Paused,
-    resume=Rule.Resumed,
-    lift=Rule.Lifted,
-    propose=Rule.Proposed,
-)
+# One event class per kind, as kinds.py names it: Rule.Banned, Rule.FeeSet... Their names are
+# stored with every event (as topics), so they are made under exactly those names.
+for _kind in BY_NAME.values():
+    _event = type(Rule.ActionRecorded)(_kind.event, (Rule.ActionRecorded,), {
+        "__module__": __name__, "__qualname__": f"Rule.{_kind.event}",
+        "__doc__": f"A {_kind.name} action recorded."})
+    setattr(Rule, _kind.event, _event)
+    Rule.EVENT_BY_KIND[_kind.name] = _event

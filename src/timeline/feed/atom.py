@@ -116,8 +116,8 @@ def current_document(tracker: Any, base_url: str, size: int = PAGE_SIZE,
 
     Filtered, each document holds the matching events of the same positions as unfiltered, so
     the archive pages still cover every position once (some hold few events, or none)."""
-    head = tracker.app.head()
-    rows = tracker.app.events_after(max(0, head - size), size)
+    head = tracker.head()
+    rows = tracker.events_after(max(0, head - size), size)
     rows = _matching(tracker, [row for row in rows if row[0] <= head], wanted)
     current = base_url + "feed.atom" + wanted.query()
     links = [("current", current)]
@@ -134,10 +134,10 @@ def archive_href(base_url: str, number: int, wanted: EventFilter = EventFilter()
 def archive_document(tracker: Any, base_url: str, number: int, size: int = PAGE_SIZE,
                      wanted: EventFilter = EventFilter()) -> bytes | None:
     """Archive page ``number`` (from 1), or None while it is not final yet."""
-    if number < 1 or number > archive_count(tracker.app.head(), size):
+    if number < 1 or number > archive_count(tracker.head(), size):
         return None
     start = (number - 1) * size
-    rows = [row for row in tracker.app.events_after(start, size) if row[0] <= start + size]
+    rows = [row for row in tracker.events_after(start, size) if row[0] <= start + size]
     rows = _matching(tracker, rows, wanted)
     # Only links that never change: the current document and the older page.
     links = [("current", base_url + "feed.atom" + wanted.query())]

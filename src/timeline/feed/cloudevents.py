@@ -40,10 +40,6 @@ def to_cloudevent(position: int, event: Rule.Event) -> dict[str, Any]:
     }
 
 
-def position_of(cloudevent: dict[str, Any]) -> int:
-    return int(cloudevent["sequence"])
-
-
 def dumps(cloudevent: dict[str, Any]) -> str:
     """Compact JSON on one line: SSE data lines and signed webhook bodies use exactly this."""
     return json.dumps(cloudevent, ensure_ascii=False, separators=(",", ":"))

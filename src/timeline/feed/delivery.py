@@ -190,7 +190,6 @@ class DeliveryWorker:
         owner: str | None = None,
     ):
         self.tracker = tracker
-        self.app = tracker.app
         self.store = store or WebhookStore(tracker.settings)
         self.sender = sender or HttpSender(
             allow_private=tracker.settings.webhook_allow_private,
@@ -212,12 +211,12 @@ class DeliveryWorker:
 
     def hand_out(self) -> int:
         """Give each wanted new (or replayed) event a try per endpoint; the tries made."""
-        head = self.app.head()
+        head = self.tracker.head()
         pages: dict[int, list[tuple[int, Any]]] = {}  # endpoints at one cursor share a read
 
         def page(after: int) -> list[tuple[int, Any]]:
             if after not in pages:
-                pages[after] = self.app.events_after(after, SCAN)
+                pages[after] = self.tracker.events_after(after, SCAN)
             return pages[after]
 
         made = 0
@@ -258,7 +257,7 @@ class DeliveryWorker:
         """The CloudEvent and its body for each position claimed, each event read once."""
         found: dict[int, tuple[dict[str, Any], str]] = {}
         for position in sorted({tried.position for tried in claimed}):
-            rows = self.app.events_after(position - 1, 1)
+            rows = self.tracker.events_after(position - 1, 1)
             if rows and rows[0][0] == position:
                 cloudevent = to_cloudevent(position, rows[0][1])
                 found[position] = (cloudevent, dumps(cloudevent))
@@ -309,29 +308,6 @@ class DeliveryWorker:
             self.store.retry_later(*settle, result.status, result.error, now, now + delay,
                                    self.disable_after)
         return True
-
-    # One step at a time (tests drive these directly) -------------------------------------------
-
-    def run_once(self) -> int:
-        """Hand out new events, then send every try due now, one after another; the tries sent."""
-        self.hand_out()
-        sent = 0
-        while True:
-            claimed = self.claim(self.threads)
-            if not claimed:
-                return sent
-            messages = self.messages(claimed)
-            sent += sum(self.deliver(tried, messages.get(tried.position)) for tried in claimed)
-
-    def run_until_idle(self, max_rounds: int = 10_000) -> int:
-        """Deliver until nothing is due now; the number of tries sent."""
-        sent = 0
-        for _ in range(max_rounds):
-            done = self.run_once()
-            if not done and self.store.behind(self.app.head()) == []:
-                return sent
-            sent += done
-        return sent
 
     # Running in the background -------------------------------------------------------------------
 

@@ -23,9 +23,9 @@ class NotifyWaiter:
     RECONNECT_SECONDS = 1.0
 
     def __init__(self, tracker: Any):
-        self._head = tracker.app.head
+        self._head = tracker.head
         self._conninfo = tracker.settings.postgres_conninfo()
-        self._channel = tracker.app.recorder.channel_name
+        self._channel = tracker.notification_channel()
         self._changed = threading.Condition()
         self._generation = 0
         self.listening = threading.Event()

@@ -69,7 +69,7 @@ class Broadcaster:
             return
         self._loop = asyncio.get_running_loop()
         self._changed = self._loop.create_future()
-        self._floor = self._tracker.app.head()
+        self._floor = self._tracker.head()
         self._thread = threading.Thread(target=self._read, args=(self._floor,),
                                         name="timeline-broadcast", daemon=True)
         self._thread.start()
@@ -77,7 +77,7 @@ class Broadcaster:
     def _read(self, position: int) -> None:
         while not self._stopped.is_set():
             try:
-                rows = self._tracker.app.events_after(position, BATCH)
+                rows = self._tracker.events_after(position, BATCH)
                 events = [self._live(p, event) for p, event in rows]
             except Exception:  # the store is unreachable for now: streams wait, then go on
                 log.exception("reading new events for live subscribers failed; retrying")
@@ -134,7 +134,7 @@ class Broadcaster:
             self.subscribers -= 1
 
     def _stored_after(self, position: int) -> list[LiveEvent]:
-        return [self._live(p, event) for p, event in self._tracker.app.events_after(position, BATCH)]
+        return [self._live(p, event) for p, event in self._tracker.events_after(position, BATCH)]
 
     async def _passes(self, wanted: EventFilter, event: LiveEvent) -> bool:
         facets: tuple[str, str] | None = None

@@ -25,9 +25,6 @@ SCAN_LIMIT = 10_000
 class BadFeedParameter(TimelineError):
     """A feed parameter that is not what the contract allows (400, not 422)."""
 
-    status = 400
-    title = "Bad request"
-
 
 def parse_position(text: str | None, name: str, default: int | None = 0) -> int | None:
     """A non-negative integer position from a query parameter or header (absent: ``default``)."""
@@ -68,11 +65,11 @@ class Page:
 
 def read_page(tracker: Any, after: int, limit: int) -> Page:
     """One page of CloudEvents after ``after``."""
-    rows = tracker.app.events_after(after, limit)
+    rows = tracker.events_after(after, limit)
     events = [to_cloudevent(position, event) for position, event in rows]
     next_after = rows[-1][0] if rows else after
     # Read the head after the events, so that it is never behind the page it comes with.
-    head = max(tracker.app.head(), next_after if rows else 0)
+    head = max(tracker.head(), next_after if rows else 0)
     return Page(events, next_after, head, full=len(rows) == limit)
 
 
@@ -91,7 +88,7 @@ def read_filtered_page(tracker: Any, after: int, limit: int, wanted: EventFilter
     scanned, position, ended = 0, after, False
     while len(events) < limit and scanned < scan_limit:
         batch = min(MAX_LIMIT, scan_limit - scanned)
-        rows = tracker.app.events_after(position, batch)
+        rows = tracker.events_after(position, batch)
         for found, event in wanted.select(rows, facets):
             events.append(to_cloudevent(found, event))
             if len(events) == limit:
@@ -104,5 +101,5 @@ def read_filtered_page(tracker: Any, after: int, limit: int, wanted: EventFilter
         if len(rows) < batch:
             ended = len(events) < limit  # looked at everything stored
             break
-    head = max(tracker.app.head(), position)
+    head = max(tracker.head(), position)
     return Page(events, position, head, full=not ended)

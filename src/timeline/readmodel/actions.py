@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 from timeline.domain.fold import Action
+from timeline.domain.kinds import apply_correction
 from timeline.domain.model import to_fold_action
 from timeline.events import ACTION_CORRECTED, ACTION_RECORDED, ACTION_RETRACTED
 
@@ -50,10 +51,7 @@ def known_actions(rows: Iterable[Mapping[str, Any]]) -> dict[str, KnownAction]:
                 "changes": changes,
                 "previous": {name: known.fields.get(name) for name in changes},
             })
-            known.fields.update(changes)
-            for name, value in changes.items():
-                if value is None:
-                    known.fields.pop(name, None)
+            known.fields = apply_correction(known.fields, changes)
         elif kind == ACTION_RETRACTED:
             actions[data["action_id"]].retraction = {
                 "id": data["id"],

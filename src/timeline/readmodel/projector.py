@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from timeline.domain.dates import PolicyDate, day_text, format_instant
 from timeline.domain.fold import Action, Segment, SegmentBuilder
+from timeline.domain.kinds import apply_correction
 from timeline.domain.model import Rule, to_fold_action
 from timeline.events import ACTION_RECORDED, RULE_REGISTERED, event_data, event_type
 from timeline.fastjson import dumps as _dumps
@@ -303,10 +304,7 @@ class Projector:
             removed = known.fold
             if isinstance(event, Rule.ActionCorrected):
                 known.corrected = True
-                known.fields = {**known.fields, **event.changes}  # the event's own left as is
-                for name, value in event.changes.items():
-                    if value is None:
-                        known.fields.pop(name, None)
+                known.fields = apply_correction(known.fields, event.changes)
             else:
                 known.retracted = True
         known.fold = None if known.retracted else to_fold_action(known.fields, known.position)

@@ -16,9 +16,6 @@ from timeline.readmodel.actions import known_actions
 from timeline.readmodel.store import START_OF_TIME
 
 
-STATE_FIELDS = ("status", "rate_percent", "conditions")
-
-
 def _rule(row: sqlite3.Row) -> dict[str, Any]:
     return {
         "id": row["id"],
@@ -134,41 +131,6 @@ def fts_query(text: str) -> str:
     """Every word must match (as a prefix), whatever punctuation the user typed."""
     words = ["".join(ch for ch in word if ch.isalnum()) for word in text.split()]
     return " ".join(f'"{w}"*' for w in words if w) or '""'
-
-
-def rule_states(
-    conn: sqlite3.Connection,
-    as_of: str,
-    known_at: str,
-    jurisdiction: str | None = None,
-    instrument: str | None = None,
-    q: str | None = None,
-) -> list[dict[str, Any]]:
-    """Every rule's state on a day, ordered by rule id."""
-    where, params = _filters(jurisdiction, instrument, q)
-    rows = conn.execute(
-        _RULE_STATE_SQL + where + " ORDER BY r.id",
-        {"as_of": as_of, "known_at": known_at, **params},
-    ).fetchall()
-    return [_state(_rule(row), row, as_of, known_at, row["version"]) for row in rows]
-
-
-def diff(
-    conn: sqlite3.Connection,
-    day_from: str,
-    day_to: str,
-    known_at: str,
-    jurisdiction: str | None = None,
-    instrument: str | None = None,
-) -> list[dict[str, Any]]:
-    before = {s["rule"]["id"]: s for s in rule_states(conn, day_from, known_at, jurisdiction, instrument)}
-    after = rule_states(conn, day_to, known_at, jurisdiction, instrument)
-    changes = []
-    for state in after:
-        old = before.get(state["rule"]["id"])
-        if old is not None and any(old[f] != state[f] for f in STATE_FIELDS):
-            changes.append({"rule_id": state["rule"]["id"], "before": old, "after": state})
-    return changes
 
 
 OPEN_START = START_OF_TIME

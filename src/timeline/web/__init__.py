@@ -111,4 +111,5 @@ def create_app(test_config: dict[str, Any] | None = None, tracker: Tracker | Non
 
 
 def current_tracker() -> Tracker:
+    """The tracker of the app handling this request."""
     return current_app.extensions["timeline"]

@@ -41,7 +41,8 @@ from timeline.schemas import (
     TimelineQuerySchema,
     WrittenSchema,
 )
-from timeline.service import Tracker, Written
+from timeline.service import Written
+from timeline.web import current_tracker
 from timeline.web.auth import require_write
 from timeline.web.errors import problem
 
@@ -101,12 +102,6 @@ ACTION_PARAM = {"in": "path", "name": "action_id", "description": "The action's 
 # Errors every operation may answer, documented once; their bodies are problem+json.
 _READ_ERRORS = (404,)
 _WRITE_ERRORS = (400, 401, 403, 404, 409, 413, 415, 422)
-
-
-def tracker() -> Tracker:
-    from timeline.web import current_tracker
-
-    return current_tracker()
 
 
 def _document_errors(statuses: tuple[int, ...]) -> Callable[[Callable], Callable]:
@@ -176,7 +171,7 @@ def list_rules(as_of: date | None = None, known_at: datetime | None = None,
                **params: Any) -> Response:
     """Every rule's state on a day, as known at an instant, ordered by rule id, a page at a
     time (see the cursor)."""
-    return _answer(tracker().state_list(as_of, known_at, **params))
+    return _answer(current_tracker().state_list(as_of, known_at, **params))
 
 
 @blp.route("/rules/<rule_id>", methods=["GET"], parameters=[RULE_PARAM])
@@ -186,7 +181,7 @@ def list_rules(as_of: date | None = None, known_at: datetime | None = None,
 @_document_errors(_READ_ERRORS)
 def get_rule(rule_id: str, as_of: date | None = None, known_at: datetime | None = None) -> Response:
     """One rule's state on a day, as known at an instant; 404 if it was not registered then."""
-    return _answer(tracker().state(rule_id, as_of, known_at))
+    return _answer(current_tracker().state(rule_id, as_of, known_at))
 
 
 @blp.route("/rules/<rule_id>/history", methods=["GET"], parameters=[RULE_PARAM])
@@ -197,7 +192,7 @@ def get_rule(rule_id: str, as_of: date | None = None, known_at: datetime | None 
 def rule_history(rule_id: str, known_at: datetime | None = None) -> Response:
     """A rule's actions in effective order, each with its record time, position, corrections
     and retraction, as known at an instant."""
-    at, items = tracker().history(rule_id, known_at)
+    at, items = current_tracker().history(rule_id, known_at)
     return _answer({"items": items, "rule_id": rule_id, "known_at": at})
 
 
@@ -209,7 +204,7 @@ def diff(day_from: date, day_to: date, known_at: datetime | None = None,
          **params: Any) -> Response:
     """The rules whose status, rate or conditions differ between two days, ordered by rule id,
     a page at a time (see the cursor)."""
-    return _answer(tracker().diff_list(day_from, day_to, known_at, **params))
+    return _answer(current_tracker().diff_list(day_from, day_to, known_at, **params))
 
 
 @blp.route("/timeline", methods=["GET"])
@@ -224,7 +219,7 @@ def timeline(day_from: str | None = None, day_to: str | None = None,
         params["day_from"] = PolicyDate.parse(day_from).start.isoformat()
     if day_to:
         params["day_to"] = PolicyDate.parse(day_to).end.isoformat()
-    items, next_cursor = tracker().timeline(**params)
+    items, next_cursor = current_tracker().timeline(**params)
     return _answer({"items": items, "next_cursor": next_cursor})
 
 
@@ -241,7 +236,7 @@ def timeline(day_from: str | None = None, day_to: str | None = None,
 @_document_errors(_WRITE_ERRORS)
 def register_rule(headers: dict[str, Any], fields: dict[str, Any]) -> Any:
     """Register a rule; 409 if its id is registered with other fields."""
-    written = tracker().register_rule(fields, request=_request(headers))
+    written = current_tracker().register_rule(fields, request=_request(headers))
     body = {**fields, "position": written.position, "recorded_at": written.recorded_at}
     location = url_for("api.get_rule", rule_id=written.rule_id)
     return body, _status(written), {"Location": location}
@@ -258,7 +253,7 @@ def register_rule(headers: dict[str, Any], fields: dict[str, Any]) -> Any:
 @_document_errors(_WRITE_ERRORS)
 def record_action(headers: dict[str, Any], action: dict[str, Any], rule_id: str) -> Any:
     """Record an action on a rule; a client id used with other fields is 409."""
-    written = tracker().record_action(rule_id, action, request=_request(headers))
+    written = current_tracker().record_action(rule_id, action, request=_request(headers))
     return written.body(), _status(written)
 
 
@@ -273,7 +268,7 @@ def correct_action(headers: dict[str, Any], body: dict[str, Any], rule_id: str,
                    action_id: str) -> Any:
     """Correct some fields of an action, saying why; the action itself is never edited."""
     changes = {k: v for k, v in body.items() if k != "reason"}
-    written = tracker().correct_action(rule_id, action_id, changes, body["reason"],
+    written = current_tracker().correct_action(rule_id, action_id, changes, body["reason"],
                                        request=_request(headers))
     return written.body(), _status(written)
 
@@ -288,7 +283,7 @@ def correct_action(headers: dict[str, Any], body: dict[str, Any], rule_id: str,
 def retract_action(headers: dict[str, Any], body: dict[str, Any], rule_id: str,
                    action_id: str) -> Any:
     """Withdraw an action recorded in error, saying why; 409 if it was already retracted."""
-    written = tracker().retract_action(rule_id, action_id, body["reason"], request=_request(headers))
+    written = current_tracker().retract_action(rule_id, action_id, body["reason"], request=_request(headers))
     return written.body(), _status(written)
 
 

@@ -103,7 +103,7 @@ class Front:
                 ops.SUBSCRIBERS.inc()
                 try:
                     if start is None:
-                        start = await asyncio.to_thread(self.tracker.app.head)
+                        start = await asyncio.to_thread(self.tracker.head)
                     await send({"type": "http.response.start", "status": 200, "headers": [
                         (b"content-type", b"text/event-stream; charset=utf-8"),
                         (b"cache-control", b"no-cache"),

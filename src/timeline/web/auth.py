@@ -8,6 +8,7 @@ from typing import Any, Callable
 from flask import current_app, request
 
 from timeline.tokens import Token, TokenStore
+from timeline.web import current_tracker
 from timeline.web.errors import problem
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="timeline"'}
@@ -16,7 +17,7 @@ _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="timeline"'}
 def token_store() -> TokenStore:
     store = current_app.extensions.get("timeline_tokens")
     if store is None:
-        store = TokenStore(current_app.extensions["timeline"].settings)
+        store = TokenStore(current_tracker().settings)
         current_app.extensions["timeline_tokens"] = store
     return store
 

@@ -107,10 +107,6 @@ class Chart:
         return self.top + (self.rate_height + 10 if self.has_rates else 0)
 
     @property
-    def rate_base(self) -> int:
-        return self.top + self.rate_height
-
-    @property
     def axis_y(self) -> int:
         return self.track_y + self.track_height
 

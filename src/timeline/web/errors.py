@@ -8,7 +8,9 @@ from typing import Any
 from flask import Flask, Response, current_app, json, render_template, request
 from werkzeug.exceptions import HTTPException, InternalServerError
 
-from timeline.domain.errors import TimelineError
+from timeline.domain.errors import (
+    Conflict, InvalidInput, NotFound, StoreNotEmpty, StoreUnavailable, TimelineError,
+)
 
 PROBLEM_TYPES = "/problems/"  # relative URIs, resolved against the server
 log = logging.getLogger("timeline.web")
@@ -106,10 +108,22 @@ def _summary(errors: dict[str, str]) -> str:
     return "; ".join(f"{k}: {v}" for k, v in list(errors.items())[:5])
 
 
+# The status and problem title of each error a user can cause; any other is a bad request.
+STATUS_AND_TITLE: dict[type[TimelineError], tuple[int, str]] = {
+    InvalidInput: (422, "Invalid input"),
+    NotFound: (404, "Not found"),
+    Conflict: (409, "Conflict"),
+    StoreNotEmpty: (409, "Store not empty"),
+    StoreUnavailable: (503, "Store unavailable"),
+}
+
+
 def handle_timeline_error(error: TimelineError) -> Response:
+    status, title = next((said for cls, said in STATUS_AND_TITLE.items()
+                          if isinstance(error, cls)), (400, "Bad request"))
     if wants_problem():
-        return problem(error.status, error.title, error.detail, error.errors)
-    return html_error(error.status, error.title, error.detail)
+        return problem(status, title, error.detail, error.errors)
+    return html_error(status, title, error.detail)
 
 
 def handle_unexpected(error: Exception) -> Response:

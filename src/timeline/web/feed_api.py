@@ -22,6 +22,7 @@ from timeline.feed.sse import PollWaiter, StreamLimits, Waiter, event_stream
 from timeline.feed.urlsafety import system_resolver
 from timeline.feed.webhooks import KEEP_ATTEMPTS, WebhookStore
 from timeline.schemas import ProblemSchema
+from timeline.web import current_tracker
 from timeline.web.auth import require_write
 
 # A page that can never change again may be kept by any cache for a year.
@@ -69,14 +70,10 @@ _FILTERS_NOTE = (
 _BEARER = [{"bearerAuth": []}]
 
 
-def _tracker() -> Any:
-    return current_app.extensions["timeline"]
-
-
 def _webhooks() -> WebhookStore:
     store = current_app.extensions.get("timeline_webhooks")
     if store is None:
-        store = WebhookStore(_tracker().settings)
+        store = WebhookStore(current_tracker().settings)
         current_app.extensions["timeline_webhooks"] = store
     return store
 
@@ -110,7 +107,7 @@ class Events(MethodView):
         after = parse_position(request.args.get("after"), "after")
         limit = parse_limit(request.args.get("limit"))
         wanted = EventFilter.from_query(request.args)
-        page = read_filtered_page(_tracker(), after, limit, wanted)
+        page = read_filtered_page(current_tracker(), after, limit, wanted)
         body = json.dumps(page.body(), ensure_ascii=False).encode()
         response = current_app.response_class(body, mimetype="application/json")
         if page.full:
@@ -128,11 +125,11 @@ def stream_waiter(poll_seconds: float = 0.5) -> Waiter:
     """How a stream (or a process's broadcaster) waits for new events."""
     factory = current_app.config.get("TIMELINE_FEED_WAITER")
     if factory is not None:
-        return factory(_tracker())
-    if _tracker().settings.on_postgres:
+        return factory(current_tracker())
+    if current_tracker().settings.on_postgres:
         from timeline.feed.listen import notify_waiter
 
-        return notify_waiter(_tracker())
+        return notify_waiter(current_tracker())
     return PollWaiter(current_app.config.get("TIMELINE_FEED_POLL_SECONDS", poll_seconds))
 
 
@@ -181,17 +178,17 @@ class EventStream(MethodView):
                       description="The server holds as many subscribers as it may; try again "
                                   "after `Retry-After` seconds.")
     def get(self) -> Response:
-        tracker = _tracker()
+        tracker = current_tracker()
         # Both are checked; Last-Event-ID (a reconnecting client) wins over ?after=.
         after = parse_position(request.args.get("after"), "after", None)
         start = parse_position(request.headers.get("Last-Event-ID"), "Last-Event-ID", None)
         if start is None:
             start = after
         if start is None:
-            start = tracker.app.head()
+            start = tracker.head()
         wanted = EventFilter.from_query(request.args)
         keep = None if wanted.everything else keeps(wanted, RuleFacets(tracker).of)
-        stream = event_stream(tracker.app.events_after, start, stream_waiter(), stream_limits(),
+        stream = event_stream(tracker.events_after, start, stream_waiter(), stream_limits(),
                               keep=keep)
         response = Response(stream, mimetype="text/event-stream")
         response.headers["Cache-Control"] = "no-cache"
@@ -235,7 +232,7 @@ class Webhooks(MethodView):
     @blp.response(201, WebhookCreatedSchema)
     def post(self, body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
         endpoint, secret = _webhooks().register(
-            body["url"], body.get("types"), _tracker().app.head(), resolver=_resolver(),
+            body["url"], body.get("types"), current_tracker().head(), resolver=_resolver(),
             rules=body.get("rules"), jurisdictions=body.get("jurisdictions"),
             instruments=body.get("instruments"),
         )
@@ -318,13 +315,13 @@ def feed_atom() -> Response:
     Takes the feed's filters (``rule``, ``jurisdiction``, ``instrument``, ``type``)."""
     wanted = EventFilter.from_query(request.args)
     return _atom_response(
-        atom.current_document(_tracker(), request.url_root, _page_size(), wanted), False)
+        atom.current_document(current_tracker(), request.url_root, _page_size(), wanted), False)
 
 
 @atom_blp.route("/feed/archive/<int:number>.atom")
 def feed_archive(number: int) -> Response:
     wanted = EventFilter.from_query(request.args)
-    document = atom.archive_document(_tracker(), request.url_root, number, _page_size(), wanted)
+    document = atom.archive_document(current_tracker(), request.url_root, number, _page_size(), wanted)
     if document is None:
         abort(404, description=f"Archive page {number} does not exist (yet).")
     return _atom_response(document, True)

@@ -22,6 +22,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from timeline.schemas import ProblemSchema
+from timeline.web import current_tracker
 from timeline.web.errors import problem
 
 # The read model is caught up on demand by every read; a few events written meanwhile by other
@@ -73,15 +74,15 @@ class Ready(MethodView):
     @blp.alt_response(503, schema=ProblemSchema, content_type="application/problem+json",
                       description="Not ready, with the reason.")
     def get(self) -> Any:
-        tracker = current_app.extensions["timeline"]
+        tracker = current_tracker()
         try:
             tracker.catch_up()
-            head = tracker.app.head()
+            head = tracker.head()
         except Exception as exc:  # any failure of the store is a reason not to take traffic
             current_app.logger.warning("readiness: the event store does not answer: %s", exc)
             return problem(503, "Not ready", f"The event store does not answer: {exc}",
                            {"event_store": "does not answer"}, slug="not-ready")
-        position = tracker.readmodel.position()
+        position = tracker.readmodel_position()
         lag = max(0, head - position)
         if lag > READY_MAX_LAG:
             return problem(503, "Not ready",
@@ -99,12 +100,12 @@ class StoreCollector:
         self._webhooks = webhooks
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        head = self._tracker.app.head()
+        head = self._tracker.head()
         yield GaugeMetricFamily("timeline_event_store_head", "The newest position in the event store.",
                                 value=head)
         yield GaugeMetricFamily("timeline_readmodel_lag_events",
                                 "Events recorded but not yet in the read models.",
-                                value=max(0, head - self._tracker.readmodel.position()))
+                                value=max(0, head - self._tracker.readmodel_position()))
         backlog = GaugeMetricFamily("timeline_webhook_backlog_events",
                                     "Events each active webhook endpoint has still to settle.",
                                     labels=["webhook"])
@@ -119,7 +120,7 @@ class Metrics(MethodView):
         200: {"description": "Metrics", "content": {"text/plain": {"schema": {"type": "string"}}}},
     })
     def get(self) -> Response:
-        tracker = current_app.extensions["timeline"]
+        tracker = current_tracker()
         metrics_dir = tracker.settings.metrics_dir
         if metrics_dir is not None:
             processes = CollectorRegistry()

@@ -14,14 +14,14 @@ from flask import (Blueprint, Flask, Response, current_app, render_template, req
 from timeline import research
 from timeline.domain.dates import InvalidDate, PolicyDate, YEAR, parse_day, parse_instant
 from timeline.domain.errors import InvalidInput, NotFound, TimelineError
-from timeline.domain.fold import KINDS
+from timeline.domain.kinds import KINDS
 from timeline.schemas import INSTRUMENTS, JURISDICTIONS, RULE_ID
-from timeline.web import present
+from timeline.web import current_tracker, present
 from timeline.web.chart import build_chart
 
 bp = Blueprint("pages", __name__)
 
-PAGE_SIZE = 25  # actions on one page of the timeline; TIMELINE_PAGE_SIZE in the config overrides it
+TIMELINE_PAGE_SIZE = 25  # actions on one page of the timeline; the TIMELINE_PAGE_SIZE setting overrides it
 MAX_QUERY = 200
 
 # Nothing but the app's own files: no inline script or style, no outside request, no framing.
@@ -34,15 +34,6 @@ CONTENT_SECURITY_POLICY = (
 
 class BadQuery(TimelineError):
     """A query parameter a page cannot use; the page answers 400 and names it."""
-
-    status = 400
-    title = "Bad request"
-
-
-def _tracker() -> Any:
-    from timeline.web import current_tracker
-
-    return current_tracker()
 
 
 def _today() -> date:
@@ -121,7 +112,7 @@ def _time_params() -> dict[str, str]:
 
 def _filter_choices(known_at: datetime | None = None) -> dict[str, Any]:
     """The filter menus: the jurisdictions that rules name (a small query, never the world)."""
-    codes = sorted(_tracker().jurisdictions(known_at), key=present.jurisdiction_name)
+    codes = sorted(current_tracker().jurisdictions(known_at), key=present.jurisdiction_name)
     return {
         "jurisdictions": [(c, f"{present.jurisdiction_name(c)} ({c})") for c in codes],
         "instruments": [(i, present.INSTRUMENT_LABELS[i]) for i in INSTRUMENTS],
@@ -139,12 +130,12 @@ def index() -> str:
     kind = _choice("kind", KINDS)
     day_from, day_to = _day("from"), _day("to")
     cursor = _text("cursor") or None
-    tracker = _tracker()
+    tracker = current_tracker()
     try:
         items, next_cursor = tracker.timeline(
             newest_first=True, kind=kind, day_from=day_from.isoformat() if day_from else None,
             day_to=day_to.isoformat() if day_to else None, cursor=cursor, **filters,
-            limit=current_app.config.get("TIMELINE_PAGE_SIZE", PAGE_SIZE),
+            limit=current_app.config.get("TIMELINE_PAGE_SIZE", TIMELINE_PAGE_SIZE),
         )
     except InvalidInput as exc:  # only the cursor can be wrong here: the rest is checked above
         raise BadQuery(f"cursor: {exc.detail}", exc.errors) from None
@@ -190,7 +181,7 @@ def rule(rule_id: str) -> str:
     linked rules."""
     as_of = _day("as_of") or _today()
     requested = _known_at()
-    tracker = _tracker()
+    tracker = current_tracker()
     state = tracker.state(rule_id, as_of, requested)
     # One instant for every question on this page, so its parts agree with each other.
     known_at = state["known_at"]
@@ -267,7 +258,7 @@ def rule_history(rule_id: str) -> str:
     as_of = _day("as_of")
     requested = _known_at()
     number = _page_number()
-    tracker = _tracker()
+    tracker = current_tracker()
     known_at, history = tracker.history(rule_id, requested)
     instant = parse_instant(known_at)
     state = tracker.state(rule_id, as_of, instant)
@@ -327,7 +318,7 @@ def _uncertainty(state: dict, actions: dict[str, dict], as_of: date) -> list[dic
 
 def _linked_rules(rule: dict, as_of: date, known_at: datetime) -> list[dict[str, Any]]:
     """Rules this one names, and rules that name this one, with their state on the same day."""
-    tracker = _tracker()
+    tracker = current_tracker()
     pairs = [(link["rule"], present.RELATION_LABELS[link["relation"]][0]) for link in rule["links"]]
     pairs += [(other, present.RELATION_LABELS[relation][1])
               for other, relation in tracker.rules_linking_to(rule["id"], known_at)]
@@ -390,7 +381,7 @@ def state() -> str:
     filters = _filters()
     status = _choice("status", present.STATUS_ORDER)
     after, before = _rule_id("after"), _rule_id("before")
-    tracker = _tracker()
+    tracker = current_tracker()
     # One instant for the whole listing: the counts, this page and the links to the others.
     known_at = tracker.known_at(_known_at())
     counts = tracker.state_counts(as_of, known_at, **filters)
@@ -438,7 +429,7 @@ def state_csv() -> Response:
     """The /state page as CSV: one row per rule, streamed a keyset page of rules at a time."""
     as_of = _day("as_of") or _today()
     filters = {**_filters(), "status": _choice("status", present.STATUS_ORDER)}
-    tracker = _tracker()
+    tracker = current_tracker()
     known_at = tracker.known_at(_known_at())
     states = tracker.iter_states(as_of, known_at, **filters)
     return Response(
@@ -459,7 +450,7 @@ def diff() -> str:
     filters = {"jurisdiction": _choice("jurisdiction", JURISDICTIONS),
                "instrument": _choice("instrument", INSTRUMENTS)}
     after, before = _rule_id("after"), _rule_id("before")
-    tracker = _tracker()
+    tracker = current_tracker()
     known_at = tracker.known_at(_known_at())
     counts = tracker.diff_counts(day_from, day_to, known_at, **filters)
     changes, more = tracker.diff_page(day_from, day_to, known_at, _list_page_size(),

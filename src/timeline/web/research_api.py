@@ -17,6 +17,7 @@ from timeline import research
 from timeline.readmodel.research import PANEL_COLUMNS, SPELL_COLUMNS
 from timeline.schemas import PanelQuerySchema, SpellsQuerySchema
 from timeline.service import PANEL_MAX_ROWS
+from timeline.web import current_tracker
 
 blp = Blueprint(
     "research", __name__, url_prefix="/api/v1",
@@ -50,12 +51,6 @@ def _stream(rows: Iterator[dict[str, Any]], columns: tuple[str, ...], fmt: str, 
     return response
 
 
-def _tracker() -> Any:
-    from timeline.web import current_tracker
-
-    return current_tracker()
-
-
 @blp.route("/spells", methods=["GET"])
 @blp.arguments(SpellsQuerySchema(), location="query", error_status_code=400, unknown="raise",
                as_kwargs=True)
@@ -64,7 +59,7 @@ def _tracker() -> Any:
 def spells(fmt: str, known_at: datetime | None = None, **filters: Any) -> Response:
     """Every rule's spells: one row per rule per stretch of valid time in which its state holds
     (valid_to is the first day after, empty while open), as known at an instant."""
-    at, rows = _tracker().spells(known_at, **filters)
+    at, rows = current_tracker().spells(known_at, **filters)
     return _stream(rows, SPELL_COLUMNS, fmt, "spells", at)
 
 
@@ -81,7 +76,7 @@ def panel(day_from: date, day_to: date, every: str, fmt: str,
     for the previous period (false on the first). More than 50 million rows is refused: filter or widen the periods."""
     # A deployment (or a test) may set a lower limit than the contract's 50 million rows.
     max_rows = current_app.config.get("TIMELINE_PANEL_MAX_ROWS", PANEL_MAX_ROWS)
-    at, rows = _tracker().panel(day_from, day_to, every, known_at, max_rows=max_rows, **filters)
+    at, rows = current_tracker().panel(day_from, day_to, every, known_at, max_rows=max_rows, **filters)
     return _stream(rows, PANEL_COLUMNS, fmt, f"panel-{every}", at)
 
 
