@@ -352,6 +352,20 @@ def test_a_read_only_token_is_403(h200, loaded, settings):
     assert head(loaded) == 26
 
 
+def test_a_token_made_while_the_server_runs_writes_at_once(h200, loaded, settings, auth):
+    from timeline.tokens import TokenStore
+
+    assert h200.post(f"/api/v1/rules/{H200}/actions", json=action(id="first"),
+                     headers=auth).status_code == 201
+    token = TokenStore(settings).create("newcomer")  # as `timeline token create` does
+    response = h200.post(f"/api/v1/rules/{H200}/actions", json=action(id="second"),
+                         headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 201
+    wrong = h200.post(f"/api/v1/rules/{H200}/actions", json=action(id="third"),
+                      headers={"Authorization": f"Bearer {token}x"})
+    assert wrong.status_code == 401
+
+
 def test_the_token_is_checked_before_the_body(client):
     response = client.post("/api/v1/rules", data="not json", content_type="text/plain")
     assert response.status_code == 401

@@ -99,6 +99,39 @@ def test_a_quick_http_run_prints_every_row(tmp_path: Path):
         assert writes[side]["writes"]["n"] == 100 and writes[side]["long_rule_writes"]["n"] == 20
         assert writes[side]["world"]["items"] == 50
 
+
+_NAMED_CHILD = """
+import os, time
+if os.fork() == 0:
+    with open("/proc/self/comm", "w") as comm:  # the name ps and top show
+        comm.write("timeline-test")
+    start = time.process_time()
+    while time.process_time() - start < 0.4:
+        pass
+    time.sleep(0.5)  # seen once more after its work
+    os._exit(0)
+os.wait()
+"""
+
+
+@pytest.mark.slow
+def test_cpu_by_process_names_each_process_of_the_tree_and_its_cpu():
+    result = subprocess.run(
+        [sys.executable, str(BENCH / "cpu_by_process.py"), sys.executable, "-c", _NAMED_CHILD],
+        capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    table = [[cell.strip() for cell in line.strip("|").split("|")]
+             for line in result.stdout.splitlines() if line.startswith("| ")]
+    header, command, child, total = table  # in the order they started, then the sum
+    assert header == ["process", "name", "started at s", "CPU s"]
+    assert child[1] == "timeline-test"  # the forked child, by the name it gave itself
+    assert float(child[3]) >= 0.2
+    assert total[0] == "all"
+    # each figure rounded to a tenth on its own
+    assert float(total[3]) == pytest.approx(float(command[3]) + float(child[3]), abs=0.11)
+
+
+@pytest.mark.slow
 def test_a_tiny_webhook_fan_out_delivers_everything_to_the_live_endpoints(tmp_path: Path):
     out = tmp_path / "webhooks.json"
     done = subprocess.run([sys.executable, str(BENCH / "webhooks.py"), "--events", "4", "--rate", "20",

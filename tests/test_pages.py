@@ -664,11 +664,11 @@ def test_whole_listings_walk_keyset_pages(loaded: Tracker) -> None:
 
     known_at = loaded.known_at()
     day = date(2025, 12, 9)
-    assert list(loaded.iter_states(day, known_at, page=3)) == states(loaded, day, parse_instant(known_at))
+    assert list(loaded.iter_states(day, known_at, page_size=3)) == states(loaded, day, parse_instant(known_at))
     start = date(2020, 1, 1)
     _, changes = diff(loaded, start, day, parse_instant(known_at))
     assert len(changes) > 2
-    assert list(loaded.iter_changes(start, day, known_at, page=2)) == changes
+    assert list(loaded.iter_changes(start, day, known_at, page_size=2)) == changes
 
 
 def test_csv_keeps_spreadsheet_formulas_inert(tracker: Tracker) -> None:

@@ -13,7 +13,7 @@ from timeline.config import Settings
 from timeline.domain.dates import PolicyDate, parse_instant
 from timeline.readmodel.projector import Projector
 from timeline.service import Tracker
-from timeline.store import RecordClock
+from timeline.writelock import RecordClock
 
 from tests.listings import states
 

@@ -133,6 +133,7 @@ def test_a_long_history_in_effective_order_keeps_every_segment():
     assert builder.segments() == segments(live)
 
 
+@pytest.mark.slow
 @settings(max_examples=100, deadline=None)
 @given(histories(), st.lists(st.sampled_from(["0001-01-01", "0001", "9999-12-31", "9999-12", "9999"]),
                               min_size=1, max_size=3))

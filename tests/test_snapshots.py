@@ -14,7 +14,7 @@ from timeline.application import SNAPSHOT_AFTER
 from timeline.config import Settings
 from timeline.domain.model import Rule
 from timeline.service import Tracker
-from timeline.store import RecordClock
+from timeline.writelock import RecordClock
 
 RULE = "us-long-rule"
 ACTIONS = 200
@@ -71,6 +71,7 @@ def test_a_write_to_a_long_rule_reads_a_bounded_number_of_events(
     action = {"kind": "fee", "effective": "2030-01-01", "rate_percent": 10, "sources": SOURCES}
     # The first write finds no snapshot: it reads the whole history, and leaves one.
     assert reads.during(lambda: tracker.record_action(RULE, {**action, "id": "f-0"})) > ACTIONS
+    assert list(tracker.app.snapshots.get(RULE))
     writes = [
         lambda: tracker.record_action(RULE, {**action, "id": "f-1"}),
         lambda: tracker.correct_action(RULE, "a-7", {"effective": "1700"}, "an older notice"),
@@ -79,14 +80,57 @@ def test_a_write_to_a_long_rule_reads_a_bounded_number_of_events(
         # A repeat of a recorded action stores nothing, and still reads little.
         lambda: tracker.record_action(RULE, {**action, "id": "f-2"}),
     ]
+    # The rule stays in memory as last saved: later writes read no stored event at all.
     for write in writes:
-        assert reads.during(write) <= SNAPSHOT_AFTER + 1
+        assert reads.during(write) == 0
     # A rule loaded from a snapshot is the rule replayed from all its events.
     assert {k: v for k, v in vars(tracker.app.get_rule(RULE)).items()
             if k != "_pending_events"} == replayed(tracker)
     history = {item["id"]: item for item in tracker.history(RULE)[1]}
     assert history["a-7"]["effective"] == "1700" and history["a-8"]["retracted"]
     assert history["f-2"]["rate_percent"] == 10
+
+
+def test_a_write_reads_only_what_other_processes_stored_since_its_own(
+    settings: Settings, tracker: Tracker, monkeypatch: pytest.MonkeyPatch,
+):
+    # Another tracker on the same store stands for another process.
+    seed(tracker)
+    action = {"kind": "fee", "effective": "2030-01-01", "rate_percent": 10, "sources": SOURCES}
+    tracker.record_action(RULE, {**action, "id": "f-0"})
+    other = Tracker(settings)
+    try:
+        other.record_action(RULE, {**action, "id": "f-1"})
+        other.retract_action(RULE, "a-3", "recorded in error")
+        reads = Reads(tracker, monkeypatch)
+        assert reads.during(lambda: tracker.record_action(RULE, {**action, "id": "f-2"})) == 2
+    finally:
+        other.close()
+    assert {k: v for k, v in vars(tracker.app.get_rule(RULE)).items()
+            if k != "_pending_events"} == replayed(tracker)
+    assert [i["id"] for i in tracker.history(RULE)[1]][-3:] == ["f-0", "f-1", "f-2"]
+
+
+def test_a_write_that_fails_to_save_leaves_nothing_in_memory(
+    tracker: Tracker, monkeypatch: pytest.MonkeyPatch,
+):
+    seed(tracker, 5)
+    action = {"kind": "fee", "effective": "2030-01-01", "rate_percent": 10, "sources": SOURCES}
+    tracker.record_action(RULE, {**action, "id": "f-0"})
+    saved = tracker.app.save
+
+    def fails(*args: Any, **kwargs: Any) -> Any:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(tracker.app, "save", fails)
+    with pytest.raises(OSError):
+        tracker.record_action(RULE, {**action, "id": "f-1", "rate_percent": 20})
+    monkeypatch.setattr(tracker.app, "save", saved)
+    # The action the failed write had applied in memory is not there: recording it is new.
+    assert tracker.record_action(RULE, {**action, "id": "f-1", "rate_percent": 30}).created
+    assert {k: v for k, v in vars(tracker.app.get_rule(RULE)).items()
+            if k != "_pending_events"} == replayed(tracker)
+    assert tracker.state(RULE, date(2030, 12, 31))["rate_percent"] == 30
 
 
 def test_a_repeat_or_a_conflict_is_told_apart_after_a_snapshot(tracker: Tracker):
@@ -149,3 +193,43 @@ def test_two_trackers_taking_turns_on_a_long_rule_see_each_others_writes(
             assert [i["id"] for i in reader.history(RULE)[1]][-6:] == [f"f-{i}" for i in range(6)]
     finally:
         other.close()
+
+
+def test_writes_stay_right_when_the_rules_in_memory_outgrow_their_room(
+    tracker: Tracker, monkeypatch: pytest.MonkeyPatch,
+):
+    import timeline.application as application
+
+    monkeypatch.setattr(application, "RECENT_ACTIONS", 3)
+    fields = {"title": "A rule", "jurisdiction": "US", "instrument": "export_control",
+              "targets": ["CN"], "subjects": [], "tags": [], "links": []}
+    rules = [f"rule-{i}" for i in range(3)]
+    for rule_id in rules:
+        tracker.register_rule({"id": rule_id, **fields})
+    for day in range(1, 4):
+        for rule_id in rules:
+            tracker.record_action(rule_id, {"id": f"a-{day}", "kind": "fee", "rate_percent": day,
+                                            "effective": f"2020-01-0{day}", "sources": SOURCES})
+    # The oldest rules left memory: held there are at most 3 actions' worth.
+    assert sum(len(rule.actions) for rule, _ in tracker.app._recent.values()) <= 3
+    for rule_id in rules:
+        assert tracker.state(rule_id, date(2020, 1, 3))["rate_percent"] == 3
+        assert sorted(tracker.app.get_rule(rule_id).actions) == ["a-1", "a-2", "a-3"]
+
+
+def test_a_rule_kept_in_memory_still_leaves_snapshots_for_other_processes(
+    settings: Settings, tracker: Tracker, monkeypatch: pytest.MonkeyPatch,
+):
+    seed(tracker)
+    action = {"kind": "fee", "effective": "2030-01-01", "rate_percent": 10, "sources": SOURCES}
+    for i in range(SNAPSHOT_AFTER * 3):
+        tracker.record_action(RULE, {**action, "id": f"f-{i}"})
+    other = Tracker(settings)  # another process: its first write loads from a snapshot
+    try:
+        reads = Reads(other, monkeypatch)
+        assert reads.during(lambda: other.record_action(RULE, {**action, "id": "g"})) \
+            <= SNAPSHOT_AFTER + 1
+    finally:
+        other.close()
+    assert {k: v for k, v in vars(tracker.app.get_rule(RULE)).items()
+            if k != "_pending_events"} == replayed(tracker)

@@ -1,7 +1,7 @@
 """Use cases on the event store: register, record, correct, retract, import.
 
 One method per use case: load the aggregate, call it, save, say what was stored. The caller
-holds the store's write lock and passes a :class:`~timeline.store.RecordClock`.
+holds the store's write lock and passes a :class:`~timeline.writelock.RecordClock`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from timeline import event_tables
 from timeline.domain.errors import Conflict, InvalidInput, NotFound
 from timeline.domain.model import RULE_FIELDS, Rule, fingerprint
 from timeline.fastjson import has_long_number
-from timeline.store import RecordClock
+from timeline.writelock import RecordClock
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,7 @@ class Outcome:
     created: bool
     position: int | None = None
     recorded_at: datetime | None = None
+    events: tuple[tuple[int, Rule.Event], ...] = ()  # what it stored, with their positions
 
 
 MAX_POSITION = 2**63 - 1
@@ -88,10 +89,27 @@ class EventTranscoder(JSONTranscoder):
         return count
 
 
-# A write that had to apply more than this many events to load its rule stores a snapshot of
-# the rule as saved: the next write loads the snapshot and the few events after it, so the cost
-# of a write does not grow with the rule's history.
+# Once more than this many events follow a rule's newest snapshot, a write stores a snapshot of
+# the rule as saved: a load (a process's first write to the rule) reads the snapshot and the
+# few events after it, so its cost does not grow with the rule's history.
 SNAPSHOT_AFTER = 50
+
+# How many actions the rules a process keeps in memory may hold together (see
+# PolicyApplication._load): about 600 bytes each, so some 60 MB at most.
+RECENT_ACTIONS = 100_000
+
+
+def _project(rule: Rule | None, events: Iterable[Rule.Event]) -> tuple[Rule | None, int]:
+    """``rule`` with ``events`` applied, and how many they were.
+
+    eventsourcing's own project_aggregate asserts each event against a runtime Protocol, which
+    took a quarter of a write's time; our events are all Rule.Events.
+    """
+    applied = 0
+    for event in events:
+        applied += 1
+        rule = event.mutate(rule)
+    return rule, applied
 
 
 class PolicyApplication(Application[str]):
@@ -101,25 +119,46 @@ class PolicyApplication(Application[str]):
     # one taken by any process, at any time, stays right (several processes may write).
     is_snapshotting_enabled = True
 
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        # Rules as this process last saved them, oldest first (see _load). Only writers use it,
+        # one at a time: they hold the store's write lock.
+        # Each with how many events follow its newest snapshot (see _save).
+        self._recent: dict[str, tuple[Rule, int]] = {}
+        self._recent_actions = 0
+
     def construct_transcoder(self) -> Transcoder:
         transcoder = EventTranscoder()
         self.register_transcodings(transcoder)
         return transcoder
 
     def get_rule(self, rule_id: str) -> Rule:
-        return self._load(rule_id)[0]
+        """The rule as stored (its newest snapshot and the events after it)."""
+        return self._stored(rule_id)[0]
 
     def _load(self, rule_id: str) -> tuple[Rule, int]:
-        """The rule and how many stored events (a snapshot counting as one) made it."""
+        """The rule for a write, and how many stored events follow its newest snapshot (about:
+        the snapshot counts as one).
+
+        A rule this process saved lately comes from memory, with only the events stored after
+        it applied (another process may have written some): a write to a long rule then decodes
+        no snapshot. It leaves memory until saved again (see _keep), so a command that fails
+        halfway leaves nothing behind.
+        """
+        recent, since = self._recent.pop(rule_id, (None, 0))
+        if recent is None:
+            return self._stored(rule_id)
+        self._recent_actions -= len(recent.actions)
+        rule, applied = _project(recent, self.events.get(rule_id, gt=recent.version))
+        return rule, since + applied
+
+    def _stored(self, rule_id: str) -> tuple[Rule, int]:
+        """The rule from its newest snapshot and the events after it, and how many they were."""
         applied = 0
 
         def project(rule: Rule | None, events: Iterable[Rule.Event]) -> Rule | None:
-            # eventsourcing's own project_aggregate asserts each event against a runtime
-            # Protocol, which took a quarter of a write's time; our events are all Rule.Events.
             nonlocal applied
-            for event in events:
-                applied += 1
-                rule = event.mutate(rule)
+            rule, applied = _project(rule, events)
             return rule
 
         try:
@@ -127,6 +166,16 @@ class PolicyApplication(Application[str]):
         except AggregateNotFoundError:
             raise NotFound(f"No rule {rule_id!r} is registered.") from None
         return rule, applied
+
+    def _keep(self, rule: Rule, since: int) -> None:
+        """Keep a rule as just saved (or found unchanged) for the next write to it, with how
+        many events follow its newest snapshot."""
+        self._recent[rule.id] = (rule, since)
+        self._recent_actions += len(rule.actions)
+        while self._recent_actions > RECENT_ACTIONS:
+            # The one left alone longest leaves first.
+            oldest, _ = self._recent.pop(next(iter(self._recent)))
+            self._recent_actions -= len(oldest.actions)
 
     def _snapshot(self, rule: Rule) -> None:
         """Store the rule's state as just saved."""
@@ -139,16 +188,20 @@ class PolicyApplication(Application[str]):
     def rule_exists(self, rule_id: str) -> bool:
         return rule_id in self.repository
 
-    def _save(self, rule: Rule, ident: str, applied: int = 0) -> Outcome:
-        """Save the rule's new events; ``applied``: how many events loading it took."""
+    def _save(self, rule: Rule, ident: str, since: int = 0) -> Outcome:
+        """Save the rule's new events; ``since``: how many stored ones follow its newest
+        snapshot."""
         try:
             recordings = self.save(rule)
         except IntegrityError:
             raise Conflict(
                 f"Rule {rule.id!r} was changed by another writer; try again.",
             ) from None
-        if applied > SNAPSHOT_AFTER:
+        since += len(recordings)
+        if since > SNAPSHOT_AFTER:
             self._snapshot(rule)
+            since = 0
+        self._keep(rule, since)
         last = recordings[-1]
         return Outcome(
             rule_id=rule.id,
@@ -157,6 +210,7 @@ class PolicyApplication(Application[str]):
             created=True,
             position=last.notification.id,
             recorded_at=last.domain_event.timestamp,
+            events=tuple((r.notification.id, r.domain_event) for r in recordings),
         )
 
     def check_repeat(self, rule: dict[str, Any]) -> None:
@@ -196,13 +250,14 @@ class PolicyApplication(Application[str]):
     def record_action(
         self, rule_id: str, action: dict[str, Any], clock: RecordClock, request: dict | None = None
     ) -> Outcome:
-        rule, applied = self._load(rule_id)
+        rule, since = self._load(rule_id)
         action = dict(action)
         if not action.get("id"):
             action["id"] = new_id(action["kind"])
         if not rule.record(action, clock.next(), request):
+            self._keep(rule, since)
             return Outcome(rule_id, action["id"], rule.action_version(action["id"]), False)
-        return self._save(rule, action["id"], applied)
+        return self._save(rule, action["id"], since)
 
     def correct_action(
         self,
@@ -213,18 +268,18 @@ class PolicyApplication(Application[str]):
         clock: RecordClock,
         request: dict | None = None,
     ) -> Outcome:
-        rule, applied = self._load(rule_id)
+        rule, since = self._load(rule_id)
         correction_id = new_id("correction")
         rule.correct(correction_id, action_id, changes, reason, clock.next(), request)
-        return self._save(rule, correction_id, applied)
+        return self._save(rule, correction_id, since)
 
     def retract_action(
         self, rule_id: str, action_id: str, reason: str, clock: RecordClock, request: dict | None = None
     ) -> Outcome:
-        rule, applied = self._load(rule_id)
+        rule, since = self._load(rule_id)
         retraction_id = new_id("retraction")
         rule.retract(retraction_id, action_id, reason, clock.next(), request)
-        return self._save(rule, retraction_id, applied)
+        return self._save(rule, retraction_id, since)
 
     # Reading the log -------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from timeline import fastjson
 from timeline.config import ConfigError, Settings, load_settings
 from timeline.domain.dates import InvalidDate, parse_day, parse_instant
 from timeline.domain.errors import TimelineError
-from timeline.store import utcnow
+from timeline.writelock import utcnow
 
 
 class DayType(click.ParamType):

@@ -1,5 +1,7 @@
-"""Cursors of paged listings (the rules' states, the diff): where the next page starts, and the
-query it belongs to, with the first page's ``known_at``, so every page answers one snapshot."""
+"""Cursors of paged answers: where the next page starts.
+
+A listing's (the rules' states, the diff) also carries its query, with the first page's
+``known_at``, so every page answers one snapshot; the timeline's is only where it stopped."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from timeline.domain.dates import InvalidDate, parse_day, parse_instant
-from timeline.domain.errors import TimelineError
+from timeline.domain.errors import InvalidInput, TimelineError
 
 LIST_LIMIT = 100  # items per page unless the request says
 LIST_MAX_LIMIT = 1000  # a larger limit is answered with this many
@@ -78,3 +80,23 @@ class ListCursor:
                     f"The cursor belongs to another query: {name} differs from the first page's.",
                     {"cursor": f"belongs to a query with another {name}"})
         return query
+
+
+def encode_timeline_cursor(effective_start: str, position: int) -> str:
+    """The timeline's cursor after the action starting on ``effective_start`` at ``position``."""
+    text = json.dumps([effective_start, position])
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def decode_timeline_cursor(cursor: str) -> tuple[str, int]:
+    """The effective start and position a timeline cursor stopped at."""
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        values = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        if not (isinstance(values, list) and len(values) == 2
+                and isinstance(values[0], str) and isinstance(values[1], int)):
+            raise ValueError
+        return values[0], values[1]
+    except ValueError:
+        raise InvalidInput("The cursor is not one this server gave.",
+                           {"cursor": "is not valid"}) from None

@@ -283,15 +283,15 @@ class DiffQuerySchema(StrictSchema):
 TIMELINE_MAX_LIMIT = 1000
 
 
-class Cursor(fields.String):
-    """A ``next_cursor`` this server gave; anything else is refused before the query runs."""
+class TimelineCursorField(fields.String):
+    """A ``next_cursor`` of the timeline; anything else is refused before the query runs."""
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> str:
-        from timeline.readmodel.queries import decode_cursor
+        from timeline.cursors import decode_timeline_cursor
 
         text = super()._deserialize(value, attr, data, **kwargs)
         try:
-            decode_cursor(text)
+            decode_timeline_cursor(text)
         except InvalidInput:
             raise ValidationError("is not a cursor this server gave") from None
         return text
@@ -312,7 +312,7 @@ class TimelineQuerySchema(StrictSchema):
     q = _text_filter()
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1), metadata={
         "description": f"Items per page: default 100, capped at {TIMELINE_MAX_LIMIT}."})
-    cursor = Cursor(metadata={"description": "The next_cursor of the previous page."})
+    cursor = TimelineCursorField(metadata={"description": "The next_cursor of the previous page."})
 
     @validates_schema
     def _range(self, data: dict[str, Any], **_: Any) -> None:

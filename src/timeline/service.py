@@ -23,15 +23,8 @@ from timeline.readmodel import ReadModel, published, queries, research
 from timeline.readmodel.build import build
 from timeline.readmodel.projector import Projector
 from timeline.readmodel.store import connect
-from timeline.store import (
-    ONE_MICROSECOND,
-    FileWriteLock,
-    PostgresWriteLock,
-    RecordClock,
-    ensure_postgres_schema,
-    schema_changes,
-    utcnow,
-)
+from timeline.database import ensure_postgres_schema, schema_changes
+from timeline.writelock import ONE_MICROSECOND, FileWriteLock, PostgresWriteLock, RecordClock, utcnow
 
 # The most rows a panel may have: more is refused (400) before any row is read.
 PANEL_MAX_ROWS = 50_000_000
@@ -70,6 +63,8 @@ class Tracker:
         self.readmodel = ReadModel(settings.readmodel_path)
         self.projector = Projector(self.readmodel)
         self._caught_up_at: int | None = None  # the lock's holds() when last seen caught up
+        # The position and record time of this tracker's newest write (see _last_recorded_at).
+        self._last_written: tuple[int, datetime] | None = None
         self._head_query = self.app.head_query()  # read with the writers passed (PostgreSQL)
         self._check_readmodel()
 
@@ -147,8 +142,9 @@ class Tracker:
         type_: str,
     ) -> Written:
         with self.lock.hold():
-            self.catch_up()
+            head = self.app.head()
             if request and request.get("key"):
+                self.catch_up(head=head)  # a repeated key is answered from the read model
                 seen = queries.request_by_key(self.readmodel.connection(), request["key"])
                 if seen is not None:
                     if seen["fingerprint"] != request.get("fingerprint"):
@@ -159,16 +155,28 @@ class Tracker:
                     return Written(seen["object_id"], seen["rule_id"], seen["position"],
                                    seen["recorded_at"], created=False, type=seen["type"],
                                    replayed=True)
-            clock = RecordClock(self.app.last_recorded_at())
+            clock = RecordClock(self._last_recorded_at(head))
             with _no_cycle_collection():
                 outcome = command(clock, request)
-                self.catch_up()
+            if outcome.created:
+                self._last_written = (outcome.position, outcome.recorded_at)
+        # Projected once the next writer may save, and before the answer: a read right after
+        # it sees the write (a reader in another process catches up from the store itself).
+        with _no_cycle_collection():
+            self.projector.catch_up(_then(head, outcome.events, self.app.events_after))
         if outcome.created:
             assert outcome.position is not None and outcome.recorded_at is not None
             return Written(outcome.id, outcome.rule_id, outcome.position,
                            format_instant(outcome.recorded_at), True, type_)
         row = queries.event_at(self.readmodel.connection(), outcome.rule_id, outcome.version)
         return Written(outcome.id, outcome.rule_id, row["position"], row["recorded_at"], False, type_)
+
+    def _last_recorded_at(self, head: int) -> datetime | None:
+        """The newest stored record time, under the write lock, the store's head being ``head``:
+        this tracker's own last write's when no other has written since, else read."""
+        if self._last_written is not None and self._last_written[0] == head:
+            return self._last_written[1]
+        return self.app.last_recorded_at()
 
     def register_rule(self, fields: dict[str, Any], request: dict | None = None) -> Written:
         rule_id = fields["id"]
@@ -264,20 +272,20 @@ class Tracker:
         return {"changes": changes, "next_cursor": next_cursor, "from": query["from"],
                 "to": query["to"], "known_at": query["known_at"]}
 
-    def iter_states(self, as_of: date, known_at: str, page: int = LIST_MAX_LIMIT,
+    def iter_states(self, as_of: date, known_at: str, page_size: int = LIST_MAX_LIMIT,
                     **filters: Any) -> Iterator[dict]:
         """Every rule's state on a day as known at ``known_at`` (settled already), a keyset
         page at a time: a whole listing in the memory of one page."""
         return self._walk(lambda conn, after: queries.state_page(
-            conn, as_of.isoformat(), known_at, limit=page, after=after, **filters),
+            conn, as_of.isoformat(), known_at, limit=page_size, after=after, **filters),
             lambda state: state["rule"]["id"])
 
     def iter_changes(self, day_from: date, day_to: date, known_at: str,
-                     page: int = LIST_MAX_LIMIT, **filters: Any) -> Iterator[dict]:
+                     page_size: int = LIST_MAX_LIMIT, **filters: Any) -> Iterator[dict]:
         """Every change between two days as known at ``known_at`` (settled already), a keyset
         page at a time."""
         return self._walk(lambda conn, after: queries.diff_page(
-            conn, day_from.isoformat(), day_to.isoformat(), known_at, limit=page, after=after,
+            conn, day_from.isoformat(), day_to.isoformat(), known_at, limit=page_size, after=after,
             **filters), lambda change: change["rule_id"])
 
     def _walk(self, page: Callable[[Any, str | None], tuple[list[dict], bool]],
@@ -480,10 +488,11 @@ class Tracker:
 def _no_cycle_collection() -> Iterator[None]:
     """Hold off Python's cycle collector while a write loads, checks, saves and projects.
 
-    A long rule's snapshot decodes into thousands of small lists, and the collector, run every
-    700 new containers, traversed them again and again: at 3,000 actions it took more than half
-    of a write. They form no cycles, so reference counting frees them all the same; the
-    collector runs again as soon as the write is done.
+    A long rule's snapshot (decoded when a process first writes to the rule) makes thousands of
+    small lists, and the collector, run every 700 new containers, traversed them again and
+    again: at 3,000 actions it took more than half of such a write. They form no cycles, so
+    reference counting frees them all the same; the collector runs again as soon as the write
+    is done.
     """
     was_enabled = gc.isenabled()
     gc.disable()
@@ -492,6 +501,19 @@ def _no_cycle_collection() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
+
+
+def _then(head: int, written: tuple[tuple[int, Any], ...],
+          fetch: Callable[[int, int], list[tuple[int, Any]]]) -> Callable[[int, int], Any]:
+    """``fetch`` (events after a position), answering from ``written``, the events a write
+    stored when the store's head was ``head`` (under the write lock: no one else's came
+    between), rather than reading back what it has in hand."""
+    def events_after(position: int, limit: int) -> list[tuple[int, Any]]:
+        if not written or position < head:
+            return fetch(position, limit)
+        return [event for event in written if event[0] > position][:limit]
+
+    return events_after
 
 
 def _named(filters: dict[str, Any], *names: str) -> dict[str, Any]:

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import hashlib
-import hmac
 import secrets
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from typing import Any
 
 from timeline.config import Settings
-from timeline.store import connect_store_database, create_tables
+from timeline.database import connect_store_database, create_tables
 
 TOKEN_PREFIX = "tl_"
 
@@ -32,6 +32,11 @@ class TokenStore:
     def __init__(self, settings: Settings):
         self.settings = settings
         self._create()
+        # Every write checks its token: each thread keeps a connection for that, and the
+        # store closes them all (see close).
+        self._local = threading.local()
+        self._opened: list[Any] = []
+        self._opened_lock = threading.Lock()
 
     def _connect(self) -> Any:
         return connect_store_database(self.settings, autocommit=True)
@@ -60,15 +65,37 @@ class TokenStore:
         return token
 
     def check(self, token: str) -> Token | None:
-        """The token's owner, comparing digests in constant time."""
-        wanted = _digest(token)
-        conn = self._connect()
+        """The token's owner, found by the token's digest.
+
+        Looking the digest up by its key may take longer for some digests than for others,
+        which tells a caller nothing about any token: finding a token from its digest is as
+        hard as guessing it.
+        """
+        query = f"SELECT name, can_write FROM timeline_tokens WHERE digest = {self._param}"
         try:
-            rows = conn.execute("SELECT digest, name, can_write FROM timeline_tokens").fetchall()
-        finally:
+            row = self._checking().execute(query, (_digest(token),)).fetchone()
+        except Exception:
+            if not self.settings.on_postgres:
+                raise
+            # PostgreSQL may have dropped this thread's session (a restart): once more on a
+            # new one.
+            self._local.conn = None
+            row = self._checking().execute(query, (_digest(token),)).fetchone()
+        return None if row is None else Token(row[0], bool(row[1]))
+
+    def _checking(self) -> Any:
+        """This thread's connection for checking tokens (``close`` may close it from another)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = connect_store_database(self.settings, autocommit=True, any_thread=True)
+            self._local.conn = conn
+            with self._opened_lock:
+                self._opened.append(conn)
+        return conn
+
+    def close(self) -> None:
+        """Close the connections that checked tokens."""
+        with self._opened_lock:
+            opened, self._opened = self._opened, []
+        for conn in opened:
             conn.close()
-        found = None
-        for digest, name, can_write in rows:
-            if hmac.compare_digest(digest, wanted):
-                found = Token(name, bool(can_write))
-        return found

@@ -153,7 +153,7 @@ def test_workers_deliver_each_event_once_and_resume_after_a_restart(
 
 def test_a_store_with_the_old_webhook_table_moves_to_the_new_one(pg_settings, pg_tracker,
                                                                   receiver_factory):
-    from timeline.store import connect_store_database
+    from timeline.database import connect_store_database
 
     register(pg_tracker, "pg-old-rule")
     record(pg_tracker, "pg-old-rule", 2)

@@ -17,9 +17,9 @@ from timeline.domain.kinds import BY_NAME
 _ONE_DAY = timedelta(days=1)
 STATUSES = ("none", "proposed", "restricted", "banned", "eased", "in_force", "paused", "lifted")
 
-# Makes a named tuple from a tuple of all its fields without a call to its __new__, which is
-# Python code: the fold makes several for every action it applies.
-make_tuple = tuple.__new__
+# Makes a named tuple of this module from a tuple of all its fields without a call to its
+# __new__, which is Python code: the fold makes several for every action it applies.
+_make_tuple = tuple.__new__
 
 
 class Action(NamedTuple):
@@ -105,7 +105,7 @@ class Fold:
     def state(self, uncertain: Sequence[str], based_on: tuple[str, ...]) -> State:
         """The answer: where the fold stands, with what makes it uncertain and what it rests on."""
         # status, rate_percent, conditions, since, until, certain, uncertain_because, based_on
-        return make_tuple(State, (self.status, self.rate_percent, self.conditions, self.since,
+        return _make_tuple(State, (self.status, self.rate_percent, self.conditions, self.since,
                                   self.until.text if self.until is not None else None,
                                   not uncertain, tuple(uncertain), based_on))
 
@@ -408,7 +408,7 @@ class SegmentBuilder:
             state = self._state(fold, day, imprecise, based_on) if imprecise or expired \
                 else fold.state((), based_on)
             underlying = fold.underlying
-            points.append(make_tuple(_Point, (
+            points.append(_make_tuple(_Point, (
                 day, fold.status, fold.rate_percent, fold.conditions, fold.since, fold.pause,
                 fold.until,
                 (underlying.status, underlying.rate_percent, underlying.conditions)
@@ -471,7 +471,7 @@ class SegmentBuilder:
             while after < count and points[after].applied == applied \
                     and points[after].state == state:
                 after += 1
-            segments.append(make_tuple(Segment, (
+            segments.append(_make_tuple(Segment, (
                 point.day, points[after].day if after < count else date.max, state)))
             first_points.append(index)
             index = after

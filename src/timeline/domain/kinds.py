@@ -27,6 +27,8 @@ MAX_RATE_PERCENT = 1000
 
 @dataclass(frozen=True)
 class Kind:
+    """One kind of action."""
+
     name: str
     event: str  # the name of the event class recording it (stored with every event: never rename)
     effect: Callable[[Fold, Action], None]
@@ -39,7 +41,8 @@ class Kind:
 
 
 def _sets_status(status: str) -> Callable[[Fold, Action], None]:
-    """ban, restrict and ease: the status they name; a pause ends, its rate and conditions resume."""
+    """ban, restrict and ease: the status they name; a pause ends, and what it suspended
+    resumes but its status."""
 
     def effect(fold: Fold, action: Action) -> None:
         fold.leave_pause()

@@ -34,7 +34,8 @@ from timeline.domain.dates import format_instant
 from timeline.feed.cloudevents import sequence
 from timeline.feed.filters import EventFilter
 from timeline.feed.urlsafety import Resolver, check_url, system_resolver
-from timeline.store import connect_store_database, create_tables, table_exists, utcnow
+from timeline.database import connect_store_database, create_tables, table_exists
+from timeline.writelock import utcnow
 
 SECRET_PREFIX = "whsec_"
 SECRET_BYTES = 32  # the Standard Webhooks spec asks for 24 to 64

@@ -163,6 +163,8 @@ class Projector:
                 self._evict()
                 if progress is not None:
                     progress(page[-1][0], len(page))
+                if len(page) < batch:  # the last page: asking again would find nothing
+                    return page[-1][0]
 
     def pages_by_rule(self, events: Iterable[tuple[int, Rule.Event]]) -> Iterator[PageRows]:
         """Fold ``events``, each rule's together in version order, into pages of rows.

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import base64
 import bisect
-import json
 import sqlite3
 from typing import Any, Callable, Iterable, Mapping
 
+from timeline.cursors import decode_timeline_cursor, encode_timeline_cursor
 from timeline.domain.dates import PolicyDate
-from timeline.domain.errors import InvalidInput, NotFound
+from timeline.domain.errors import NotFound
 from timeline.events import RULE_REGISTERED
 from timeline.fastjson import loads  # the read model's own JSON: the hot path of every answer
 from timeline.readmodel.actions import known_actions
@@ -106,21 +105,23 @@ def rule_state(conn: sqlite3.Connection, rule_id: str, as_of: str, known_at: str
     return _state(_rule(row), row, as_of, known_at, row["version"])
 
 
-def _filters(
-    jurisdiction: str | None, instrument: str | None, q: str | None, alias: str = "r"
+def rule_filter_sql(
+    jurisdiction: str | None, instrument: str | None, q: str | None
 ) -> tuple[str, dict[str, Any]]:
+    """The ``AND ...`` clauses keeping the rules ``r`` that match these filters, and their
+    parameters (a search ``q`` matches a rule's text or its live actions' text)."""
     clauses: list[str] = []
     params: dict[str, Any] = {}
     if jurisdiction:
-        clauses.append(f"{alias}.jurisdiction = :jurisdiction")
+        clauses.append("r.jurisdiction = :jurisdiction")
         params["jurisdiction"] = jurisdiction
     if instrument:
-        clauses.append(f"{alias}.instrument = :instrument")
+        clauses.append("r.instrument = :instrument")
         params["instrument"] = instrument
     if q:
         clauses.append(
-            f"({alias}.rowid IN (SELECT rowid FROM rules_fts WHERE rules_fts MATCH :q) OR "
-            f"{alias}.id IN (SELECT a.rule_id FROM actions a JOIN actions_fts f ON f.rowid = a.rowid "
+            "(r.rowid IN (SELECT rowid FROM rules_fts WHERE rules_fts MATCH :q) OR "
+            "r.id IN (SELECT a.rule_id FROM actions a JOIN actions_fts f ON f.rowid = a.rowid "
             "WHERE actions_fts MATCH :q AND a.retracted = 0))"
         )
         params["q"] = fts_query(q)
@@ -245,22 +246,6 @@ def history(
     return items
 
 
-def encode_cursor(values: list[Any]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(values).encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> list[Any]:
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        values = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        if not (isinstance(values, list) and len(values) == 2
-                and isinstance(values[0], str) and isinstance(values[1], int)):
-            raise ValueError
-        return values
-    except ValueError:
-        raise InvalidInput("The cursor is not one this server gave.", {"cursor": "is not valid"}) from None
-
-
 # Below this many matching actions, a search's timeline sorts its matches; above, it walks the
 # actions in order (see timeline).
 SPARSE_MATCHES = 20_000
@@ -327,7 +312,7 @@ def timeline(
         )
     order = "DESC" if newest_first else "ASC"
     if cursor:
-        start, position = decode_cursor(cursor)
+        start, position = decode_timeline_cursor(cursor)
         op = "<" if newest_first else ">"
         clauses.append(f"(a.effective_start, a.position) {op} (:c_start, :c_position)")
         params.update(c_start=start, c_position=position)
@@ -353,7 +338,7 @@ def timeline(
     next_cursor = None
     if len(rows) > limit:
         last = rows[limit - 1]
-        next_cursor = encode_cursor([last["effective_start"], last["position"]])
+        next_cursor = encode_timeline_cursor(last["effective_start"], last["position"])
     return items, next_cursor
 
 
@@ -415,7 +400,7 @@ def state_page(
     """Up to ``limit`` rules' states on a day, in rule id order, after (or before) a rule id; and
     whether more rules follow (precede) the page. Keyset paging along the rules' key: a page
     costs its own rows, wherever it starts."""
-    where, params = _filters(jurisdiction, instrument, q)
+    where, params = rule_filter_sql(jurisdiction, instrument, q)
     if status:
         where += " AND s.status = :status"
         params["status"] = status
@@ -447,7 +432,7 @@ _SIDE_COLUMNS = ("status", "rate_percent", "conditions", "since", "until", "cert
                  "uncertain_because")
 
 
-def _side_select(alias: str, day: str) -> str:
+def _side_select(alias: str) -> str:
     columns = ", ".join(f"{alias}.{c} AS {alias}_{c}" for c in _SIDE_COLUMNS)
     based_on = _BASED_ON_SQL.format(rule="r.id", day=f"{alias}.valid_from")
     return f"{columns}, ({based_on}) AS {alias}_based_on"
@@ -455,7 +440,7 @@ def _side_select(alias: str, day: str) -> str:
 
 _DIFF_PAGE_SQL = f"""
 SELECT r.id, r.title, r.jurisdiction, r.instrument, r.targets, r.subjects, r.tags, r.links,
-       {_side_select("b", "day_from")}, {_side_select("a", "day_to")},
+       {_side_select("b")}, {_side_select("a")},
        CASE WHEN r.last_recorded_at <= :known_at THEN r.last_version ELSE
        (SELECT e.version FROM rule_events e
         WHERE e.rule_id = r.id AND e.recorded_at <= :known_at
@@ -481,7 +466,7 @@ def diff_page(
 ) -> tuple[list[dict[str, Any]], bool]:
     """Up to ``limit`` changes between two days, in rule id order after (or before) a rule id,
     found in SQL as the rules are walked in order; and whether more changes follow (precede)."""
-    where, params = _filters(jurisdiction, instrument, None)
+    where, params = rule_filter_sql(jurisdiction, instrument, None)
     rows, more = _keyset_page(conn, _DIFF_PAGE_SQL + where,
                               {"day_from": day_from, "day_to": day_to, "known_at": known_at,
                                **params}, limit, after, before)
@@ -521,7 +506,7 @@ def state_counts(
     """How many rules are in each (status, jurisdiction, instrument) on a day: one aggregate
     query, for the counts above a paged list. Each rule's status is one walk back along its
     rows, materialised before grouping (so the walk runs once per rule, not once per use)."""
-    where, params = _filters(jurisdiction, instrument, q)
+    where, params = rule_filter_sql(jurisdiction, instrument, q)
     status = _ROW_ON.replace("SELECT valid_from", "SELECT status").format(day="as_of")
     rows = conn.execute(
         f"WITH t AS MATERIALIZED (SELECT {status} AS status, r.jurisdiction, r.instrument "
@@ -544,7 +529,7 @@ def diff_counts(
     """How many rules changed between two days, by status on the first and on the second.
     A rule whose row on both days is the same row did not change: only the others' rows are
     read and compared."""
-    where, params = _filters(jurisdiction, instrument, None)
+    where, params = rule_filter_sql(jurisdiction, instrument, None)
     rows = conn.execute(
         f"WITH t AS MATERIALIZED (SELECT r.id, {_ROW_ON.format(day='day_from')} AS row_from, "
         f"{_ROW_ON.format(day='day_to')} AS row_to FROM rules r "

@@ -13,7 +13,7 @@ from datetime import date, timedelta
 from typing import Any, Iterable, Iterator
 
 from timeline.fastjson import loads
-from timeline.readmodel.queries import _filters
+from timeline.readmodel.queries import rule_filter_sql
 
 SPELL_COLUMNS = (
     "rule_id", "title", "jurisdiction", "instrument", "targets", "subjects", "status",
@@ -75,7 +75,7 @@ def _rules(conn: sqlite3.Connection, known_at: str, jurisdiction: str | None,
 
     Consecutive rows that answer the same (all state fields equal) are one stretch.
     """
-    where, params = _filters(jurisdiction, instrument, q)
+    where, params = rule_filter_sql(jurisdiction, instrument, q)
     if rule:
         where += " AND r.id = :rule"
         params["rule"] = rule
@@ -200,7 +200,7 @@ def count_rules(conn: sqlite3.Connection, known_at: str, *, jurisdiction: str | 
                 instrument: str | None = None, rule: str | None = None,
                 q: str | None = None) -> int:
     """How many rules registered at ``known_at`` match the filters (a panel's rows per period)."""
-    where, params = _filters(jurisdiction, instrument, q)
+    where, params = rule_filter_sql(jurisdiction, instrument, q)
     if rule:
         where += " AND r.id = :rule"
         params["rule"] = rule

@@ -17,7 +17,9 @@ _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="timeline"'}
 def token_store() -> TokenStore:
     store = current_app.extensions.get("timeline_tokens")
     if store is None:
-        store = TokenStore(current_tracker().settings)
+        tracker = current_tracker()
+        store = TokenStore(tracker.settings)
+        tracker.on_close(store.close)
         current_app.extensions["timeline_tokens"] = store
     return store
 
