@@ -1,12 +1,11 @@
-"""Run a command and say how much CPU each process of it used: which part of a build costs what.
+"""Run a command and say how much CPU each process of it used.
 
     TIMELINE_HOME=bench/out/run-1000000/home python bench/cpu_by_process.py timeline rebuild
 
-An import or a rebuild forks helpers (the writer, a second folder, the import's check), which
-name themselves (``timeline-writer``, ``timeline-folder``, ``timeline-check``). Every process
-of the command's tree is read from /proc every ``--every`` seconds while it runs, and the last
-reading of each is kept: a process's user + system time, up to the last reading before it
-ended. Linux only.
+Every process of the command's tree (a server's workers, say) is read from /proc every
+``--every`` seconds while it runs, by the name it shows (its own, if it set /proc/self/comm), and
+the last reading of each is kept: a process's user + system time, up to the last reading before
+it ended. Linux only.
 """
 
 from __future__ import annotations

@@ -50,7 +50,6 @@ SRC = BENCH.parent / "src"
 sys.path[:0] = [str(BENCH), str(SRC)]
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))
 
-from cpu_by_process import tree  # noqa: E402
 from generate import generate_file  # noqa: E402
 
 from timeline import fastjson  # noqa: E402
@@ -71,26 +70,12 @@ class Run:
 
 
 def run_child(args: list[str], env: dict[str, str] | None = None, log: Path | None = None) -> Run:
-    """Run a process to its end; its wall time, its CPU time and peak RSS, helpers included.
-
-    CPU time is from wait4, which counts the helper processes it waited for (an import's check,
-    a build's writer and second folder). Peak memory is the larger of the process's own peak
-    RSS (wait4) and the largest sum, sampled every 250 ms, of the proportional set sizes (PSS)
-    of the process and its helpers: forked helpers share pages with the process, which a sum
-    of RSS would count more than once.
-    """
+    """Run a process to its end; its wall time, its CPU time and peak RSS (from wait4)."""
     environment = {**os.environ, **(env or {})}
     out = open(log, "a") if log else subprocess.DEVNULL
     start = time.perf_counter()
     process = subprocess.Popen(args, env=environment, stdout=subprocess.PIPE, stderr=out, text=True)
-    sampled = [0]
-    done = threading.Event()
-    sampler = threading.Thread(target=_sample_tree_rss, args=(process.pid, done, sampled),
-                               daemon=True)
-    sampler.start()
     output = process.stdout.read() if process.stdout else ""
-    done.set()
-    sampler.join()
     _, status, usage = os.wait4(process.pid, 0)
     seconds = time.perf_counter() - start
     process.returncode = os.waitstatus_to_exitcode(status)
@@ -98,8 +83,7 @@ def run_child(args: list[str], env: dict[str, str] | None = None, log: Path | No
         out.close()
     if process.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} failed ({process.returncode}); see {log}")
-    peak_kib = max(usage.ru_maxrss, sampled[0])
-    return Run(seconds, usage.ru_utime + usage.ru_stime, peak_kib / 1024, output)
+    return Run(seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, output)
 
 
 def read_through(path: Path) -> None:
@@ -107,31 +91,6 @@ def read_through(path: Path) -> None:
     with open(path, "rb", buffering=0) as stream:
         while stream.read(1 << 20):
             pass
-
-
-SAMPLE_SECONDS = 0.25
-
-
-def _sample_tree_rss(pid: int, done: threading.Event, peak: list[int]) -> None:
-    """The largest sum of proportional resident KiB over ``pid`` and its descendants."""
-    # Not more often: reading a large process's smaps_rollup takes the kernel 1 to 3 ms, so
-    # sampling four processes every 20 ms took a third of a core from the run it measured.
-    while not done.wait(SAMPLE_SECONDS):
-        peak[0] = max(peak[0], _tree_pss_kib(pid))
-
-
-def _tree_pss_kib(pid: int) -> int:
-    total = 0
-    for current in tree(pid):
-        try:
-            with open(f"/proc/{current}/smaps_rollup") as rollup:
-                for line in rollup:
-                    if line.startswith("Pss:"):
-                        total += int(line.split()[1])
-                        break
-        except (OSError, ValueError):
-            continue  # gone meanwhile, or no /proc here
-    return total
 
 
 def child_bare_save(export: Path, store: Path) -> None:
@@ -146,8 +105,13 @@ def child_bare_save(export: Path, store: Path) -> None:
     with open(export, encoding="utf-8") as stream:
         # Each line read as the import reads it.
         events = (from_record(fastjson.loads(line)) for line in stream if line.strip())
-        for page in app.store_pages(events, PAGE):
-            count += len(page)
+        batch = []
+        for event in events:
+            batch.append(event)
+            if len(batch) == PAGE:
+                count += len(app.events.put(batch))
+                batch = []
+        count += len(app.events.put(batch)) if batch else 0
     app.close()
     print(count)
 
@@ -170,16 +134,17 @@ def child_write_floor(readmodel: Path, dest: Path) -> None:
     """The storage floor of the read models: SQLite writing the same rows, with nothing to compute.
 
     Every row of a finished read model is written again into empty tables of the same schema,
-    in one transaction with the build's page cache, pages of the same size, in the order of
+    in one transaction, pages of the same size, in the order of
     each table's key, with the full-text indexes built at the end as a rebuild does.
     """
     from timeline.readmodel import ReadModel
-    from timeline.readmodel.writer import WRITER_CACHE_KIB
 
     target = ReadModel(dest)
-    target.drop_search()
     conn = target.connection()
-    conn.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
+    for table in ("rules", "actions"):  # made again at the end, from every row
+        for suffix in ("ai", "ad", "au"):
+            conn.execute(f"DROP TRIGGER {table}_{suffix}")
+        conn.execute(f"DROP TABLE {table}_fts")
     conn.execute("ATTACH DATABASE ? AS source", (f"file:{readmodel}?mode=ro",))
     conn.execute("BEGIN IMMEDIATE")
     rows = 0
@@ -195,7 +160,7 @@ def child_write_floor(readmodel: Path, dest: Path) -> None:
             conn.executemany(insert, page)
             rows += len(page)
     conn.execute("COMMIT")
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()  # as the build's writer does
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()  # as a build does
     conn.execute("DETACH DATABASE source")
     target.create_search()
     target.close()

@@ -425,42 +425,6 @@ def test_rebuild_of_an_empty_store(runner: CliRunner):
     assert run(runner, "rebuild").stdout.strip() == "Rebuilt read models up to position 0."
 
 
-def test_a_rebuild_whose_writer_dies_says_so_and_keeps_the_old_read_model(
-    runner: CliRunner, tracker: Tracker, monkeypatch: pytest.MonkeyPatch,
-):
-    """A helper process lost mid-build (here the writer, killed): one line, no traceback, and
-    the read models as they were: the old ones stay until the new ones commit."""
-    import os
-    import signal
-
-    from timeline.readmodel import writer
-
-    load_bundled(runner)
-    def states() -> list[dict]:
-        items = json_of(run(runner, "state", "--as-of", AS_OF, "--json"))["items"]
-        return [{k: v for k, v in item.items() if k != "known_at"} for item in items]
-
-    before = states()
-    write = writer.WriterProcess.write
-
-    def killed(self, page):
-        os.kill(self._process.pid, signal.SIGKILL)
-        self._process.join()
-        write(self, page)
-
-    with monkeypatch.context() as patched:  # the runner's own settings stay
-        patched.setattr("timeline.readmodel.projector.SEPARATE_WRITER_EVENTS", 0)
-        patched.setattr("timeline.service.SEPARATE_WRITER_EVENTS", 0)
-        patched.setattr(writer.WriterProcess, "write", killed)
-        result = run(runner, "rebuild", code=1)
-    assert result.stderr.splitlines()[-1] == (
-        "Error: Rebuild stopped (the read-model writer stopped (exit code -9)); the read models "
-        "are as they were.")
-    assert "Traceback" not in result.stderr
-    assert tracker.readmodel.position() == tracker.head()
-    assert states() == before
-
-
 # tokens and settings ---------------------------------------------------------------------
 
 

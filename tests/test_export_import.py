@@ -200,7 +200,7 @@ def test_an_import_whose_storing_fails_midway_stores_nothing(
     tracker: Tracker, history: list[dict], monkeypatch: pytest.MonkeyPatch,
 ):
     """Pages already written go with the rest: the store is one transaction (both stores)."""
-    from timeline import service
+    from timeline import import_check, service
 
     calls = []
 
@@ -208,11 +208,11 @@ def test_an_import_whose_storing_fails_midway_stores_nothing(
         calls.append(record)
         if len(calls) == 7:
             raise OSError("the disk went away")
-        return service.from_record.__wrapped__(record)
+        return fails_at_the_seventh.__wrapped__(record)
 
-    fails_at_the_seventh.__wrapped__ = service.from_record
+    fails_at_the_seventh.__wrapped__ = import_check.from_record
     monkeypatch.setattr(service, "IMPORT_PAGE", 2)
-    monkeypatch.setattr(service, "from_record", fails_at_the_seventh)
+    monkeypatch.setattr(import_check, "from_record", fails_at_the_seventh)
     with pytest.raises(OSError, match="the disk went away"):
         tracker.import_records(lambda: iter(history))
     assert tracker.app.head() == 0
@@ -223,31 +223,26 @@ def test_an_import_whose_storing_fails_midway_stores_nothing(
     assert len(list(tracker.export())) == len(history)  # PostgreSQL may leave a gap before them
 
 
-def slow_check(seconds: float) -> Callable:
-    from timeline import imports
-
-    check = imports.check_export
-
-    def slowly(records):
-        import time
-
-        time.sleep(seconds)
-        check(records)
-    return slowly
-
-
 @pytest.mark.slow
 @pytest.mark.postgres
-def test_a_check_slower_than_the_store_keeps_the_postgres_transaction_open(
+def test_a_slow_read_model_build_keeps_the_postgres_transaction_open(
     tmp_path: Path, history: list[dict], monkeypatch: pytest.MonkeyPatch,
 ):
-    """The events wait, uncommitted, for the check: longer than the server lets a session idle
-    in a transaction (5 s), and still committed."""
+    """The events wait, uncommitted, while the read model is built: longer than the server lets
+    a session idle in a transaction (5 s), and still committed."""
+    import time
+
     from pg import postgres_settings
 
-    from timeline import imports
+    from timeline import service
 
-    monkeypatch.setattr(imports, "check_export", slow_check(6))
+    build = service.build
+
+    def slowly(*args, **kwargs):
+        time.sleep(6)
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr(service, "build", slowly)
     for settings in postgres_settings(tmp_path / "pg"):
         tracker = Tracker(settings)
         try:
@@ -257,13 +252,13 @@ def test_a_check_slower_than_the_store_keeps_the_postgres_transaction_open(
             tracker.close()
 
 
-def test_a_finding_after_every_event_is_written_still_stores_nothing(
+def test_a_finding_after_pages_are_written_still_stores_nothing(
     tracker: Tracker, history: list[dict], monkeypatch: pytest.MonkeyPatch,
 ):
-    """The check ends after the store pass has written every page: it rolls them back."""
-    from timeline import imports
+    """The last line is wrong, after the pages before it were written: they roll back."""
+    from timeline import service
 
-    monkeypatch.setattr(imports, "check_export", slow_check(1))
+    monkeypatch.setattr(service, "IMPORT_PAGE", 2)
     records = history[:-1] + [{**history[-1], "recorded_at": history[0]["recorded_at"]}]
     with pytest.raises(InvalidInput, match=f"line {len(history)}: record times must increase"):
         tracker.import_records(lambda: iter(records))

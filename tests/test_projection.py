@@ -21,8 +21,8 @@ from timeline.domain.fold import segments, state_on
 from timeline.events import RULE_REGISTERED
 from timeline.readmodel.actions import known_actions
 from timeline.readmodel import ReadModel, queries
+from timeline.readmodel.build import build
 from timeline.readmodel.projector import Projector
-from timeline.readmodel.writer import HelperEvents
 from timeline.service import Tracker
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
@@ -192,14 +192,16 @@ def test_a_forked_child_does_not_share_the_parents_write_lock(tmp_path: Path):
     assert blocked
 
 
-def test_events_by_rule_are_each_rules_events_together_in_version_order(tracker: Tracker):
+def test_events_by_rule_are_each_rules_events_together_in_version_order(
+        tracker: Tracker, monkeypatch: pytest.MonkeyPatch):
     """The order a whole read model is built in, on SQLite and PostgreSQL, across pages."""
     records = list(HistoryGenerator(actions=120, rules=6, seed=3).records())
     tracker.import_records(lambda: iter(records))
     head = tracker.app.head()
     up_to = head - 10
     in_order = [(p, e) for p, e in tracker.app.events_after(0, head) if p <= up_to]
-    by_rule = list(tracker.app.events_by_rule(up_to, page=7))
+    monkeypatch.setattr("timeline.application.EVENTS_PAGE", 7)
+    by_rule = list(tracker.app.events_by_rule(up_to))
 
     assert sorted(p for p, _ in by_rule) == [p for p, _ in in_order]
     keys = [(e.originator_id, e.originator_version) for _, e in by_rule]
@@ -209,27 +211,7 @@ def test_events_by_rule_are_each_rules_events_together_in_version_order(tracker:
                        for p, e in in_order}
 
 
-def test_the_middle_rule_starts_the_second_half_of_the_events(tracker: Tracker):
-    """Where a build splits its rules between two folding processes, on SQLite and PostgreSQL;
-    on SQLite, found along the key's index, never by sorting every event."""
-    records = list(HistoryGenerator(actions=120, rules=6, seed=3).records())
-    tracker.import_records(lambda: iter(records))
-    head = tracker.app.head()
-    for up_to in (head, head - 25):
-        by_rule = [e.originator_id for _, e in tracker.app.events_by_rule(up_to)]
-        assert tracker.app.middle_rule(up_to) == by_rule[up_to // 2]
-    if tracker.settings.database_url is None:
-        from timeline.application import _MIDDLE
-
-        statement = tracker.app.events_statement(_MIDDLE)
-        with tracker.app.recorder.datastore.transaction(commit=False) as cursor:
-            cursor.execute("EXPLAIN QUERY PLAN " + statement, (head, head // 2))
-            plan = " ".join(str(row[-1]) for row in cursor.fetchall())
-        assert "TEMP B-TREE" not in plan and "INDEX" in plan
-
-
-@pytest.mark.parametrize("separate_writer", [False, True], ids=["one process", "two processes"])
-def test_a_build_writes_the_reference_rows(imported, tmp_path: Path, separate_writer: bool,
+def test_a_build_writes_the_reference_rows(imported, tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch):
     """Over many pages: no rule's rows are split between two of them."""
     from timeline.readmodel import projector
@@ -238,8 +220,7 @@ def test_a_build_writes_the_reference_rows(imported, tmp_path: Path, separate_wr
     tracker, expected, _ = imported
     readmodel = ReadModel(tmp_path / "built.sqlite")
     head = tracker.app.head()
-    Projector(readmodel).build(tracker.app.events_by_rule(head), head,
-                               separate_writer=separate_writer)
+    build(readmodel, tracker.app.events_by_rule(head), head)
     assert readmodel.position() == head
     assert tables(readmodel) == expected
     readmodel.close()
@@ -258,14 +239,14 @@ def searched(readmodel: ReadModel, words: set[str]) -> dict[str, tuple[list, lis
     ) for word in sorted(words)}
 
 
-@pytest.mark.parametrize("separate_writer", [False, True], ids=["one process", "two processes"])
 def test_a_rebuild_indexes_every_row_for_search_and_keeps_indexing_after(
-        imported, tmp_path: Path, separate_writer: bool, monkeypatch: pytest.MonkeyPatch):
+        imported, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """A rebuild fills its full-text indexes page by page: over many pages, every word finds
     what it finds in a read model kept row by row, the indexes agree with their tables, and a
     row written after the rebuild is found too. It commits with every index and trigger a read
     model kept row by row has."""
     from timeline.readmodel import projector
+    from timeline.readmodel.store import ActionRow
     from timeline.readmodel.writer import PageRows, write_rows
 
     tracker, _, _ = imported
@@ -281,8 +262,7 @@ def test_a_rebuild_indexes_every_row_for_search_and_keeps_indexing_after(
 
     monkeypatch.setattr(projector, "BUILD_PAGE", 50)
     rebuilt = ReadModel(tmp_path / "rebuilt.sqlite")
-    Projector(rebuilt).build(tracker.app.events_by_rule(head), head,
-                             separate_writer=separate_writer, replace=True)
+    build(rebuilt, tracker.app.events_by_rule(head), head)
     assert searched(rebuilt, words) == searched(kept, words)
     schema = "SELECT type, name, sql FROM sqlite_master ORDER BY name"  # indexes and triggers
     assert rebuilt.connection().execute(schema).fetchall() == conn.execute(schema).fetchall()
@@ -290,18 +270,20 @@ def test_a_rebuild_indexes_every_row_for_search_and_keeps_indexing_after(
         for table in ("rules", "actions"):  # raises if an index and its table disagree
             conn.execute(f"INSERT INTO {table}_fts ({table}_fts, rank) VALUES ('integrity-check', 1)")
         rule_id = conn.execute("SELECT id FROM rules LIMIT 1").fetchone()[0]
-        write_rows(conn, PageRows([], [], [], [], [], [], [(
-            rule_id, "a-late", "fee", "2031-01-01", "2031-01-01", "2031-01-01",
-            "zanzibarian cloves", "{}", "US", "import_tariff", "2031-01-01T00:00:00Z", head + 1, 0, 0,
+        write_rows(conn, PageRows([], [], [], [], [], [], [ActionRow(
+            rule_id=rule_id, id="a-late", kind="fee", effective="2031-01-01",
+            effective_start="2031-01-01", effective_end="2031-01-01",
+            summary="zanzibarian cloves", data="{}", jurisdiction="US",
+            instrument="import_tariff", recorded_at="2031-01-01T00:00:00Z", position=head + 1,
+            corrected=0, retracted=0,
         )], [], []))
     assert searched(rebuilt, {"zanzibarian"}) == {"zanzibarian": ([], [(rule_id, "a-late")])}
     kept.close()
     rebuilt.close()
 
 
-@pytest.mark.parametrize("separate_writer", [False, True], ids=["one process", "two processes"])
 def test_a_build_that_fails_midway_leaves_nothing_and_catching_up_makes_it(
-        imported, tmp_path: Path, separate_writer: bool):
+        imported, tmp_path: Path):
     """A build is one transaction: cut short, the read model is as empty as before."""
     tracker, expected, _ = imported
     readmodel = ReadModel(tmp_path / "cut.sqlite")
@@ -314,7 +296,7 @@ def test_a_build_that_fails_midway_leaves_nothing_and_catching_up_makes_it(
             yield item
 
     with pytest.raises(OSError):
-        Projector(readmodel).build(cut_short(), head, separate_writer=separate_writer)
+        build(readmodel, cut_short(), head)
     assert readmodel.position() == 0
     assert all(rows == [] for rows in tables(readmodel).values())
 
@@ -323,125 +305,71 @@ def test_a_build_that_fails_midway_leaves_nothing_and_catching_up_makes_it(
     readmodel.close()
 
 
-@pytest.mark.parametrize("separate_writer", [False, True], ids=["one process", "two processes"])
-def test_a_build_refuses_a_read_model_that_holds_rows(imported, tmp_path: Path,
-                                                      separate_writer: bool):
+def test_a_build_replaces_a_read_model_that_holds_rows(imported, tmp_path: Path):
     tracker, expected, _ = imported
     readmodel = ReadModel(tmp_path / "held.sqlite")
     first_five = tracker.app.events_after(0, 5)
     Projector(readmodel).catch_up(lambda after, limit: first_five if after == 0 else [])
     assert readmodel.position() == 5
     head = tracker.app.head()
-    with pytest.raises(RuntimeError, match="only into empty tables"):
-        Projector(readmodel).build(tracker.app.events_by_rule(head), head,
-                                   separate_writer=separate_writer)
-    assert readmodel.position() == 5
-    Projector(readmodel).catch_up(tracker.app.events_after)
+    build(readmodel, tracker.app.events_by_rule(head), head)
+    assert readmodel.position() == head
     assert tables(readmodel) == expected
     readmodel.close()
 
 
-def test_a_writer_process_that_dies_loses_the_build_not_the_read_model(
-        imported, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """The writer killed mid-build: the build fails, its rows are gone, the next catch-up works."""
-    import os
-    import signal
-
-    from timeline.readmodel import projector
-    from timeline.readmodel import writer as writer_module
-
-    tracker, expected, _ = imported
-    readmodel = ReadModel(tmp_path / "killed.sqlite")
-    head = tracker.app.head()
-    written = []
-    original = writer_module.WriterProcess.write
-
-    def write_then_kill(self, page):
-        original(self, page)
-        written.append(page)
-        if self._process.is_alive():
-            os.kill(self._process.pid, signal.SIGKILL)
-            self._process.join()
-
-    monkeypatch.setattr(writer_module.WriterProcess, "write", write_then_kill)
-    monkeypatch.setattr(projector, "BUILD_PAGE", 50)
-    with pytest.raises(writer_module.WriterFailed):
-        Projector(readmodel).build(tracker.app.events_by_rule(head), head, separate_writer=True)
-    assert written
-    assert readmodel.position() == 0
-    assert all(rows == [] for rows in tables(readmodel).values())
-    Projector(readmodel).catch_up(tracker.app.events_after)
-    assert tables(readmodel) == expected
-    readmodel.close()
-
-
-def test_a_rebuild_in_three_processes_writes_what_the_import_wrote(
+def test_a_rebuild_over_many_pages_writes_what_the_import_wrote(
         tracker: Tracker, monkeypatch: pytest.MonkeyPatch):
-    """Two processes fold half the rules each (the second reads the store on its own
-    connections, SQLite or PostgreSQL), a third writes: the same rows as before."""
-    from timeline import service
+    """SQLite or PostgreSQL: the same rows as before, and every event counted once."""
     from timeline.readmodel import projector
 
     records = list(HistoryGenerator(actions=300, rules=12, seed=5).records())
     tracker.import_records(lambda: iter(records))
     before = tables(tracker.readmodel)
-    monkeypatch.setattr(service, "SEPARATE_WRITER_EVENTS", 0)
     monkeypatch.setattr(projector, "BUILD_PAGE", 40)
+    monkeypatch.setattr("timeline.application.EVENTS_PAGE", 50)
     counted = []
     assert tracker.rebuild(progress=lambda _position, count: counted.append(count)) \
         == tracker.app.head()
     assert tables(tracker.readmodel) == before
-    assert sum(counted) == len(records)  # the helper's events are counted too
+    assert sum(counted) == len(records)
 
 
-def test_an_import_in_three_processes_writes_the_reference_rows(
+def test_an_import_over_many_pages_writes_the_reference_rows(
         tracker: Tracker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """This process folds half the rules and reads the other half, uncommitted, for a helper
-    that folds them; a third writes (SQLite or PostgreSQL): the reference's rows."""
+    """The read model is built from the uncommitted events (SQLite or PostgreSQL), read a page
+    at a time: the reference's rows."""
     from timeline import service
     from timeline.readmodel import projector
 
     records = list(HistoryGenerator(actions=300, rules=12, seed=5).records())
-    monkeypatch.setattr(service, "SEPARATE_WRITER_EVENTS", 0)
     monkeypatch.setattr(projector, "BUILD_PAGE", 40)
-    fed = []
-    rows_by_rule = ImportTransaction.rows_by_rule
-
-    def counted(self, up_to, first_rule):
-        for rows in rows_by_rule(self, up_to, first_rule):
-            fed.extend(row[0] for row in rows)
-            yield rows
-
-    monkeypatch.setattr(ImportTransaction, "rows_by_rule", counted)
+    monkeypatch.setattr(service, "IMPORT_PAGE", 70)
     monkeypatch.setattr("timeline.application.EVENTS_PAGE", 50)
     assert tracker.import_records(lambda: iter(records)) == len(records)
     reference = ReadModel(tmp_path / "reference.sqlite")
     ReferenceProjector(reference).catch_up(tracker.app.events_after)
     assert tables(tracker.readmodel) == tables(reference)
-    assert 0 < len(fed) < len(records)  # the helper folded some of the rules, not all
     reference.close()
 
 
-def test_an_import_whose_helper_is_not_fed_stores_nothing(
+def test_an_import_whose_read_model_build_fails_stores_nothing(
         tracker: Tracker, monkeypatch: pytest.MonkeyPatch):
-    """Reading the helper's events fails midway: the import keeps nothing, and says so."""
-    from timeline import service
+    """Reading the uncommitted events back fails midway: the import keeps nothing."""
     from timeline.readmodel import projector
-    from timeline.readmodel.writer import HelperFailed
 
     records = list(HistoryGenerator(actions=300, rules=12, seed=5).records())
-    monkeypatch.setattr(service, "SEPARATE_WRITER_EVENTS", 0)
     monkeypatch.setattr(projector, "BUILD_PAGE", 40)
-    monkeypatch.setattr("timeline.application.EVENTS_PAGE", 50)
-    rows_by_rule = ImportTransaction.rows_by_rule
+    events_by_rule = ImportTransaction.events_by_rule
 
-    def breaks(self, up_to, first_rule):
-        pages = rows_by_rule(self, up_to, first_rule)
-        yield next(pages)
-        raise OSError("the disk went away")
+    def breaks(self, up_to):
+        for n, item in enumerate(events_by_rule(self, up_to)):
+            if n == 100:
+                raise OSError("the disk went away")
+            yield item
 
-    monkeypatch.setattr(ImportTransaction, "rows_by_rule", breaks)
-    with pytest.raises(HelperFailed, match="stopped sending events"):
+    monkeypatch.setattr(ImportTransaction, "events_by_rule", breaks)
+    with pytest.raises(OSError, match="the disk went away"):
         tracker.import_records(lambda: iter(records))
     assert tracker.app.head() == 0
     assert tracker.readmodel.position() == 0
@@ -449,27 +377,18 @@ def test_an_import_whose_helper_is_not_fed_stores_nothing(
     assert tracker.import_records(lambda: iter(records)) == len(records)
 
 
-def test_where_processes_cannot_be_forked_an_import_and_a_rebuild_run_in_one(
+def test_an_import_and_a_rebuild_start_no_process(
         imported, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """Without fork, the import checks the file before storing it, and builds and rebuilds
-    fold and write in the one process: the same rows, and no process started."""
     import multiprocessing.process
-
-    from timeline import imports, service
-    from timeline.readmodel import projector
 
     _, expected, _ = imported
     records = list(HistoryGenerator(actions=600, rules=20, seed=11).records())  # as imported
-    for module in (imports, service, projector):
-        monkeypatch.setattr(module, "can_fork", lambda: False)
-    monkeypatch.setattr(service, "SEPARATE_WRITER_EVENTS", 0)
-    monkeypatch.setattr(projector, "SEPARATE_WRITER_EVENTS", 0)
 
     def no_process(process: multiprocessing.process.BaseProcess) -> None:
-        raise AssertionError(f"{process.name} started where processes cannot be forked")
+        raise AssertionError(f"{process.name} started")
 
     monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", no_process)
-    tracker = Tracker(Settings(home=tmp_path / "unforked"))
+    tracker = Tracker(Settings(home=tmp_path / "one"))
     assert tracker.import_records(lambda: iter(records)) == len(records)
     assert tables(tracker.readmodel) == expected
     assert tracker.rebuild() == tracker.app.head()
@@ -477,70 +396,10 @@ def test_where_processes_cannot_be_forked_an_import_and_a_rebuild_run_in_one(
     tracker.close()
 
 
-def test_a_helper_that_cannot_start_loses_the_build_and_leaves_no_pipe_open(
-        imported, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """An import's helper is fed through a pipe: if it cannot be started, the build fails,
-    keeps nothing, and the pipe's ends are closed."""
-    import multiprocessing.process
-
-    from timeline.readmodel.writer import FedEvents
-
-    tracker, expected, _ = imported
-    readmodel = ReadModel(tmp_path / "unstarted.sqlite")
-    head = tracker.app.head()
-    middle = tracker.app.middle_rule(head)
-    start = multiprocessing.process.BaseProcess.start
-
-    def no_folder(process):
-        if process.name == "timeline-readmodel-folder":
-            raise OSError("no more processes")
-        return start(process)
-
-    monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", no_folder)
-    fed = FedEvents(lambda: tracker.app.rows_by_rule(head, first_rule=middle),
-                    tracker.app.decode_row)
-    open_before = len(os.listdir("/proc/self/fd"))
-    with pytest.raises(OSError, match="no more processes"):
-        Projector(readmodel).build(tracker.app.events_by_rule(head, stop_rule=middle), head,
-                                   separate_writer=True, helper_events=fed)
-    assert len(os.listdir("/proc/self/fd")) == open_before  # closed, not left to the collector
-    assert readmodel.position() == 0
-    assert all(rows == [] for rows in tables(readmodel).values())
-    readmodel.close()
-
-
-def test_a_helper_that_fails_loses_the_build(imported, tmp_path: Path,
-                                             monkeypatch: pytest.MonkeyPatch):
-    from timeline.readmodel import projector
-    from timeline.readmodel.writer import WriterFailed
-
-    monkeypatch.setattr(projector, "BUILD_PAGE", 40)
-    tracker, expected, _ = imported
-    readmodel = ReadModel(tmp_path / "helped.sqlite")
-    head = tracker.app.head()
-    middle = tracker.app.middle_rule(head)
-
-    def breaks_midway():
-        for n, item in enumerate(tracker.app.events_by_rule(head, first_rule=middle)):
-            if n == 100:
-                raise ValueError("a page that cannot be decoded")
-            yield item
-
-    with pytest.raises(WriterFailed, match="a page that cannot be decoded"):
-        Projector(readmodel).build(tracker.app.events_by_rule(head, stop_rule=middle), head,
-                                   separate_writer=True,
-                                   helper_events=HelperEvents(breaks_midway))
-    assert readmodel.position() == 0
-    assert all(rows == [] for rows in tables(readmodel).values())
-    Projector(readmodel).catch_up(tracker.app.events_after)
-    assert tables(readmodel) == expected
-    readmodel.close()
-
-
 def test_a_build_whose_process_dies_leaves_the_read_model_free_and_empty(imported,
                                                                         tmp_path: Path):
-    """The writer notices the process it writes for is gone, rolls back and leaves: the read
-    model's write lock is free again at once."""
+    """A process that dies while building leaves the read model's write lock free, and the
+    read model as it was."""
     import os
     import sqlite3
 
@@ -549,7 +408,7 @@ def test_a_build_whose_process_dies_leaves_the_read_model_free_and_empty(importe
     ReadModel(path).close()
     head = tracker.app.head()
     pid = os.fork()
-    if pid == 0:  # builds, and dies without a word after handing over some pages
+    if pid == 0:  # builds, and dies without a word after writing some pages
         try:
             from timeline.readmodel import projector
 
@@ -560,25 +419,23 @@ def test_a_build_whose_process_dies_leaves_the_read_model_free_and_empty(importe
                     if n == 300:
                         os._exit(3)
                     yield item
-            Projector(ReadModel(path)).build(dies_midway(), head, separate_writer=True)
+            build(ReadModel(path), dies_midway(), head)
         finally:
             os._exit(4)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 3
     conn = sqlite3.connect(path, timeout=10)
-    conn.execute("BEGIN IMMEDIATE")  # waits for the writer to roll back, then gets the lock
+    conn.execute("BEGIN IMMEDIATE")
     assert conn.execute("SELECT count(*) FROM rule_events").fetchone()[0] == 0
     conn.execute("ROLLBACK")
     conn.close()
 
 
-@pytest.mark.parametrize("separate_from", [0, 10**9], ids=["three processes", "one process"])
 def test_readers_see_the_old_read_model_until_a_rebuild_commits(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, separate_from: int):
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """The new read model replaces the old in one transaction: halfway through a rebuild,
     another connection still reads every row of the old one, search included; once it
     commits, the new one, search included (the new full-text index commits with it)."""
-    from timeline import service
     from timeline.readmodel import projector
 
     tracker = Tracker(Settings(home=tmp_path / "store"))
@@ -591,7 +448,6 @@ def test_readers_see_the_old_read_model_until_a_rebuild_commits(
     word = "".join(ch for ch in summary.split()[0] if ch.isalnum())
     search = f"SELECT count(*) FROM actions_fts WHERE actions_fts MATCH '{word}'"
     searched = other.connection().execute(search).fetchone()[0]
-    monkeypatch.setattr(service, "SEPARATE_WRITER_EVENTS", separate_from)
     monkeypatch.setattr(projector, "BUILD_PAGE", 40)
     seen = []
 

@@ -288,3 +288,15 @@ def test_a_search_of_the_timeline_finds_the_same_pages_whether_its_matches_are_f
                 break
         assert seen == (expected[::-1] if newest_first else expected)
     assert len(expected) >= 4
+
+
+def test_each_row_type_has_its_tables_columns(tmp_path):
+    """The projector's rows are written by column name: each row type is its table."""
+    from timeline.readmodel.store import ROW_TYPES, ReadModel
+
+    readmodel = ReadModel(tmp_path / "rm.sqlite")
+    conn = readmodel.connection()
+    for table, row in ROW_TYPES.items():
+        columns = tuple(info[1] for info in conn.execute(f"PRAGMA table_info({table})"))
+        assert set(row._fields) == set(columns), table
+    readmodel.close()

@@ -12,12 +12,14 @@ import uuid
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator
 
 import orjson
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError, JSONTranscoder, StoredEvent, Transcoder
-from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
+from eventsourcing.sqlite import SQLiteApplicationRecorder
+
+from timeline import event_tables
 
 from timeline.domain.errors import Conflict, InvalidInput, NotFound
 from timeline.domain.model import RULE_FIELDS, Rule, fingerprint
@@ -308,15 +310,7 @@ class PolicyApplication(Application[str]):
     def events_statement(self, template: str) -> Any:
         """A statement on the store's events table, for this store: ``template`` names the table
         ``{table}`` and the position column ``{position}``, and takes parameters as ``?``."""
-        recorder = self.recorder
-        if isinstance(recorder, SQLiteApplicationRecorder):
-            return template.format(table=recorder.events_table_name, position="rowid")
-        from psycopg import sql
-
-        return sql.SQL(
-            template.replace("?", "%s").format(table="{}.{}", position="notification_id")
-        ).format(sql.Identifier(recorder.datastore.schema),
-                 sql.Identifier(recorder.events_table_name))
+        return event_tables.statement(self.recorder, template)
 
     def close(self) -> None:
         local = self.__dict__.get("_head_local")
@@ -358,66 +352,35 @@ class PolicyApplication(Application[str]):
             yield from page
             after = page[-1][0]
 
-    def events_by_rule(self, up_to: int, page: int | None = None, cursor: Any = None,
-                       first_rule: str = "", stop_rule: str | None = None,
-                       ) -> Iterator[tuple[int, Rule.Event]]:
+    def events_by_rule(self, up_to: int, cursor: Any = None) -> Iterator[tuple[int, Rule.Event]]:
         """Every event up to position ``up_to`` with its position, each rule's events together
         in version order (rules in id order): how a whole read model is made in one pass.
 
         Read along the store's own key (originator id, version), a page at a time; on
         ``cursor`` when given (inside an open transaction: see :meth:`import_transaction`).
-        Only rules from ``first_rule`` on, and before ``stop_rule`` when given.
         """
-        decode = self.decode_row
-        for rows in self.rows_by_rule(up_to, page, cursor, first_rule, stop_rule):
-            for row in rows:
-                yield decode(row)
-
-    def rows_by_rule(self, up_to: int, page: int | None = None, cursor: Any = None,
-                     first_rule: str = "", stop_rule: str | None = None,
-                     ) -> Iterator[list[tuple]]:
-        """:meth:`events_by_rule` as pages of stored rows, not yet decoded (see decode_row)."""
-        page = EVENTS_PAGE if page is None else page
-        recorder = self.recorder
         statement = self.events_statement(
             "SELECT {position}, originator_id, originator_version, topic, state FROM {table} "
             "WHERE {position} <= ? AND (originator_id, originator_version) > (?, ?) "
-            + ("" if stop_rule is None else "AND originator_id < ? ")
-            + "ORDER BY originator_id, originator_version LIMIT ?")
-        bounds = () if stop_rule is None else (stop_rule,)
+            "ORDER BY originator_id, originator_version LIMIT ?")
 
         def fetch(params: tuple) -> list[tuple]:
             if cursor is not None:
-                return _fetch(cursor, statement, params)
-            with recorder.datastore.transaction(commit=False) as own:
-                return _fetch(own, statement, params)
+                return event_tables.fetch(cursor, statement, params)
+            with self.recorder.datastore.transaction(commit=False) as own:
+                return event_tables.fetch(own, statement, params)
 
-        after: tuple[str, int] = (first_rule, 0)
+        to_event = self.mapper.to_domain_event
+        after: tuple[str, int] = ("", 0)
         while True:
-            rows = fetch((up_to, *after, *bounds, page))
-            if rows:
-                yield rows
-            if len(rows) < page:
+            rows = fetch((up_to, *after, EVENTS_PAGE))
+            for position, originator_id, version, topic, state in rows:
+                yield position, to_event(StoredEvent(
+                    originator_id=originator_id, originator_version=version, topic=topic,
+                    state=bytes(state)))
+            if len(rows) < EVENTS_PAGE:
                 return
             after = (rows[-1][1], rows[-1][2])
-
-    def decode_row(self, row: tuple) -> tuple[int, Rule.Event]:
-        """A row of :meth:`rows_by_rule` as (position, event)."""
-        position, originator_id, version, topic, state = row
-        return position, self.mapper.to_domain_event(StoredEvent(
-            originator_id=originator_id, originator_version=version, topic=topic,
-            state=bytes(state)))
-
-    def middle_rule(self, up_to: int, cursor: Any = None) -> str | None:
-        """The rule whose events start the second half of the events up to ``up_to``, in the
-        order of :meth:`events_by_rule` (None if there is no such rule); on ``cursor`` if given."""
-        statement = self.events_statement(_MIDDLE)
-        if cursor is not None:
-            rows = _fetch(cursor, statement, (up_to, up_to // 2))
-        else:
-            with self.recorder.datastore.transaction(commit=False) as own:
-                rows = _fetch(own, statement, (up_to, up_to // 2))
-        return rows[0][0] if rows else None
 
     def rule_event_data(self, rule_id: str, up_to: int) -> dict[int, dict[str, Any]]:
         """The data of a rule's events up to version ``up_to``, by version, in the public shape.
@@ -443,8 +406,8 @@ class PolicyApplication(Application[str]):
         recorder = self.recorder
         with recorder.datastore.transaction(commit=True) as cursor:
             if not isinstance(recorder, SQLiteApplicationRecorder):
-                # The transaction waits between statements while the read model is built
-                # and the import checked: PostgreSQL must not end it as idle meanwhile.
+                # The transaction waits between statements while the read model is built:
+                # PostgreSQL must not end it as idle meanwhile.
                 cursor.execute("SET LOCAL idle_in_transaction_session_timeout = 0")
             yield ImportTransaction(self, cursor)
         if isinstance(recorder, SQLiteApplicationRecorder) and not \
@@ -452,29 +415,6 @@ class PolicyApplication(Application[str]):
             # The whole import went through the write-ahead log: empty it (see the writer's).
             with closing(sqlite3.connect(recorder.datastore.pool.db_name, timeout=30)) as conn:
                 conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-
-    def store_events(self, events: Sequence[Rule.Event]) -> list[tuple[int, Rule.Event]]:
-        """Append ready-made events (an import) in one atomic write; returns them with positions."""
-        if not events:
-            return []
-        recordings = self.events.put(list(events))
-        return [(r.notification.id, r.domain_event) for r in recordings]
-
-    def store_pages(
-        self, events: Iterable[Rule.Event], size: int = 500
-    ) -> Iterator[list[tuple[int, Rule.Event]]]:
-        """Store events a page at a time, yielding each page once it is stored."""
-        batch: list[Rule.Event] = []
-        for event in events:
-            batch.append(event)
-            if len(batch) >= size:
-                yield self.store_events(batch)
-                batch = []
-        if batch:
-            yield self.store_events(batch)
-
-    def store_batches(self, events: Iterable[Rule.Event], size: int = 500) -> int:
-        return sum(len(page) for page in self.store_pages(events, size))
 
 
 class ImportTransaction:
@@ -484,57 +424,30 @@ class ImportTransaction:
         self.app = app
         self.cursor = cursor
 
-    def insert(self, events: Iterable[Rule.Event], between_pages: Callable[[], None],
-               page: int = 10_000) -> int:
-        """Insert ready-made events a page at a time, with the recorder's own insert; the count.
-
-        ``between_pages()`` runs before each page and may raise to stop (and roll back).
-        """
-        recorder = self.app.recorder
-        if isinstance(recorder, SQLiteApplicationRecorder):
-            insert = recorder._insert_events
-        else:
-            insert = recorder._insert_stored_events  # locks the table first, as a save does
+    def insert(self, events: Iterable[Rule.Event], page: int = 10_000) -> int:
+        """Insert ready-made events a page at a time; how many."""
         to_stored = self.app.mapper.to_stored_event
         count = 0
         batch: list[StoredEvent] = []
         for event in events:
             batch.append(to_stored(event))
             if len(batch) >= page:
-                between_pages()
-                insert(self.cursor, batch)
+                event_tables.insert_in_transaction(self.app.recorder, self.cursor, batch)
                 count += len(batch)
                 batch = []
         if batch:
-            between_pages()
-            insert(self.cursor, batch)
+            event_tables.insert_in_transaction(self.app.recorder, self.cursor, batch)
             count += len(batch)
         return count
 
     def head(self) -> int:
         """The newest position, as this transaction sees it."""
-        rows = _fetch(self.cursor, self.app.events_statement(_HEAD), ())
+        rows = event_tables.fetch(self.cursor, self.app.events_statement(_HEAD), ())
         return rows[0][0] or 0
 
-    def events_by_rule(self, up_to: int, stop_rule: str | None = None,
-                       ) -> Iterator[tuple[int, Rule.Event]]:
+    def events_by_rule(self, up_to: int) -> Iterator[tuple[int, Rule.Event]]:
         """The events of this transaction, uncommitted ones included, rule by rule."""
-        return self.app.events_by_rule(up_to, cursor=self.cursor, stop_rule=stop_rule)
-
-    def rows_by_rule(self, up_to: int, first_rule: str) -> Iterator[list[tuple]]:
-        """The stored rows of the rules from ``first_rule`` on, as :meth:`events_by_rule`
-        reads them, on a cursor of their own: another thread may read them meanwhile."""
-        cursor = self.cursor
-        if isinstance(cursor, SQLiteCursor):
-            own = SQLiteCursor(cursor.sqlite_cursor.connection.cursor())
-        else:
-            own = cursor.connection.cursor()
-        with own:
-            yield from self.app.rows_by_rule(up_to, cursor=own, first_rule=first_rule)
-
-    def middle_rule(self, up_to: int) -> str | None:
-        """:meth:`PolicyApplication.middle_rule`, uncommitted events included."""
-        return self.app.middle_rule(up_to, cursor=self.cursor)
+        return self.app.events_by_rule(up_to, cursor=self.cursor)
 
 
 # Events read at a time, in the order of events_by_rule.
@@ -542,17 +455,3 @@ EVENTS_PAGE = 10_000
 
 # The store's head: its newest position (see PolicyApplication.events_statement).
 _HEAD = "SELECT max({position}) FROM {table}"
-
-# The rule at the middle of the events in the order of events_by_rule. ``+`` keeps the position
-# out of SQLite's choice of index: it would otherwise read the events by position and sort them
-# all (4.8 s at a million actions), where walking the key's index, which holds each entry's
-# position, takes a hundredth of that.
-_MIDDLE = ("SELECT originator_id FROM {table} WHERE +{position} <= ? "
-           "ORDER BY originator_id, originator_version LIMIT 1 OFFSET ?")
-
-
-def _fetch(cursor: Any, statement: Any, params: tuple) -> list[tuple]:
-    """Rows as tuples from either store's cursor (PostgreSQL's give dictionaries)."""
-    cursor.execute(statement, params)
-    return [tuple(row.values()) if isinstance(row, dict) else tuple(row)
-            for row in cursor.fetchall()]

@@ -395,14 +395,10 @@ def _read_export(path: Path) -> Iterator[dict]:
 def import_(file: Path) -> None:
     """Restore an export into an empty store; a new export then equals the old one."""
     with tracker() as t:
-        from timeline.readmodel.writer import HelperFailed
-
         try:
             count = t.import_records(lambda: _read_export(file))
         except TimelineError as exc:
             raise click.ClickException(f"{file}: {exc.detail}") from None
-        except HelperFailed as exc:
-            raise click.ClickException(f"{file}: not imported, nothing was stored ({exc}).") from None
     click.echo(f"Imported {count} event(s) from {file}.")
 
 
@@ -411,14 +407,8 @@ def rebuild() -> None:
     """Drop every read model and rebuild it from the events, with a progress bar."""
     with tracker() as t:
         total = t.head()
-        from timeline.readmodel.writer import HelperFailed
-
         with click.progressbar(length=total, label="Rebuilding read models", file=sys.stderr) as bar:
-            try:
-                position = t.rebuild(progress=lambda _pos, count: bar.update(count))
-            except HelperFailed as exc:
-                raise click.ClickException(
-                    f"Rebuild stopped ({exc}); the read models are as they were.") from None
+            position = t.rebuild(progress=lambda _pos, count: bar.update(count))
     click.echo(f"Rebuilt read models up to position {position}.")
 
 

@@ -5,7 +5,6 @@ The CLI and the web layer call this and nothing below it.
 
 from __future__ import annotations
 
-import functools
 import gc
 import json
 from contextlib import contextmanager
@@ -18,12 +17,12 @@ from timeline.config import Settings
 from timeline.cursors import LIST_LIMIT, LIST_MAX_LIMIT, ListCursor
 from timeline.domain.dates import PolicyDate, format_instant, parse_instant
 from timeline.domain.errors import InvalidInput, StoreNotEmpty, TimelineError
-from timeline.events import from_record, to_record
-from timeline.imports import CheckInParallel
+from timeline.events import to_record
+from timeline.import_check import checked_events
 from timeline.readmodel import ReadModel, published, queries, research
-from timeline.readmodel.projector import SEPARATE_WRITER_EVENTS, Projector
+from timeline.readmodel.build import build
+from timeline.readmodel.projector import Projector
 from timeline.readmodel.store import connect
-from timeline.readmodel.writer import FedEvents, HelperEvents, can_fork
 from timeline.database import ensure_postgres_schema, schema_changes
 from timeline.writelock import ONE_MICROSECOND, FileWriteLock, PostgresWriteLock, RecordClock, utcnow
 
@@ -97,7 +96,7 @@ class Tracker:
         position = self.readmodel.position()
         if position >= head:
             return position
-        return self.projector.catch_up(self.app.events_after, head=head)
+        return self.projector.catch_up(self.app.events_after)
 
     def known_at(self, requested: datetime | None = None) -> str:
         """The instant an answer is given for, with every event recorded by then projected.
@@ -130,19 +129,9 @@ class Tracker:
     def rebuild(self, progress: Callable[[int, int], None] | None = None) -> int:
         with self.lock.hold():
             head = self.app.head()
-            middle = _split(head, self.app.middle_rule)
             # The new read model replaces the old in one transaction: readers see the old one
             # until it commits, and keep it if the rebuild fails.
-            if middle is None:
-                return self.projector.build(self.app.events_by_rule(head), head,
-                                            progress=progress, replace=True)
-            # Three processes: this one folds the first half of the rules, a helper the other
-            # half (reading the store on a connection of its own), a third writes the rows.
-            return self.projector.build(
-                self.app.events_by_rule(head, stop_rule=middle), head, progress=progress,
-                separate_writer=True, replace=True,
-                helper_events=HelperEvents(
-                    functools.partial(_events_by_rule_of, self.settings, head, middle)))
+            return build(self.readmodel, self.app.events_by_rule(head), head, progress)
 
     # Writes ------------------------------------------------------------------------------
 
@@ -474,35 +463,23 @@ class Tracker:
             yield json.dumps(to_record(event), ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
     def import_records(self, records: Callable[[], Iterable[dict[str, Any]]]) -> int:
-        """Restore an export into an empty store. ``records`` is called twice: check, then store."""
+        """Restore an export into an empty store: all of it, or nothing if any record is wrong."""
         with self.lock.hold():
             if self.app.head():
                 raise StoreNotEmpty("The store already holds events; import needs an empty store.")
-            with CheckInParallel(records) as check:
-                try:
-                    with self.app.import_transaction() as store:
-                        count = store.insert((from_record(r) for r in records()),
-                                             between_pages=check.poll, page=IMPORT_PAGE)
-                        # The read model is made from the uncommitted events, rule by rule,
-                        # while the check reads on; it commits once the check has passed, and
-                        # the events right after it.
-                        head = store.head()
-                        # From SEPARATE_WRITER_EVENTS on, as a rebuild: a writer process, and
-                        # a helper folding the second half of the rules, which this process
-                        # reads for it (another could not see the uncommitted events).
-                        middle = _split(head, store.middle_rule)
-                        helper = None if middle is None else FedEvents(
-                            functools.partial(store.rows_by_rule, head, middle),
-                            self.app.decode_row)
-                        self.projector.build(store.events_by_rule(head, stop_rule=middle), head,
-                                             progress=lambda _position, _count: check.poll(),
-                                             before_commit=check.wait, helper_events=helper,
-                                             replace=True)  # a read model of another store
-                except Exception:
-                    if self.readmodel.position() > self.app.head():
-                        self.readmodel.drop()  # the events did not commit after all
-                    check.wait()  # what the check found comes first: it reads the file in order
-                    raise
+            try:
+                with self.app.import_transaction() as store:
+                    # Each record is checked before its event is stored, in one transaction
+                    # that commits only once every record has passed.
+                    count = store.insert(checked_events(records()), page=IMPORT_PAGE)
+                    head = store.head()
+                    # The read model is made from the uncommitted events (it replaces one of
+                    # another store); the events commit right after it.
+                    build(self.readmodel, store.events_by_rule(head), head)
+            except Exception:
+                if self.readmodel.position() > self.app.head():
+                    self.readmodel.drop()  # the events did not commit after all
+                raise
             self.catch_up()
             return count
 
@@ -551,23 +528,6 @@ def _filters_of(query: dict[str, Any]) -> dict[str, Any]:
     """A listing query's filters (all but its days and instant)."""
     return {name: value for name, value in query.items()
             if name not in ("as_of", "from", "to", "known_at")}
-
-
-def _split(head: int, middle_rule: Callable[[int], str | None]) -> str | None:
-    """The rule where a build of ``head`` events hands the rest to a second folding process,
-    or None to fold in one (fewer than SEPARATE_WRITER_EVENTS events, or no fork here)."""
-    return middle_rule(head) if head >= SEPARATE_WRITER_EVENTS and can_fork() else None
-
-
-def _events_by_rule_of(settings: Settings, head: int, first_rule: str,
-                       ) -> Iterator[tuple[int, Any]]:
-    """In a helper process: the events of the rules from ``first_rule`` on, up to ``head``,
-    read from the store on connections of its own."""
-    app = PolicyApplication(env=settings.eventsourcing_env())
-    try:
-        yield from app.events_by_rule(head, first_rule=first_rule)
-    finally:
-        app.close()
 
 
 # Events per insert when importing (all in one transaction: see import_transaction).

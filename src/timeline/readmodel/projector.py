@@ -9,7 +9,6 @@ per table. The rows are the same as folding every rule from scratch after every 
 
 from __future__ import annotations
 
-import functools
 import gc
 import json
 import sqlite3
@@ -27,42 +26,29 @@ from timeline.domain.model import Rule, to_fold_action
 from timeline.events import ACTION_RECORDED, RULE_REGISTERED, event_data, event_type
 from timeline.fastjson import dumps as _dumps
 from timeline.readmodel.store import (
-    END_OF_RECORD, END_OF_TIME, START_OF_TIME, BuildIndexes, ReadModel,
+    END_OF_RECORD, END_OF_TIME, ActionRow, ActionStartRow, ReadModel, RequestRow, RuleEventRow,
+    RuleRow, StateRow,
 )
 from timeline.readmodel.writer import (
-    HelperEvents, PageRows, PageSender, WriterProcess, can_fork, check_empty, name_process,
-    write_rows,
+    ClosedStart, ClosedState, PageRows, RuleVersion, write_rows,
 )
-
-# Catching up this many events or more writes the full-text indexes once at the end instead of
-# row by row (about four times cheaper per action).
-BULK_EVENTS = 5_000
 
 # How many rules' histories stay in memory, in units of one action (about 1.2 KiB each, by
 # tracemalloc: the action, its boundary days, points and segments): a busy stretch of history,
-# and a rebuild of a million actions still well under a GiB.
+# and a catch-up of a million actions still well under a GiB.
 CACHE_UNITS = 300_000
 
-# Events per statement batch when a read model is built rule by rule (see Projector.build).
+# Events per page of rows when a read model is built rule by rule (see pages_by_rule).
 BUILD_PAGE = 10_000
 
 # Up to this many events projected by another process are taken into the rules held in memory
 # (see Projector._follow); more, and they are forgotten.
 FOLLOW_EVENTS = 1_000
 
-# From this many events on, a build folds in this process and writes in another (see build).
-SEPARATE_WRITER_EVENTS = 20_000
 
-
-# The same few thousand days come back for every rule, and date.isoformat formats through
-# printf: a cached text is a dictionary lookup (about 7% of a build's fold, by callgrind).
-@functools.lru_cache(maxsize=1 << 16)
 def _day(value: date) -> str:
-    if value == date.min:
-        return START_OF_TIME
-    if value == date.max:
-        return END_OF_TIME
-    return value.isoformat()
+    """A day as the read model stores it: the open end of time sorts after every real day."""
+    return END_OF_TIME if value == date.max else day_text(value)
 
 
 @dataclass(slots=True)
@@ -100,17 +86,18 @@ class _RuleView:
 class _Page:
     """The rows of one page of events, written together when the page ends."""
 
-    rules: list[tuple] = field(default_factory=list)
-    events: list[tuple] = field(default_factory=list)
-    states: list[list] = field(default_factory=list)
-    # (rule_id, valid_from) -> the open row of this page, closed in place if the page closes it
-    open_states: dict[tuple[str, str], list] = field(default_factory=dict)
-    closed_states: list[tuple[str, str, str]] = field(default_factory=list)  # rows of earlier pages
-    starts: list[list] = field(default_factory=list)
-    open_starts: dict[tuple[str, str], list] = field(default_factory=dict)  # as open_states
-    closed_starts: list[tuple[str, str, str, int]] = field(default_factory=list)
+    rules: list[RuleRow] = field(default_factory=list)
+    events: list[RuleEventRow] = field(default_factory=list)
+    states: list[StateRow] = field(default_factory=list)
+    # (rule_id, valid_from) -> where in ``states`` the open row of this page is: closed there
+    # if the page closes it
+    open_states: dict[tuple[str, str], int] = field(default_factory=dict)
+    closed_states: list[ClosedState] = field(default_factory=list)  # rows of earlier pages
+    starts: list[ActionStartRow] = field(default_factory=list)
+    open_starts: dict[tuple[str, str], int] = field(default_factory=dict)  # as open_states
+    closed_starts: list[ClosedStart] = field(default_factory=list)
     actions: dict[tuple[str, str], tuple[_RuleView, _Known]] = field(default_factory=dict)
-    requests: list[tuple] = field(default_factory=list)
+    requests: list[RequestRow] = field(default_factory=list)
     versions: dict[str, tuple[int, str]] = field(default_factory=dict)  # rule's newest event
 
 
@@ -152,37 +139,8 @@ class Projector:
         fetch: Callable[[int, int], Sequence[tuple[int, Rule.Event]]],
         batch: int = 500,
         progress: Callable[[int, int], None] | None = None,
-        head: int | None = None,
     ) -> int:
-        """Project every event after the stored position; returns the position reached.
-
-        ``head``, when given, is the store's newest position: far behind it, the full-text
-        indexes are built once at the end.
-        """
-        if head is not None and head - self.readmodel.position() >= BULK_EVENTS:
-            with self.bulk():
-                return self._catch_up(fetch, batch, progress)
-        return self._catch_up(fetch, batch, progress)
-
-    @contextmanager
-    def bulk(self, drop: bool = True) -> Iterator[None]:
-        """Leave the full-text indexes out while many events are projected, then build them
-        (``drop=False``: the caller drops them itself)."""
-        if drop:
-            with self._mutex:
-                self.readmodel.drop_search()
-        try:
-            yield
-        finally:
-            with self._mutex:
-                self.readmodel.create_search()
-
-    def _catch_up(
-        self,
-        fetch: Callable[[int, int], Sequence[tuple[int, Rule.Event]]],
-        batch: int,
-        progress: Callable[[int, int], None] | None,
-    ) -> int:
+        """Project every event after the stored position; returns the position reached."""
         with self._mutex, collector_paused():
             while True:
                 with self.readmodel.write() as conn:
@@ -208,113 +166,27 @@ class Projector:
                 if len(page) < batch:  # the last page: asking again would find nothing
                     return page[-1][0]
 
-    def build(
-        self,
-        events_by_rule: Iterable[tuple[int, Rule.Event]],
-        head: int,
-        progress: Callable[[int, int], None] | None = None,
-        separate_writer: bool | None = None,
-        before_commit: Callable[[], None] | None = None,
-        helper_events: HelperEvents | None = None,
-        replace: bool = False,
-    ) -> int:
-        """Make the read model from every event up to ``head``, in one transaction: into
-        empty tables, or with ``replace``, in place of the read model there is.
+    def pages_by_rule(self, events: Iterable[tuple[int, Rule.Event]]) -> Iterator[PageRows]:
+        """Fold ``events``, each rule's together in version order, into pages of rows.
 
-        ``events_by_rule`` gives each rule's events together, in version order
-        (:meth:`~timeline.application.PolicyApplication.events_by_rule`). A rule is folded from
-        its first event to its last with nothing else in between, so no rule is ever put
-        aside and read back, its rows close one another in memory (no row is written twice),
-        and they reach the indexes in key order. Until the transaction commits, readers see
-        the read model as it was, and a crash leaves it so.
-
-        With ``separate_writer`` (by default, from ``SEPARATE_WRITER_EVENTS`` events on), a
-        second process writes the rows while this one folds the events into them.
-        ``before_commit()`` runs once every row is written; if it raises, nothing is kept.
-
-        With a separate writer, ``helper_events`` shares the folding: in a third process it
-        gives the events of the rules ``events_by_rule`` leaves out (read from a store of its
-        own, or sent from here), and that process folds them and hands its rows to the same
-        writer.
+        A rule is folded from its first event to its last with nothing else in between, and
+        pages end between rules: every row of a rule is closed in memory before it is written
+        (no row is written twice), and the rows reach the indexes in key order.
         """
-        if separate_writer is None:
-            separate_writer = helper_events is not None or (
-                head >= SEPARATE_WRITER_EVENTS and can_fork())
-        if helper_events is not None and not separate_writer:
-            raise ValueError("a helper hands its rows to a separate writer")
-        with self.bulk(drop=not replace), self._mutex, collector_paused():
-            self._forget()
-            self._synced = None
-            try:
-                if separate_writer:
-                    writer = WriterProcess(self.readmodel.path,
-                                           helpers=0 if helper_events is None else 1,
-                                           replace=replace)
-                    helper = None
-                    try:
-                        if helper_events is not None:
-                            helper = _start_helper(helper_events, writer)
-                        self._build(self.readmodel.connection(), events_by_rule, writer.write,
-                                    progress)
-                        if before_commit is not None:
-                            before_commit()
-                        writer.commit(head)
-                        if progress is not None and writer.helper_events:
-                            progress(head, writer.helper_events)
-                    finally:
-                        writer.close()
-                        if helper is not None:
-                            helper.join()
-                        if helper_events is not None:
-                            helper_events.close()
-                else:
-                    with self.readmodel.write() as conn:
-                        indexes = None
-                        if replace:  # as the writer process does: every index in place
-                            ReadModel.replace_tables(conn)
-                            indexes = BuildIndexes(conn)
-                        else:
-                            check_empty(conn)
-
-                        def write(page: PageRows) -> None:
-                            write_rows(conn, page)
-                            if indexes is not None:
-                                indexes.after_page()
-
-                        self._build(conn, events_by_rule, write, progress)
-                        self.readmodel.set_position(conn, head)
-                        if indexes is not None:
-                            indexes.finish()
-                        if before_commit is not None:
-                            before_commit()
-            finally:
-                self._forget()
-        self._synced = (self.readmodel.generation(), head)
-        return head
-
-    def _build(self, conn: sqlite3.Connection | None, events: Iterable[tuple[int, Rule.Event]],
-               write: Callable[[PageRows], None],
-               progress: Callable[[int, int], None] | None) -> int:
-        """Fold ``events`` (whole rules, one after another) into pages of rows for ``write``;
-        the count of events."""
+        self._forget()
         rows = self._rows = _Page()
         rule_id = None
-        count = 0
-        for count, (position, event) in enumerate(events, start=1):
+        for position, event in events:
             if event.originator_id != rule_id:
-                # Pages end between rules: every row of a rule is closed before it is written.
                 if len(rows.events) >= BUILD_PAGE:
-                    write(self._page_rows(rows))
+                    yield self._page_rows(rows)
                     self._forget()
-                    if progress is not None:
-                        progress(position, len(rows.events))
                     rows = self._rows = _Page()
                 rule_id = event.originator_id
-            self.apply(conn, position, event)
-        write(self._page_rows(rows))
-        if progress is not None and rows.events:
-            progress(rows.events[-1][0], len(rows.events))
-        return count
+            self.apply(None, position, event)  # type: ignore[arg-type]  # all in memory
+        if rows.events:
+            yield self._page_rows(rows)
+        self._forget()
 
     def _follow(self, conn: sqlite3.Connection,
                 fetch: Callable[[int, int], Sequence[tuple[int, Rule.Event]]],
@@ -384,8 +256,9 @@ class Projector:
         else:
             action_id = event.action_id
             made = event_data(event)["id"]
-        rows.events.append((position, rule_id, event.originator_version, kind, action_id,
-                            recorded_at))
+        rows.events.append(RuleEventRow(rule_id=rule_id, recorded_at=recorded_at,
+                                        version=event.originator_version, position=position,
+                                        type=kind, action_id=action_id))
         if kind == RULE_REGISTERED:
             self._register(rows, position, event.originator_version, recorded_at,
                            event_data(event))
@@ -395,16 +268,19 @@ class Projector:
             self._change_action(conn, rows, rule_id, view, position, recorded_at, event)
         request = event.request
         if request and request.get("key"):
-            rows.requests.append((request["key"], request.get("fingerprint", ""), rule_id, position,
-                                  kind, made, recorded_at))
+            rows.requests.append(RequestRow(
+                key=request["key"], fingerprint=request.get("fingerprint", ""), rule_id=rule_id,
+                position=position, type=kind, object_id=made, recorded_at=recorded_at))
 
     def _register(self, rows: _Page, position: int, version: int, recorded_at: str,
                   data: dict) -> None:
-        rows.rules.append((
-            data["id"], data["title"], data["jurisdiction"], data["instrument"],
-            _dumps(data["targets"]), _dumps(data["subjects"]), _dumps(data["tags"]),
-            _dumps(data["links"]), " ".join(data["subjects"]), recorded_at, position,
-            version, recorded_at,
+        rows.rules.append(RuleRow(
+            id=data["id"], title=data["title"], jurisdiction=data["jurisdiction"],
+            instrument=data["instrument"], targets=_dumps(data["targets"]),
+            subjects=_dumps(data["subjects"]), tags=_dumps(data["tags"]),
+            links=_dumps(data["links"]), subjects_text=" ".join(data["subjects"]),
+            registered_at=recorded_at, position=position, last_version=version,
+            last_recorded_at=recorded_at,
         ))
         view = _RuleView(data["jurisdiction"], data["instrument"])
         self._remember(data["id"], view)
@@ -451,13 +327,15 @@ class Projector:
         if old is not None:
             pending = rows.open_starts.pop(key, None)
             if pending is not None:
-                pending[4] = recorded_at
+                rows.starts[pending] = rows.starts[pending]._replace(known_to=recorded_at)
             else:
-                rows.closed_starts.append((recorded_at, rule_id, old_start, old.order))
+                rows.closed_starts.append(ClosedStart(known_to=recorded_at, rule_id=rule_id,
+                                                      effective_start=old_start, ord=old.order))
         if new is not None:
-            row = [rule_id, new_start, new.order, recorded_at, END_OF_RECORD, action_id]
-            rows.starts.append(row)
-            rows.open_starts[key] = row
+            rows.open_starts[key] = len(rows.starts)
+            rows.starts.append(ActionStartRow(
+                rule_id=rule_id, effective_start=new_start, ord=new.order,
+                known_from=recorded_at, known_to=END_OF_RECORD, action_id=action_id))
 
     def _replace_states(
         self, rows: _Page, rule_id: str, recorded_at: str, old: list[Segment], new: list[Segment],
@@ -498,21 +376,23 @@ class Projector:
                 valid_from = _day(day)
                 pending = open_states.pop((rule_id, valid_from), None)
                 if pending is not None:
-                    pending[3] = recorded_at
+                    rows.states[pending] = rows.states[pending]._replace(known_to=recorded_at)
                 else:
-                    rows.closed_states.append((recorded_at, rule_id, valid_from))
+                    rows.closed_states.append(ClosedState(known_to=recorded_at, rule_id=rule_id,
+                                                          valid_from=valid_from))
             if open_:
                 # A state as its row stores it: not where it ends (the next row's start) nor
                 # what it rests on (action_starts). Most states have neither conditions nor
                 # doubts.
                 valid_from = _day(day)
                 conditions, uncertain_because = state.conditions, state.uncertain_because
-                row = [rule_id, valid_from, recorded_at, END_OF_RECORD, state.status,
-                       state.rate_percent, _dumps(conditions) if conditions else "[]",
-                       state.since, state.until, 1 if state.certain else 0,
-                       _dumps(uncertain_because) if uncertain_because else "[]"]
-                rows.states.append(row)
-                open_states[(rule_id, valid_from)] = row
+                open_states[(rule_id, valid_from)] = len(rows.states)
+                rows.states.append(StateRow(
+                    rule_id=rule_id, valid_from=valid_from, known_from=recorded_at,
+                    known_to=END_OF_RECORD, status=state.status, rate_percent=state.rate_percent,
+                    conditions=_dumps(conditions) if conditions else "[]", since=state.since,
+                    until=state.until, certain=1 if state.certain else 0,
+                    uncertain_because=_dumps(uncertain_because) if uncertain_because else "[]"))
 
     # The cache of rules ---------------------------------------------------------------------
 
@@ -577,60 +457,28 @@ class Projector:
     def _page_rows(self, rows: _Page) -> PageRows:
         # A rule registered on this page goes in with its newest version; the others are updated.
         versions = rows.versions
-        rules = [row[:-2] + versions[row[0]] if row[0] in versions else row for row in rows.rules]
-        registered = {row[0] for row in rows.rules}
+        rules = [row._replace(last_version=versions[row.id][0],
+                              last_recorded_at=versions[row.id][1])
+                 if row.id in versions else row for row in rows.rules]
+        registered = {row.id for row in rows.rules}
         return PageRows(
             rules, rows.events, rows.closed_states, rows.states, rows.closed_starts,
             rows.starts,
             [self._action_row(rule_id, view, known)
              for (rule_id, _), (view, known) in rows.actions.items()],
             rows.requests,
-            [(version, at, rule_id) for rule_id, (version, at) in versions.items()
-             if rule_id not in registered],
+            [RuleVersion(last_version=version, last_recorded_at=at, id=rule_id)
+             for rule_id, (version, at) in versions.items() if rule_id not in registered],
         )
 
     @staticmethod
-    def _action_row(rule_id: str, view: _RuleView, known: _Known) -> tuple:
+    def _action_row(rule_id: str, view: _RuleView, known: _Known) -> ActionRow:
         fields = known.fields
         effective = known.fold.effective if known.fold is not None else PolicyDate.parse(fields["effective"])
-        return (rule_id, fields["id"], fields["kind"], fields["effective"],
-                day_text(effective.start), day_text(effective.end), fields.get("summary", ""),
-                _dumps(fields), view.jurisdiction, view.instrument, known.recorded_at,
-                known.position, int(known.corrected), int(known.retracted))
-
-
-def _start_helper(events: HelperEvents, writer: WriterProcess) -> Any:
-    """Fork the process that folds ``events.events()`` into rows for ``writer`` (see
-    Projector.build)."""
-    import multiprocessing
-
-    context = multiprocessing.get_context("fork")
-    pipe = writer.helper_pipes[0]
-    events.before_fork()
-    process = context.Process(target=_fold_for_writer, args=(events, pipe, writer.own_pipes()),
-                              name="timeline-readmodel-folder", daemon=True)
-    process.start()
-    pipe.close()  # the helper's alone now: the writer sees it close if the helper stops
-    events.after_fork()
-    return process
-
-
-def _fold_for_writer(events: HelperEvents, pipe: Any, others: list[Any]) -> None:
-    """The helper process: fold its rules, send each page of rows, then ("done", events)."""
-    name_process("timeline-folder")
-    for end in others:
-        end.close()
-    sender = PageSender(pipe)
-    try:
-        with collector_paused():
-            count = Projector(None)._build(  # type: ignore[arg-type]
-                None, events.events(), lambda page: sender.send(("rows", tuple(page))), None)
-        sender.send(("done", count))
-    except Exception as exc:  # the writer rolls back and tells the projecting process
-        try:
-            sender.send(("failed", f"{type(exc).__name__}: {exc}"))
-        except OSError:
-            pass
-    finally:
-        sender.flush_quietly()  # every message written (one thread writes the pipe)
-        pipe.close()
+        return ActionRow(
+            rule_id=rule_id, id=fields["id"], kind=fields["kind"], effective=fields["effective"],
+            effective_start=day_text(effective.start), effective_end=day_text(effective.end),
+            summary=fields.get("summary", ""), data=_dumps(fields),
+            jurisdiction=view.jurisdiction, instrument=view.instrument,
+            recorded_at=known.recorded_at, position=known.position,
+            corrected=int(known.corrected), retracted=int(known.retracted))

@@ -7,7 +7,7 @@ import sqlite3
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import sqlite_utils
 
@@ -141,6 +141,92 @@ CREATE TABLE IF NOT EXISTS requests (
 """
 
 
+# The rows the projector writes, one named tuple per table: its fields are the table's columns
+# (a test checks them against the tables above), and the writer's statements name them.
+
+
+class RuleRow(NamedTuple):
+    id: str
+    title: str
+    jurisdiction: str
+    instrument: str
+    targets: str
+    subjects: str
+    tags: str
+    links: str
+    subjects_text: str
+    registered_at: str
+    position: int
+    last_version: int
+    last_recorded_at: str
+
+
+class RuleEventRow(NamedTuple):
+    rule_id: str
+    recorded_at: str
+    version: int
+    position: int
+    type: str
+    action_id: str | None
+
+
+class StateRow(NamedTuple):
+    rule_id: str
+    valid_from: str
+    known_from: str
+    known_to: str
+    status: str
+    rate_percent: float | None
+    conditions: str
+    since: str | None
+    until: str | None
+    certain: int
+    uncertain_because: str
+
+
+class ActionStartRow(NamedTuple):
+    rule_id: str
+    effective_start: str
+    ord: int
+    known_from: str
+    known_to: str
+    action_id: str
+
+
+class ActionRow(NamedTuple):
+    rule_id: str
+    id: str
+    kind: str
+    effective: str
+    effective_start: str
+    effective_end: str
+    summary: str
+    data: str
+    jurisdiction: str
+    instrument: str
+    recorded_at: str
+    position: int
+    corrected: int
+    retracted: int
+
+
+class RequestRow(NamedTuple):
+    key: str
+    fingerprint: str
+    rule_id: str
+    position: int
+    type: str
+    object_id: str
+    recorded_at: str
+
+
+# Each table's row type, by table name.
+ROW_TYPES: dict[str, type] = {
+    "rules": RuleRow, "rule_events": RuleEventRow, "states": StateRow,
+    "action_starts": ActionStartRow, "actions": ActionRow, "requests": RequestRow,
+}
+
+
 def _statements(script: str) -> list[str]:
     statements, pending = [], ""
     for line in script.splitlines(keepends=True):
@@ -151,20 +237,20 @@ def _statements(script: str) -> list[str]:
     return statements
 
 
-_TABLE_STATEMENTS = _statements(_TABLES)
+TABLE_STATEMENTS = _statements(_TABLES)
 
-# The indexes keyed across rules (see BuildIndexes).
-_ACROSS_RULES = ("actions_by_effective", "actions_by_jurisdiction", "actions_by_instrument",
-                 "actions_by_kind")
+# The indexes keyed across rules, which a build makes once its rows are written.
+INDEXES_ACROSS_RULES = ("actions_by_effective", "actions_by_jurisdiction",
+                        "actions_by_instrument", "actions_by_kind")
 
 # The columns searched by full text, by table.
-_SEARCH = {"rules": ["title", "subjects_text"], "actions": ["summary"]}
+SEARCH_COLUMNS = {"rules": ["title", "subjects_text"], "actions": ["summary"]}
 
 
 def _create_search(db: sqlite_utils.Database) -> None:
     """The full-text indexes missing from ``db``, with their triggers, filled from the rows."""
     tables = set(db.table_names())
-    for table, columns in _SEARCH.items():
+    for table, columns in SEARCH_COLUMNS.items():
         if f"{table}_fts" in tables:
             continue
         try:
@@ -271,14 +357,6 @@ class ReadModel:
         """:meth:`create_search` inside the caller's write transaction."""
         _create_search(sqlite_utils.Database(_InTransaction(conn)))
 
-    def drop_search(self) -> None:
-        """Drop the full-text indexes and their triggers (for a bulk load; see create_search)."""
-        with self.write() as conn:
-            for table in _SEARCH:
-                for suffix in ("ai", "ad", "au"):
-                    conn.execute(f"DROP TRIGGER IF EXISTS {table}_{suffix}")
-                conn.execute(f"DROP TABLE IF EXISTS {table}_fts")
-
     def generation(self, conn: sqlite3.Connection | None = None) -> int:
         return self._tracked(conn or self.connection(), self.GENERATION_NAME) or 0
 
@@ -335,7 +413,7 @@ class ReadModel:
         for table in ("rules_fts", "actions_fts", "tracking", "rules", "rule_events", "states",
                       "action_starts", "actions", "requests", "rule_links"):
             conn.execute(f"DROP TABLE IF EXISTS {table}")
-        for statement in _TABLE_STATEMENTS:  # executescript would commit first
+        for statement in TABLE_STATEMENTS:  # executescript would commit first
             conn.execute(statement)
         for name, value in ((cls.SCHEMA_NAME, SCHEMA_VERSION),
                             (cls.GENERATION_NAME, secrets.randbits(62))):
@@ -346,59 +424,3 @@ class ReadModel:
         if conn is not None:
             conn.close()
             self._local.conn = None
-
-
-class BuildIndexes:
-    """The indexes of a build that replaces the read model, made in its transaction as the
-    build's rows allow: readers never see the new read model without them.
-
-    The full-text indexes are filled a page of rows at a time. Their tables and triggers are
-    made at the start, and the insert triggers are put aside until :meth:`finish`: every
-    statement writing to a full-text table opens a savepoint, at which FTS5 writes out the terms
-    it holds, so indexing a row at a time (through the triggers) cost a million-action build
-    40 s more than indexing every row at the end. One statement per table per page costs no
-    more than that, and it is done while the rules are still being folded instead of after them.
-    A build writes each row once (its pages end between rules), so the rows after the last
-    indexed one are the page's new rows.
-
-    The indexes keyed across rules (the actions by effective day, alone or after a filter),
-    which a build going rule by rule would fill in no order, are made once every row is
-    written: sorting a million actions takes 1 s, where filling one row by row took 4.7 s of
-    the writer's time.
-    """
-
-    def __init__(self, conn: sqlite3.Connection):
-        self._conn = conn
-        ReadModel.create_search_in(conn)  # on empty tables: nothing to fill yet
-        self._triggers = []
-        for table in _SEARCH:
-            name = f"{table}_ai"
-            self._triggers.append(conn.execute(
-                "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = ?", (name,)
-            ).fetchone()[0])
-            conn.execute(f"DROP TRIGGER {name}")
-        self._indexed = dict.fromkeys(_SEARCH, 0)  # the last rowid indexed, by table
-        for name in _ACROSS_RULES:
-            conn.execute(f"DROP INDEX {name}")
-
-    def after_page(self) -> None:
-        """Index the rows written since the last call for search."""
-        conn = self._conn
-        for table, columns in _SEARCH.items():
-            names = ", ".join(columns)
-            conn.execute(f"INSERT INTO {table}_fts (rowid, {names}) "
-                         f"SELECT rowid, {names} FROM {table} WHERE rowid > ?",
-                         (self._indexed[table],))
-            last = conn.execute(f"SELECT max(rowid) FROM {table}").fetchone()[0]
-            self._indexed[table] = last or 0
-
-    def finish(self) -> None:
-        """Once every row is written: index the last rows for search, put the insert triggers
-        back (the read model keeps its full-text indexes up to date from here on), and make the
-        indexes keyed across rules."""
-        self.after_page()
-        for sql in self._triggers:
-            self._conn.execute(sql)
-        for name in _ACROSS_RULES:
-            self._conn.execute(next(statement for statement in _TABLE_STATEMENTS
-                                    if f" {name} " in statement))

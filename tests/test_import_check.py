@@ -1,9 +1,9 @@
-"""The import's quick check never lets through what the API's marshmallow schemas refuse.
+"""The import check's quick yes never lets through what the API's marshmallow schemas refuse.
 
-Every example is checked both ways: the quick check may only say "valid" where the schema
-(and, for actions, the rules that tie fields to kinds) finds nothing. Where it says "cannot
-tell" for valid data, the import asks marshmallow and loses only time; a test counts those,
-so that a change making the quick check useless shows.
+Every example is checked both ways: :class:`PlainlyValid` may only say "valid" where the schema
+(its fields and its own schema-level validators) finds nothing. Where it says "cannot tell" for
+valid data, the import asks marshmallow and loses only time; a test counts those, so that a
+change making the quick yes useless shows.
 """
 
 from __future__ import annotations
@@ -16,10 +16,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from timeline.domain.errors import TimelineError
-from timeline.domain.kinds import check_action_fields
-from timeline.quickcheck import QuickCheck
+from marshmallow import ValidationError, fields, pre_load, validates, validates_schema
+
+from timeline.domain.errors import InvalidInput
+from timeline.import_check import PlainlyValid
 from timeline.schemas import CorrectionSchema, FileActionSchema, RetractionSchema, RuleSchema
+from timeline.service import Tracker
 
 SOURCE = {"title": "Asia Times, December 2025", "url": "https://asiatimes.com/2025/12/x/",
           "publisher": "Asia Times", "published": "2025-12-09", "quote": "allowed"}
@@ -49,8 +51,7 @@ GOOD = {
 }
 SCHEMAS = {"rule": RuleSchema(), "action": FileActionSchema(), "correction": CorrectionSchema(),
            "retraction": RetractionSchema()}
-THEN = {"action": check_action_fields}
-QUICK = {name: QuickCheck(schema, then=THEN.get(name)) for name, schema in SCHEMAS.items()}
+QUICK = {name: PlainlyValid(schema) for name, schema in SCHEMAS.items()}
 
 TRICKY: list[Any] = [
     None, "", " ", "x", "x" * 101, "x" * 301, "x" * 501, "x" * 5001, 0, -1, 5, 12.5, 1000,
@@ -69,14 +70,7 @@ TRICKY: list[Any] = [
 
 
 def marshmallow_passes(name: str, data: Any) -> bool:
-    if SCHEMAS[name].validate(data):
-        return False
-    if name in THEN:
-        try:
-            THEN[name](data)
-        except TimelineError:
-            return False
-    return True
+    return not SCHEMAS[name].validate(data)
 
 
 def single_changes() -> list[tuple[str, dict[str, Any]]]:
@@ -181,3 +175,67 @@ def test_a_web_address_passes_quickly_only_where_marshmallow_takes_it(url: str):
 def test_no_made_up_address_passes_quickly_that_marshmallow_refuses(scheme: str, rest: str):
     data = with_url(scheme + rest)
     assert QUICK["action"](data) == marshmallow_passes("action", data)
+
+
+# Schema-level validators: run by the quick yes itself, so that none can be left out.
+
+class NoSecretRules(RuleSchema):
+    @validates_schema
+    def _no_secrets(self, data: dict[str, Any], **_: Any) -> None:
+        if "secret" in data["title"] or data["tags"] == []:  # ``tags`` as loaded: its default
+            raise ValidationError("no secret rules", "title")
+
+
+def test_a_schema_level_validator_is_applied_by_the_quick_yes():
+    quick = PlainlyValid(NoSecretRules())
+    good = GOOD["rule"][0]
+    assert quick(good)
+    assert not quick({**good, "title": "a secret rule"})
+    assert not quick({k: v for k, v in good.items() if k != "tags"})
+
+
+class FieldValidated(RuleSchema):
+    @validates("title")
+    def _title(self, value: str, **_: Any) -> None:
+        raise ValidationError("never")
+
+
+class PreLoaded(RuleSchema):
+    @pre_load
+    def _strip(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        return data
+
+
+class WithNested(RetractionSchema):
+    rule = fields.Nested(NoSecretRules)
+
+
+@pytest.mark.parametrize("schema", [FieldValidated(), PreLoaded()], ids=["validates", "pre_load"])
+def test_a_schema_with_a_hook_the_quick_yes_cannot_run_is_left_to_marshmallow(schema: Any):
+    assert not PlainlyValid(schema)(GOOD["rule"][0])
+
+
+def test_a_nested_schemas_validators_are_applied_by_the_quick_yes():
+    quick = PlainlyValid(WithNested())
+    assert quick({"reason": "x", "rule": GOOD["rule"][0]})
+    assert not quick({"reason": "x", "rule": {**GOOD["rule"][0], "title": "secret"}})
+
+
+def test_a_new_schema_level_validator_is_applied_on_import(
+    tracker: Tracker, monkeypatch: pytest.MonkeyPatch,
+):
+    """A validator added to the API's schema refuses an import line with no other change."""
+    from timeline import import_check
+    from timeline.events import RULE_REGISTERED
+
+    rule = {"id": "cn-soy", "title": "Soybeans", "jurisdiction": "CN", "instrument": "other",
+            "targets": [], "subjects": [], "tags": ["food"], "links": []}
+    good = {"type": RULE_REGISTERED, "rule_id": "cn-soy", "version": 1,
+            "recorded_at": "2025-12-09T00:00:00.000000Z", "data": rule}
+    secret = {**good, "rule_id": "cn-secret", "recorded_at": "2025-12-10T00:00:00.000000Z",
+              "data": {**rule, "id": "cn-secret", "title": "a secret rule"}}
+    monkeypatch.setattr(import_check, "RuleSchema", NoSecretRules)
+    with pytest.raises(InvalidInput, match="line 2: title: no secret rules"):
+        tracker.import_records(lambda: iter([good, secret]))
+    assert tracker.app.head() == 0
+    assert tracker.import_records(lambda: iter([good])) == 1
