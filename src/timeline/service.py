@@ -5,9 +5,7 @@ The CLI and the web layer call this and nothing below it.
 
 from __future__ import annotations
 
-import gc
 import json
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Callable, Iterable, Iterator
@@ -21,7 +19,7 @@ from timeline.events import to_record
 from timeline.import_check import checked_events
 from timeline.readmodel import ReadModel, published, queries, research
 from timeline.readmodel.build import build
-from timeline.readmodel.projector import Projector
+from timeline.readmodel.projector import Projector, collector_paused
 from timeline.readmodel.store import connect
 from timeline.database import ensure_postgres_schema, schema_changes
 from timeline.writelock import ONE_MICROSECOND, FileWriteLock, PostgresWriteLock, RecordClock, utcnow
@@ -156,13 +154,13 @@ class Tracker:
                                    seen["recorded_at"], created=False, type=seen["type"],
                                    replayed=True)
             clock = RecordClock(self._last_recorded_at(head))
-            with _no_cycle_collection():
+            with collector_paused():
                 outcome = command(clock, request)
             if outcome.created:
                 self._last_written = (outcome.position, outcome.recorded_at)
         # Projected once the next writer may save, and before the answer: a read right after
         # it sees the write (a reader in another process catches up from the store itself).
-        with _no_cycle_collection():
+        with collector_paused():
             self.projector.catch_up(_then(head, outcome.events, self.app.events_after))
         if outcome.created:
             assert outcome.position is not None and outcome.recorded_at is not None
@@ -482,25 +480,6 @@ class Tracker:
                 raise
             self.catch_up()
             return count
-
-
-@contextmanager
-def _no_cycle_collection() -> Iterator[None]:
-    """Hold off Python's cycle collector while a write loads, checks, saves and projects.
-
-    A long rule's snapshot (decoded when a process first writes to the rule) makes thousands of
-    small lists, and the collector, run every 700 new containers, traversed them again and
-    again: at 3,000 actions it took more than half of such a write. They form no cycles, so
-    reference counting frees them all the same; the collector runs again as soon as the write
-    is done.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def _then(head: int, written: tuple[tuple[int, Any], ...],

@@ -103,11 +103,11 @@ class _Page:
 
 @contextmanager
 def collector_paused() -> Iterator[None]:
-    """Pause Python's cycle collector while projecting.
+    """Pause Python's cycle collector while projecting, building or writing.
 
-    The cached rules are many small objects, and every full collection walks all of them: with
-    the collector on, a rebuild spent a third of its time there. What the projector makes holds
-    no reference cycles, so reference counting alone frees it.
+    The rules kept in memory (and a long rule's snapshot, decoded on a first write) are many
+    small containers, and every full collection walks them all again, for nothing: what the
+    projector and a write make holds no reference cycles, so reference counting alone frees it.
     """
     enabled = gc.isenabled()
     gc.disable()
