@@ -15,6 +15,7 @@ sys.path.insert(0, str(BENCH))
 from generate import HistoryGenerator, generate_file  # noqa: E402
 
 
+@pytest.mark.slow
 def test_the_generator_is_seeded_and_keeps_its_mix(tmp_path: Path):
     first = generate_file(tmp_path / "a.jsonl", 3000, seed=3)
     generate_file(tmp_path / "b.jsonl", 3000, seed=3)

@@ -110,6 +110,7 @@ def without_based_on(seg: Segment) -> Segment:
     return seg._replace(state=seg.state._replace(based_on=()))
 
 
+@pytest.mark.slow
 @settings(max_examples=100, deadline=None)
 @given(histories())
 def test_building_at_once_equals_building_step_by_step(steps):

@@ -74,6 +74,7 @@ def timeline(env: dict[str, str], cwd: Path, *args: str) -> subprocess.Completed
                           capture_output=True, text=True, timeout=STARTUP_WAIT)
 
 
+@pytest.mark.slow
 def test_serve_loads_the_fixtures_and_answers_reads_and_writes(env, tmp_path):
     created = timeline(env, tmp_path, "token", "create", "newsroom")
     assert created.returncode == 0, created.stderr
