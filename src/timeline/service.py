@@ -466,7 +466,8 @@ class Tracker:
             if self.app.head():
                 raise StoreNotEmpty("The store already holds events; import needs an empty store.")
             try:
-                with self.app.import_transaction() as store:
+                # The check keeps every rule's actions: collections would walk them over and over.
+                with collector_paused(), self.app.import_transaction() as store:
                     # Each record is checked before its event is stored, in one transaction
                     # that commits only once every record has passed.
                     count = store.insert(checked_events(records()), page=IMPORT_PAGE)

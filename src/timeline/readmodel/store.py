@@ -276,6 +276,10 @@ class _InTransaction:
         return getattr(self._conn, name)
 
 
+# The page cache of every connection to a read model, in KiB.
+CACHE_KIB = 64 * 1024
+
+
 def connect(path: Path) -> sqlite3.Connection:
     """A connection to a read-model file, as every reader and writer of it opens one."""
     conn = sqlite3.connect(path, isolation_level=None, timeout=60, check_same_thread=False)
@@ -285,7 +289,7 @@ def connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA busy_timeout=60000")
     # Rows of one rule land all over the indexes: a larger page cache than the default
     # 2 MiB keeps a bulk load from reading the same index pages again and again.
-    conn.execute("PRAGMA cache_size=-65536")
+    conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
     # Some builds of SQLite (Debian's among them) overwrite every freed page with zeros: a
     # rebuild, dropping the old read model, would write all of it once more. A read model holds
     # nothing the event store does not keep for ever, so there is nothing to hide.
