@@ -12,7 +12,7 @@ import pytest
 
 from timeline.config import Settings
 from timeline.domain.dates import parse_instant
-from timeline.domain.errors import InvalidInput, StoreNotEmpty
+from timeline.domain.errors import InvalidInput, StoreNotEmpty, TimelineError
 from timeline.service import Tracker
 
 from tests.listings import states
@@ -200,7 +200,7 @@ def test_an_import_whose_storing_fails_midway_stores_nothing(
     tracker: Tracker, history: list[dict], monkeypatch: pytest.MonkeyPatch,
 ):
     """Pages already written go with the rest: the store is one transaction (both stores)."""
-    from timeline import import_check, service
+    from timeline import service
 
     calls = []
 
@@ -210,9 +210,9 @@ def test_an_import_whose_storing_fails_midway_stores_nothing(
             raise OSError("the disk went away")
         return fails_at_the_seventh.__wrapped__(record)
 
-    fails_at_the_seventh.__wrapped__ = import_check.from_record
+    fails_at_the_seventh.__wrapped__ = service.from_record
     monkeypatch.setattr(service, "IMPORT_PAGE", 2)
-    monkeypatch.setattr(import_check, "from_record", fails_at_the_seventh)
+    monkeypatch.setattr(service, "from_record", fails_at_the_seventh)
     with pytest.raises(OSError, match="the disk went away"):
         tracker.import_records(lambda: iter(history))
     assert tracker.app.head() == 0
@@ -221,6 +221,33 @@ def test_an_import_whose_storing_fails_midway_stores_nothing(
     monkeypatch.undo()
     assert tracker.import_records(lambda: iter(history)) == len(history)
     assert len(list(tracker.export())) == len(history)  # PostgreSQL may leave a gap before them
+
+
+def test_an_import_whose_check_stops_stores_nothing(
+    tracker: Tracker, history: list[dict], monkeypatch: pytest.MonkeyPatch,
+):
+    """The check runs in a process of its own: if it dies, nothing commits."""
+    import os
+
+    from timeline import import_check
+
+    monkeypatch.setattr(import_check, "check_export", lambda records: os._exit(3))
+    with pytest.raises(TimelineError, match=r"check stopped \(exit code 3\); nothing was stored"):
+        tracker.import_records(lambda: iter(history))
+    assert tracker.app.head() == 0
+    assert states(tracker, date(2025, 12, 9)) == []
+    monkeypatch.undo()
+    assert tracker.import_records(lambda: iter(history)) == len(history)
+
+
+def test_a_finding_keeps_its_fields_across_processes(exported: list[dict], empty: Tracker):
+    """What the check finds reaches the caller whole: the line and the field it names."""
+    records = [dict(r) for r in exported]
+    records[2] = {**records[2], "data": {**records[2]["data"], "effective": "2025-13-01"}}
+    with pytest.raises(InvalidInput) as raised:
+        empty.import_records(lambda: iter(records))
+    assert raised.value.detail.startswith("line 3:")
+    assert raised.value.errors and any("effective" in key for key in raised.value.errors)
 
 
 @pytest.mark.slow

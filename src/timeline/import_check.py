@@ -9,7 +9,9 @@ handed to marshmallow (which also gives the messages).
 
 from __future__ import annotations
 
+import gc
 import json
+import multiprocessing
 import re
 from typing import Any, Callable, Iterable, Iterator
 
@@ -147,6 +149,73 @@ def check_export(records: Iterable[dict[str, Any]]) -> None:
     """Check an export's records without storing anything (see :func:`checked_events`)."""
     for _ in checked_events(records):
         pass
+
+
+class CheckBeside:
+    """:func:`check_export` of ``records()`` in a forked process, while the caller stores and
+    builds from the same records; :meth:`verdict` waits for it and raises what it found.
+
+    The check is a third of an import's work: on the second core, beside the storing and the
+    build, it keeps an import of a million actions within three minutes on two cores. The
+    caller commits nothing before :meth:`verdict` returns. Where processes cannot be forked,
+    the check runs first, here.
+    """
+
+    def __init__(self, records: Callable[[], Iterable[dict[str, Any]]]):
+        self._found: BaseException | None = None
+        self._process: Any = None
+        if "fork" not in multiprocessing.get_all_start_methods():
+            check_export(records())
+            return
+        # fork: ``records`` may be any callable (a closure over a file, a list in a test).
+        context = multiprocessing.get_context("fork")
+        self._pipe, theirs = context.Pipe(duplex=False)
+        self._process = context.Process(target=_check_in_child, args=(records, theirs),
+                                        name="timeline-import-check", daemon=True)
+        self._process.start()
+        theirs.close()
+
+    def verdict(self) -> None:
+        """Wait for the check to end; raise what it found (InvalidInput naming the line)."""
+        if self._process is not None:
+            try:
+                self._found = self._pipe.recv()
+            except EOFError:
+                self._process.join()
+                self._found = TimelineError(f"the import's check stopped (exit code "
+                                            f"{self._process.exitcode}); nothing was stored.")
+            self._end()
+        if self._found is not None:
+            raise self._found
+
+    def __enter__(self) -> CheckBeside:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._process is not None:
+            self._process.kill()
+            self._found = TimelineError("the import's check did not finish.")
+            self._end()
+
+    def _end(self) -> None:
+        self._process.join()
+        self._pipe.close()
+        self._process = None
+
+
+def _check_in_child(records: Callable[[], Iterable[dict[str, Any]]], pipe: Any) -> None:
+    # The check keeps every rule's actions: collections would walk them over and over.
+    gc.disable()
+    try:
+        check_export(records())
+        found: BaseException | None = None
+    except BaseException as exc:  # every finding goes back to the importing process
+        found = exc
+    try:
+        pipe.send(found)
+    except Exception:  # one that does not pickle: its text still does
+        pipe.send(TimelineError(f"the import's check failed: {found!r}"))
+    pipe.close()
 
 
 # A quick yes ------------------------------------------------------------------------------

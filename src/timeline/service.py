@@ -15,8 +15,8 @@ from timeline.config import Settings
 from timeline.cursors import LIST_LIMIT, LIST_MAX_LIMIT, ListCursor
 from timeline.domain.dates import PolicyDate, format_instant, parse_instant
 from timeline.domain.errors import InvalidInput, StoreNotEmpty, TimelineError
-from timeline.events import to_record
-from timeline.import_check import checked_events
+from timeline.events import from_record, to_record
+from timeline.import_check import CheckBeside
 from timeline.readmodel import ReadModel, published, queries, research
 from timeline.readmodel.build import build
 from timeline.readmodel.projector import Projector, collector_paused
@@ -466,15 +466,20 @@ class Tracker:
             if self.app.head():
                 raise StoreNotEmpty("The store already holds events; import needs an empty store.")
             try:
-                # The check keeps every rule's actions: collections would walk them over and over.
-                with collector_paused(), self.app.import_transaction() as store:
-                    # Each record is checked before its event is stored, in one transaction
-                    # that commits only once every record has passed.
-                    count = store.insert(checked_events(records()), page=IMPORT_PAGE)
-                    head = store.head()
-                    # The read model is made from the uncommitted events (it replaces one of
-                    # another store); the events commit right after it.
-                    build(self.readmodel, store.events_by_rule(head), head)
+                with CheckBeside(records) as check, collector_paused(), \
+                        self.app.import_transaction() as store:
+                    try:
+                        count = store.insert((from_record(r) for r in records()),
+                                             page=IMPORT_PAGE)
+                        head = store.head()
+                        # The read model is made from the uncommitted events (it replaces one
+                        # of another store) and commits once the check has passed; the events
+                        # commit right after it.
+                        build(self.readmodel, store.events_by_rule(head), head,
+                              before_commit=check.verdict)
+                    except Exception:
+                        check.verdict()  # a record the check refuses: its finding names it
+                        raise
             except Exception:
                 if self.readmodel.position() > self.app.head():
                     self.readmodel.drop()  # the events did not commit after all

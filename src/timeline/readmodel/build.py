@@ -22,6 +22,7 @@ def build(
     events_by_rule: Iterable[tuple[int, Rule.Event]],
     head: int,
     progress: Callable[[int, int], None] | None = None,
+    before_commit: Callable[[], None] | None = None,
 ) -> int:
     """Replace the read model with one made from every event up to ``head``; returns ``head``.
 
@@ -29,7 +30,8 @@ def build(
     (:meth:`~timeline.application.PolicyApplication.events_by_rule`), with their positions.
     Everything happens in one transaction of the read model: until it commits, readers
     (full-text searches included) see the read model as it was, and an exception or a crash
-    leaves it so. ``progress(position, count)`` follows each page of events.
+    leaves it so. ``progress(position, count)`` follows each page of events;
+    ``before_commit()`` runs last in the transaction (an exception there rolls it back).
     """
     with readmodel.write() as conn, collector_paused():
         # The rows of one rule land all over the indexes keyed otherwise (the rules by
@@ -45,6 +47,8 @@ def build(
                 progress(page.events[-1].position, len(page.events))
         ReadModel.set_position(conn, head)
         indexes.finish()
+        if before_commit is not None:
+            before_commit()
     # The transaction went through the write-ahead log, as large as the read model: empty it
     # now, or every reader looks pages up in its index until some later write resets it.
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
