@@ -377,22 +377,28 @@ def test_an_import_whose_read_model_build_fails_stores_nothing(
     assert tracker.import_records(lambda: iter(records)) == len(records)
 
 
-def test_an_import_and_a_rebuild_start_no_process(
+def test_a_rebuild_starts_no_process_and_an_import_only_its_check(
         imported, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     import multiprocessing.process
 
     _, expected, _ = imported
     records = list(HistoryGenerator(actions=600, rules=20, seed=11).records())  # as imported
+    started = []
+    start = multiprocessing.process.BaseProcess.start
 
-    def no_process(process: multiprocessing.process.BaseProcess) -> None:
-        raise AssertionError(f"{process.name} started")
+    def recorded(process: multiprocessing.process.BaseProcess) -> None:
+        started.append(process.name)
+        start(process)
 
-    monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", no_process)
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", recorded)
     tracker = Tracker(Settings(home=tmp_path / "one"))
     assert tracker.import_records(lambda: iter(records)) == len(records)
     assert tables(tracker.readmodel) == expected
+    assert started == ["timeline-import-check"]
+    started.clear()
     assert tracker.rebuild() == tracker.app.head()
     assert tables(tracker.readmodel) == expected
+    assert started == []
     tracker.close()
 
 
