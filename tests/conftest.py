@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -28,8 +29,23 @@ def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Setting
         yield from postgres_settings(tmp_path / "home")
 
 
+@pytest.fixture(scope="session")
+def loaded_sqlite_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite store with the bundled fixtures loaded, made once: the tests that want them
+    start from a copy of its files rather than loading them again."""
+    from timeline.fixtures import bundled_fixtures, load_fixtures
+
+    home = tmp_path_factory.mktemp("loaded") / "home"
+    t = Tracker(Settings(home=home))
+    load_fixtures(t, bundled_fixtures())
+    t.close()
+    return home
+
+
 @pytest.fixture
-def tracker(settings: Settings):
+def tracker(settings: Settings, request: pytest.FixtureRequest):
+    if "loaded" in request.fixturenames and not settings.on_postgres:
+        shutil.copytree(request.getfixturevalue("loaded_sqlite_home"), settings.home)
     t = Tracker(settings)
     yield t
     t.close()
@@ -37,10 +53,11 @@ def tracker(settings: Settings):
 
 @pytest.fixture
 def loaded(tracker: Tracker) -> Tracker:
-    """A tracker with the bundled fixtures loaded."""
+    """A tracker with the bundled fixtures loaded (on SQLite, copied in by ``tracker``)."""
     from timeline.fixtures import bundled_fixtures, load_fixtures
 
-    load_fixtures(tracker, bundled_fixtures())
+    if tracker.settings.on_postgres:
+        load_fixtures(tracker, bundled_fixtures())
     return tracker
 
 

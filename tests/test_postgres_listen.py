@@ -11,7 +11,7 @@ from tests.pg import postgres_settings
 from timeline.feed.listen import notify_waiter
 from timeline.service import Tracker
 
-pytestmark = pytest.mark.postgres
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]  # a server round trip each: whole suite only
 
 RULE = {"id": "listen-rule", "title": "Listen", "jurisdiction": "US", "instrument": "other",
         "targets": [], "subjects": [], "tags": [], "links": []}

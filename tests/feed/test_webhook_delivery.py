@@ -438,6 +438,7 @@ def test_the_background_worker_delivers_new_events_until_stopped(private_tracker
     assert sorted(int(cloudevent(r)["sequence"]) for r in receiver.requests) == [1, 2, 3, 4]
 
 
+@pytest.mark.slow
 def test_timeline_webhooks_run_delivers_until_interrupted(private_tracker, private_settings, receiver_factory):
     receiver = receiver_factory()
     subscribe(private_tracker, receiver.url)
