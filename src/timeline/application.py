@@ -20,7 +20,6 @@ from eventsourcing.persistence import IntegrityError, JSONTranscoder, StoredEven
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 
 from timeline import event_tables
-
 from timeline.domain.errors import Conflict, InvalidInput, NotFound
 from timeline.domain.model import RULE_FIELDS, Rule, fingerprint
 from timeline.fastjson import has_long_number

@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterable, Iterator
 from timeline.application import Outcome, PolicyApplication
 from timeline.config import Settings
 from timeline.cursors import LIST_LIMIT, LIST_MAX_LIMIT, ListCursor
+from timeline.database import ensure_postgres_schema, schema_changes
 from timeline.domain.dates import PolicyDate, format_instant, parse_instant
 from timeline.domain.errors import InvalidInput, StoreNotEmpty, TimelineError
 from timeline.events import from_record, to_record
@@ -21,7 +22,6 @@ from timeline.readmodel import ReadModel, published, queries, research
 from timeline.readmodel.build import build
 from timeline.readmodel.projector import Projector, collector_paused
 from timeline.readmodel.store import connect
-from timeline.database import ensure_postgres_schema, schema_changes
 from timeline.writelock import ONE_MICROSECOND, FileWriteLock, PostgresWriteLock, RecordClock, utcnow
 
 # The most rows a panel may have: more is refused (400) before any row is read.
