@@ -247,21 +247,23 @@ def history(
 
 
 # Below this many matching actions, a search's timeline sorts its matches; above, it walks the
-# actions in order (see timeline).
+# actions in order (see timeline). A rule that matches brings all its actions: it is counted as
+# the mean rule's ten, as the full-text index counts rules cheaply and their actions only by
+# reading them.
 SPARSE_MATCHES = 20_000
+ACTIONS_PER_RULE = 10
 
 
 def _matches_fewer_than(conn: sqlite3.Connection, match: str, bound: int) -> bool:
-    """Whether fewer than ``bound`` actions match a full-text query, themselves or by their
-    rule: counted up to the bound, as SQLite cannot know it before running the query."""
-    row = conn.execute(
+    """Whether fewer than about ``bound`` actions match a full-text query, themselves or by
+    their rule: the full-text indexes' matches counted up to the bound."""
+    actions, rules = conn.execute(
         "SELECT (SELECT count(*) FROM (SELECT 1 FROM actions_fts WHERE actions_fts MATCH :q "
-        "LIMIT :bound)) + (SELECT count(*) FROM (SELECT 1 FROM actions WHERE rule_id IN "
-        "(SELECT r.id FROM rules r JOIN rules_fts f ON f.rowid = r.rowid WHERE rules_fts MATCH :q) "
+        "LIMIT :bound)), (SELECT count(*) FROM (SELECT 1 FROM rules_fts WHERE rules_fts MATCH :q "
         "LIMIT :bound))",
         {"q": match, "bound": bound},
     ).fetchone()
-    return row[0] < bound
+    return actions + rules * ACTIONS_PER_RULE < bound
 
 
 def timeline(
@@ -303,13 +305,12 @@ def timeline(
         # A word found in few actions: their rows are fetched by the full-text indexes and
         # sorted. A common one: the actions are walked in order, each looked up among the
         # matches (the unary + keeps SQLite from fetching and sorting every match).
-        sparse = _matches_fewer_than(conn, params["q"], SPARSE_MATCHES)
-        plus = "" if sparse else "+"
-        clauses.append(
-            f"({plus}a.rowid IN (SELECT rowid FROM actions_fts WHERE actions_fts MATCH :q) OR "
-            f"{plus}a.rule_id IN (SELECT r.id FROM rules r JOIN rules_fts f ON f.rowid = r.rowid "
-            "WHERE rules_fts MATCH :q))"
-        )
+        actions = "a.rowid IN (SELECT rowid FROM actions_fts WHERE actions_fts MATCH :q)"
+        rules = "(SELECT rowid FROM rules_fts WHERE rules_fts MATCH :q)"
+        if _matches_fewer_than(conn, params["q"], SPARSE_MATCHES):
+            clauses.append(f"({actions} OR a.rule_id IN (SELECT id FROM rules WHERE rowid IN {rules}))")
+        else:
+            clauses.append(f"(+{actions} OR +r.rowid IN {rules})")
     order = "DESC" if newest_first else "ASC"
     if cursor:
         start, position = decode_timeline_cursor(cursor)
