@@ -172,3 +172,22 @@ def test_processes_starting_together_on_a_new_schema_all_start(pg_settings: Sett
     ]
     failures = [p.communicate(timeout=120)[1] for p in starters]
     assert [p.returncode for p in starters] == [0] * 6, "\n".join(failures)
+
+
+def test_a_token_is_still_checked_after_the_database_dropped_its_session(pg_settings: Settings) -> None:
+    """A restart of PostgreSQL ends every session: the next write's token check opens a new one
+    and keeps no closed connection behind."""
+    import psycopg
+
+    from timeline.tokens import TokenStore
+
+    tokens = TokenStore(pg_settings)
+    token = tokens.create("writer")
+    assert tokens.check(token).name == "writer"
+    session = tokens._checking().info.backend_pid
+    with psycopg.connect(pg_settings.database_url.split("?")[0], autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (session,))
+    assert tokens.check(token).name == "writer"
+    assert tokens._checking().info.backend_pid != session
+    assert len(tokens._opened) == 1
+    tokens.close()

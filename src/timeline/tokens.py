@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 import secrets
 import threading
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime, timezone
-
 from typing import Any
 
 from timeline.config import Settings
@@ -79,7 +79,7 @@ class TokenStore:
                 raise
             # PostgreSQL may have dropped this thread's session (a restart): once more on a
             # new one.
-            self._local.conn = None
+            self._drop_checking()
             row = self._checking().execute(query, (_digest(token),)).fetchone()
         return None if row is None else Token(row[0], bool(row[1]))
 
@@ -92,6 +92,15 @@ class TokenStore:
             with self._opened_lock:
                 self._opened.append(conn)
         return conn
+
+    def _drop_checking(self) -> None:
+        """Close this thread's connection and forget it."""
+        conn, self._local.conn = self._local.conn, None
+        with self._opened_lock:
+            if conn in self._opened:
+                self._opened.remove(conn)
+        with suppress(Exception):  # its session is gone already
+            conn.close()
 
     def close(self) -> None:
         """Close the connections that checked tokens."""
