@@ -1,25 +1,16 @@
 """The check of an export before it is imported: every line as the API would take it.
 
 An import stores nothing unless every line of the file passes. Each line is checked with the
-API's own marshmallow schemas, which stay the one declaration of what is valid; because
-marshmallow spends most of an import's time in its own machinery, :class:`PlainlyValid` first
-gives a quick yes for data that plainly passes a schema, and only what it cannot vouch for is
-handed to marshmallow (which also gives the messages).
+API's own marshmallow schemas, the one declaration of what is valid.
 """
 
 from __future__ import annotations
 
 import gc
-import json
 import multiprocessing
-import re
 from typing import Any, Callable, Iterable, Iterator
 
-import jsonschema_rs
-from apispec import APISpec
-from apispec.ext.marshmallow import MarshmallowPlugin
-from marshmallow import Schema, ValidationError, fields, missing, validate
-from marshmallow.decorators import PRE_LOAD, VALIDATES, VALIDATES_SCHEMA
+from marshmallow import Schema
 
 from timeline.domain.errors import InvalidInput, TimelineError
 from timeline.domain.kinds import (
@@ -49,7 +40,6 @@ def checked_events(records: Iterable[dict[str, Any]]) -> Iterator[Rule.Event]:
     # validation itself (each instance deep-copies its fields, nested schemas included).
     schemas = (RuleSchema(), FileActionSchema(), RetractionSchema(), CorrectionSchema())
     rule_schema, action_schema, retraction_schema, correction_schema = schemas
-    plainly_valid = {schema: PlainlyValid(schema) for schema in schemas}
     versions: dict[str, int] = {}
     # Each rule's actions as the export has them so far: corrections applied, None if retracted;
     # only the fields check_action_fields reads, so that a large file fits in memory.
@@ -69,8 +59,6 @@ def checked_events(records: Iterable[dict[str, Any]]) -> Iterator[Rule.Event]:
 
         def valid(schema: Schema, data: dict[str, Any]) -> None:
             # The same schemas as the API: an import may hold nothing a request could not.
-            if plainly_valid[schema](data):
-                return
             problems = schema.validate(data)
             if problems:
                 flat = errors_by_field(problems)
@@ -155,8 +143,8 @@ class CheckBeside:
     """:func:`check_export` of ``records()`` in a forked process, while the caller stores and
     builds from the same records; :meth:`verdict` waits for it and raises what it found.
 
-    The check is a third of an import's work: on the second core, beside the storing and the
-    build, it keeps an import of a million actions within three minutes on two cores. The
+    The check takes about as long as the storing and the build: on the second core, beside
+    them, it keeps an import of a million actions within three minutes on two cores. The
     caller commits nothing before :meth:`verdict` returns. Where processes cannot be forked,
     the check runs first, here.
     """
@@ -216,152 +204,3 @@ def _check_in_child(records: Callable[[], Iterable[dict[str, Any]]], pipe: Any) 
     except Exception:  # one that does not pickle: its text still does
         pipe.send(TimelineError(f"the import's check failed: {found!r}"))
     pipe.close()
-
-
-# A quick yes ------------------------------------------------------------------------------
-
-# Validators that apispec writes into the JSON Schema (minLength, pattern, enum, minimum...).
-_SAID_BY_JSON_SCHEMA = (validate.Length, validate.Regexp, validate.OneOf, validate.Range)
-# Fields whose whole meaning JSON Schema carries: type, and the validators above.
-_PLAIN_FIELDS = (fields.String, fields.List, fields.Nested)
-
-_Check = Callable[[Any], Any]
-
-
-class _CannotTell(Exception):
-    """The quick path cannot run one of a schema's hooks: marshmallow must answer."""
-
-
-class PlainlyValid:
-    """``PlainlyValid(schema)(data)`` is True when ``schema.validate(data)`` certainly finds
-    nothing, False when it cannot tell.
-
-    The shape is checked by the JSON Schema that apispec makes of the same marshmallow schema
-    (the one the OpenAPI document shows), compiled by jsonschema-rs; whatever JSON Schema cannot
-    say (a date that must exist, a country code, a URL) is checked by the schema's own field
-    objects; then the schema's own schema-level validators run on the loaded data, as
-    marshmallow runs them. A schema with a hook this cannot run (``pre_load``, ``validates``)
-    is always left to marshmallow, so no validator is ever skipped. Where the JSON Schema is
-    stricter than marshmallow (its ``$`` does not match before a final newline, for one), data
-    goes the slow way and still gets marshmallow's answer.
-    """
-
-    def __init__(self, schema: Schema):
-        self._shape = jsonschema_rs.Draft202012Validator(
-            json_schema(schema), validate_formats=False, offline=True)
-        self._load = _schema_check(schema)
-
-    def __call__(self, data: Any) -> bool:
-        try:
-            if not self._shape.is_valid(data):
-                return False
-        except (ValueError, TypeError, UnicodeError):  # not JSON data (a lone surrogate, say)
-            return False
-        try:
-            self._load(data)
-        except (ValidationError, TimelineError, _CannotTell):
-            return False
-        return True
-
-
-def json_schema(schema: Schema) -> dict[str, Any]:
-    """The JSON Schema (2020-12) of a marshmallow schema, nested schemas under ``$defs``."""
-    spec = APISpec("import-check", "1", "3.1.0", plugins=[MarshmallowPlugin()])
-    spec.components.schema("Root", schema=schema)
-    components = spec.to_dict()["components"]["schemas"]
-    # Nested schemas are components of the throwaway spec: point their references at $defs.
-    text = json.dumps(components).replace('"#/components/schemas/', '"#/$defs/')
-    definitions = json.loads(text)
-    root = definitions.pop("Root")
-    if definitions:
-        root["$defs"] = definitions
-    return root
-
-
-def _schema_check(schema: Schema) -> _Check:
-    """What JSON Schema cannot say of ``schema``: a function of data of the right shape that
-    raises ValidationError where marshmallow would, and otherwise gives the data as loaded."""
-    hooks = type(schema).resolve_hooks()
-    if hooks.get(PRE_LOAD) or hooks.get(VALIDATES) or any(
-            many for _, many, _ in hooks.get(VALIDATES_SCHEMA, ())):
-
-        def cannot_tell(data: Any) -> Any:
-            raise _CannotTell
-
-        return cannot_tell
-    validators = [(getattr(schema, name), options.get("pass_original", False))
-                  for name, _, options in hooks.get(VALIDATES_SCHEMA, ())]
-    checks = [(name, field.data_key or name, _field_check(field), field.load_default)
-              for name, field in schema.fields.items() if not field.dump_only]
-
-    def load(data: dict[str, Any]) -> dict[str, Any]:
-        loaded = {}
-        for name, key, check, default in checks:
-            if key in data:
-                loaded[name] = data[key] if check is None else check(data[key])
-            elif default is not missing:
-                loaded[name] = default() if callable(default) else default
-        for validator, pass_original in validators:
-            if pass_original:
-                validator(loaded, data, partial=None, many=False, unknown=schema.unknown)
-            else:
-                validator(loaded, partial=None, many=False, unknown=schema.unknown)
-        return loaded
-
-    return load
-
-
-def _field_check(field: fields.Field) -> _Check | None:
-    """What JSON Schema cannot say of ``field``: a function giving the value as loaded and
-    raising ValidationError, or None when the value passes as it is."""
-    if isinstance(field, fields.Url) and (check := _url_check(field)) is not None:
-        return check
-    if type(field) not in _PLAIN_FIELDS or not all(map(_said, field.validators)):
-        return field.deserialize  # the field itself, with its own code and validators
-    if isinstance(field, fields.Nested):
-        if field.many:
-            return field.deserialize
-        return _schema_check(field.schema)
-    if isinstance(field, fields.List):
-        inner = _field_check(field.inner)
-        if inner is None:
-            return None
-        return lambda values: [inner(value) if value is not None else value
-                               for value in values]
-    return None
-
-
-def _url_check(field: fields.Url) -> _Check | None:
-    """A web address field's check, with a quick yes for plain addresses.
-
-    marshmallow's URL pattern is slow (its character classes hold every Unicode letter). An
-    address made of a web scheme the field takes, a lower-case host name of the same labels as
-    marshmallow's, a top-level domain of 2 to 6 letters, and nothing after the host but a path
-    of non-space characters is one it accepts: this pattern is the part of its pattern that
-    such an address takes. Anything else goes to the field itself.
-    """
-    validators = field.validators
-    if len(validators) != 1 or not isinstance(validators[0], validate.URL):
-        return None
-    url = validators[0]
-    schemes = sorted(url.schemes & {"http", "https"})
-    if url.relative or not getattr(url, "absolute", True) or not url.require_tld or not schemes:
-        return None
-    plain = re.compile(
-        "(?:" + "|".join(schemes) + r")://(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,6}"
-        r"(?:/\S*)?\Z")
-    slow = field.deserialize
-
-    def check(value: Any) -> Any:
-        if type(value) is str and plain.match(value):
-            return value
-        return slow(value)
-
-    return check
-
-
-def _said(validator: Any) -> bool:
-    if isinstance(validator, validate.Regexp):
-        # apispec writes the pattern, not its flags.
-        return validator.regex.flags & ~re.UNICODE == 0
-    return isinstance(validator, _SAID_BY_JSON_SCHEMA)
