@@ -94,6 +94,13 @@ class Tracker:
         position = self.readmodel.position()
         if position >= head:
             return position
+        if position == 0:
+            # An empty read model (a new file, or one of an older layout dropped on opening) is
+            # made as a rebuild makes it, in one pass, rather than event by event.
+            with self.lock.hold():
+                if self.readmodel.position() == 0:
+                    head = self.app.head()
+                    return build(self.readmodel, self.app.events_by_rule(head), head)
         return self.projector.catch_up(self.app.events_after)
 
     def known_at(self, requested: datetime | None = None) -> str:
