@@ -59,3 +59,21 @@ def test_the_stream_on_postgresql_delivers_an_event_recorded_after_it_opened(pg_
     body = b"".join(chunks)
     assert b"event: timeline.rule.registered" in body
     assert b'"subject":"listen-rule"' in body
+
+
+def test_a_closed_tracker_leaves_no_waiter_holding_it(tmp_path: Path) -> None:
+    """A process that opens and closes trackers (a test run, a command run in a loop) keeps
+    neither their listening connections nor their stores."""
+    import gc
+    import weakref
+
+    for settings in postgres_settings(tmp_path / "home"):
+        tracker = Tracker(settings)
+        waiter = notify_waiter(tracker)
+        assert waiter.listening.wait(20)
+        tracker.close()
+        assert not waiter._thread.is_alive()
+        gone = weakref.ref(tracker)
+        del tracker, waiter
+        gc.collect()
+        assert gone() is None

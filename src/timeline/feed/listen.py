@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import logging
 import threading
-import weakref
 from typing import Any
 
 log = logging.getLogger("timeline.feed")
 
-_waiters: "weakref.WeakKeyDictionary[Any, NotifyWaiter]" = weakref.WeakKeyDictionary()
+# Each open tracker's waiter, until the tracker closes (a waiter holds its tracker).
+_waiters: dict[Any, NotifyWaiter] = {}
 _lock = threading.Lock()
 
 
@@ -81,4 +81,10 @@ def notify_waiter(tracker: Any) -> NotifyWaiter:
         waiter = _waiters.get(tracker)
         if waiter is None:
             waiter = _waiters[tracker] = NotifyWaiter(tracker)
+            tracker.on_close(lambda: _forget(tracker))
         return waiter
+
+
+def _forget(tracker: Any) -> None:
+    with _lock:
+        _waiters.pop(tracker, None)
