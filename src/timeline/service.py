@@ -94,9 +94,11 @@ class Tracker:
         position = self.readmodel.position()
         if position >= head:
             return position
-        if position == 0:
+        if position == 0 and not self.settings.on_postgres:
             # An empty read model (a new file, or one of an older layout dropped on opening) is
-            # made as a rebuild makes it, in one pass, rather than event by event.
+            # made as a rebuild makes it, in one pass, rather than event by event. Not on
+            # PostgreSQL: the write lock it holds would stop every server's writes meanwhile,
+            # for the sake of one new server's read model.
             with self.lock.hold():
                 if self.readmodel.position() == 0:
                     head = self.app.head()
