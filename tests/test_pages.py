@@ -354,6 +354,18 @@ def test_chart_shows_a_scheduled_pause_end(tracker: Tracker) -> None:
     assert f"Paused until January {today.year + 2}" in text
 
 
+def test_a_rate_too_narrow_to_read_keeps_its_bar_but_not_its_label(tracker: Tracker) -> None:
+    register(tracker, "fee-rule", "A fee that changed for a day")
+    record(tracker, "fee-rule", kind="fee", effective="2010-01-01", rate_percent=10)
+    record(tracker, "fee-rule", kind="fee", effective="2020-06-01", rate_percent=20)
+    record(tracker, "fee-rule", kind="fee", effective="2020-06-02", rate_percent=30)
+    client = create_app({"TESTING": True}, tracker=tracker).test_client()
+    html = client.get("/rules/fee-rule?as_of=2024-01-01").get_data(as_text=True)
+    assert html.count('<svg class="rate-bar"') == 3  # one a day is still drawn
+    assert ">10%</text>" in html and ">30%</text>" in html
+    assert ">20%</text>" not in html
+
+
 def test_rule_page_lists_the_full_history_with_sources(client) -> None:
     _, html = status_on(client, "2025-12-09")
     text = Page(html).text
