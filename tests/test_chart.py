@@ -125,3 +125,28 @@ def test_a_rule_with_no_action_has_one_band_and_no_periods() -> None:
                         as_of=date(2026, 3, 1), link=link)
     assert [b.status for b in chart.bands] == ["none"] and chart.periods == []
     assert chart.window_start < date(2026, 3, 1) < chart.window_end
+
+
+def test_periods_too_short_to_draw_apart_are_one_striped_band_and_all_still_listed() -> None:
+    """A rule that changed every day for a year, years apart from its other changes: the days
+    are one band over their span, linking to its first day; a lone short period stays itself."""
+    from datetime import timedelta
+
+    days = [date(2005, 1, 1) + timedelta(days=n) for n in range(366)]
+    statuses = ("restricted", "banned", "eased")
+    segments = [seg("0001-01-01", "1995-01-01", "none"),
+                seg("1995-01-01", "2005-01-01", "restricted", since="1995")]
+    segments += [seg(d.isoformat(), (d + timedelta(days=1)).isoformat(), statuses[i % 3],
+                     since=d.isoformat()) for i, d in enumerate(days[:-1])]
+    segments += [seg("2006-01-01", "2015-01-01", "banned", since="2006-01-01"),
+                 seg("2015-01-01", "2015-01-02", "eased", since="2015-01-01"),
+                 seg("2015-01-02", "9999-12-31", "banned", since="2015-01-02")]
+    chart = build_chart(segments, today=date(2026, 3, 1), as_of=date(2005, 6, 1), link=link)
+    assert [b.status for b in chart.bands] == [
+        "none", "restricted", "changing", "banned", "eased", "banned"]
+    run = chart.bands[2]
+    assert run.label == "365 periods" and run.current and chart.has_runs
+    assert run.title == "365 periods, too short to draw apart, from 1 January 2005 to 31 December 2005"
+    assert run.href == "/rules/r?as_of=2005-01-01"
+    assert sum(b.width for b in chart.bands) == pytest.approx(100, abs=0.01)
+    assert len(chart.periods) == 1 + 365 + 3  # every period is still in the list

@@ -366,6 +366,23 @@ def test_a_rate_too_narrow_to_read_keeps_its_bar_but_not_its_label(tracker: Trac
     assert ">20%</text>" not in html
 
 
+def test_a_rule_that_changed_every_day_draws_those_days_as_one_striped_band(tracker: Tracker) -> None:
+    register(tracker, "busy-rule", "A rule that changed every day for a while")
+    record(tracker, "busy-rule", kind="restrict", effective="1995-01-01")
+    for n in range(1, 201):
+        record(tracker, "busy-rule", kind=("ban", "ease")[n % 2], effective=f"2005-{1 + n // 28:02d}-{1 + n % 28:02d}")
+    record(tracker, "busy-rule", kind="ban", effective="2015-01-01")
+    client = create_app({"TESTING": True}, tracker=tracker).test_client()
+    html = client.get("/rules/busy-rule?as_of=2005-03-03").get_data(as_text=True)
+    bands = re.findall(r'<svg class="band status-(\w+)( current)?"', html)
+    assert [b[0] for b in bands] == ["none", "restricted", "changing", "banned", "banned"]
+    assert bands[2][1] == " current"  # the day shown falls among the busy days
+    assert "Striped: periods too short to draw apart, listed below" in Page(html).text
+    # The last busy day's period lasts until 2015: wide enough to draw on its own.
+    assert ('aria-label="199 periods, too short to draw apart, from 2 January 2005 to 4 August 2005"'
+            in html)
+
+
 def test_rule_page_lists_the_full_history_with_sources(client) -> None:
     _, html = status_on(client, "2025-12-09")
     text = Page(html).text

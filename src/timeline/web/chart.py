@@ -17,6 +17,10 @@ from timeline.readmodel.queries import OPEN_END as END_OF_TIME
 from timeline.readmodel.queries import OPEN_START as START_OF_TIME
 from timeline.web.present import STATUS_LABELS, day, policy_date, precision_note, rate, short_date
 
+# Periods narrower than this, in percent of the chart's width (two pixels on a chart 1,000
+# pixels wide), cannot be told apart: neighbours as narrow are drawn as one striped band.
+MIN_BAND_WIDTH = 0.2
+
 # Steps between axis ticks, in months; the smallest that keeps the axis uncrowded wins.
 TICK_STEPS = (1, 2, 3, 6, 12, 24, 60, 120, 240, 600, 1200)
 MAX_TICKS = 6
@@ -35,6 +39,7 @@ class Band:
     href: str
     current: bool
     size: str  # "wide", "medium" or "narrow": how much label the band can carry
+    short: str  # the label where a long one does not fit
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,7 @@ class Chart:
     periods: list[Period] = field(default_factory=list)
     max_rate: float | None = None
     statuses: list[str] = field(default_factory=list)
+    has_runs: bool = False  # whether some band stands for periods too short to draw apart
 
     # Vertical layout, in pixels.
     top: int = 36
@@ -187,6 +193,45 @@ def _merge(segments: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return merged
 
 
+def _size(width: float) -> str:
+    return "wide" if width >= 30 else "medium" if width >= 12 else "narrow"
+
+
+RUN = "changing"  # the status class of a band standing for several narrow periods
+
+
+def _gathered(drawn: Sequence[tuple[Band, date, date]], low: date) -> list[Band]:
+    """The bands to draw: each run of two or more neighbours too narrow to tell apart becomes
+    one band over their span, linking to its first day (the periods below list them all)."""
+    bands: list[Band] = []
+    run: list[tuple[Band, date, date]] = []
+
+    def close_run() -> None:
+        if len(run) == 1:
+            bands.append(run[0][0])
+        elif run:
+            first, last = run[0], run[-1]
+            x = first[0].x
+            width = round(last[0].x + last[0].width - x, 3)
+            until = "" if last[2] == date.max else f" to {day(last[2] - timedelta(days=1))}"
+            label = f"{len(run)} periods"
+            bands.append(Band(
+                x=x, width=width, status=RUN, label=label, rate_percent=None,
+                title=f"{label}, too short to draw apart, from {day(max(first[1], low))}{until}",
+                href=first[0].href, current=any(band.current for band, _, _ in run),
+                size=_size(width), short=label))
+        run.clear()
+
+    for band, start, stop in drawn:
+        if band.width < MIN_BAND_WIDTH:
+            run.append((band, start, stop))
+            continue
+        close_run()
+        bands.append(band)
+    close_run()
+    return bands
+
+
 def _marker(x: float, label: str) -> Marker:
     """A label beside a vertical line, on whichever side has more room."""
     if x > 60:
@@ -237,6 +282,7 @@ def build_chart(
     chart.max_rate = max(rates) if rates else None
 
     previous = None
+    drawn: list[tuple[Band, date, date]] = []  # each band with its period's first and end day
     for period in periods:
         start = _as_date(period["valid_from"])
         stop = _as_date(period["valid_to"])
@@ -262,19 +308,22 @@ def build_chart(
         end_text = "" if stop == date.max else f" to {day(stop - timedelta(days=1))}"
         begin = f" from {start_text}" if starts_known else ""
         width = round(x1 - x0, 3)
-        chart.bands.append(Band(
+        drawn.append((Band(
             x=x0, width=width, status=period["status"], label=label,
             rate_percent=period["rate_percent"],
             title=f"{label}{begin}{end_text}" + (" (scheduled)" if scheduled else ""),
-            href=link(max(start, low).isoformat()), current=current,
-            size="wide" if width >= 30 else "medium" if width >= 12 else "narrow",
-        ))
+            href=link(max(start, low).isoformat()), current=current, size=_size(width),
+            short=STATUS_LABELS.get(period["status"], period["status"]),
+        ), start, stop))
         if period["status"] not in chart.statuses:
             chart.statuses.append(period["status"])
         if scheduled:
             since = period.get("since") or ""
             when = since if since and start_text == policy_date(since) else period["valid_from"]
             chart.scheduled.append(_marker(x0, f"{scheduled}: {short_date(when)}"))
+
+    chart.bands = _gathered(drawn, low)
+    chart.has_runs = any(b.status == RUN for b in chart.bands)
 
     for seg in segments:
         if seg["certain"]:
