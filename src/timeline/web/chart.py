@@ -20,6 +20,7 @@ from timeline.web.present import STATUS_LABELS, day, policy_date, precision_note
 # Periods narrower than this, in percent of the chart's width (two pixels on a chart 1,000
 # pixels wide), cannot be told apart: neighbours as narrow are drawn as one striped band.
 MIN_BAND_WIDTH = 0.2
+RUN = "changing"  # the status class of such a band
 
 # Steps between axis ticks, in months; the smallest that keeps the axis uncrowded wins.
 TICK_STEPS = (1, 2, 3, 6, 12, 24, 60, 120, 240, 600, 1200)
@@ -97,7 +98,6 @@ class Chart:
     periods: list[Period] = field(default_factory=list)
     max_rate: float | None = None
     statuses: list[str] = field(default_factory=list)
-    has_runs: bool = False  # whether some band stands for periods too short to draw apart
 
     # Vertical layout, in pixels.
     top: int = 36
@@ -128,6 +128,11 @@ class Chart:
     @property
     def has_uncertain(self) -> bool:
         return bool(self.uncertain)
+
+    @property
+    def has_runs(self) -> bool:
+        """Whether some band stands for periods too short to draw apart."""
+        return any(band.status == RUN for band in self.bands)
 
 
 def _as_date(text: str) -> date:
@@ -195,9 +200,6 @@ def _merge(segments: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _size(width: float) -> str:
     return "wide" if width >= 30 else "medium" if width >= 12 else "narrow"
-
-
-RUN = "changing"  # the status class of a band standing for several narrow periods
 
 
 def _gathered(drawn: Sequence[tuple[Band, date, date]], low: date) -> list[Band]:
@@ -323,7 +325,6 @@ def build_chart(
             chart.scheduled.append(_marker(x0, f"{scheduled}: {short_date(when)}"))
 
     chart.bands = _gathered(drawn, low)
-    chart.has_runs = any(b.status == RUN for b in chart.bands)
 
     for seg in segments:
         if seg["certain"]:
