@@ -101,8 +101,7 @@ class Tracker:
             # for the sake of one new server's read model.
             with self.lock.hold():
                 if self.readmodel.position() == 0:
-                    head = self.app.head()
-                    return build(self.readmodel, self.app.events_by_rule(head), head)
+                    return self.rebuild()
         return self.projector.catch_up(self.app.events_after)
 
     def known_at(self, requested: datetime | None = None) -> str:
