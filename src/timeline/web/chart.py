@@ -304,7 +304,7 @@ def build_chart(
         x0, x1 = position(start), position(stop)
         if x1 <= x0:
             continue
-        label = STATUS_LABELS.get(period["status"], period["status"])
+        short = label = STATUS_LABELS.get(period["status"], period["status"])
         if period["rate_percent"] is not None:
             label += f" · {rate(period['rate_percent'])}"
         end_text = "" if stop == date.max else f" to {day(stop - timedelta(days=1))}"
@@ -315,7 +315,7 @@ def build_chart(
             rate_percent=period["rate_percent"],
             title=f"{label}{begin}{end_text}" + (" (scheduled)" if scheduled else ""),
             href=link(max(start, low).isoformat()), current=current, size=_size(width),
-            short=STATUS_LABELS.get(period["status"], period["status"]),
+            short=short,
         ), start, stop))
         if period["status"] not in chart.statuses:
             chart.statuses.append(period["status"])
